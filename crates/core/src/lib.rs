@@ -1,0 +1,16 @@
+//! Domain and wire types shared by the control plane, the agent and the CLI.
+//!
+//! Architecture invariant: this crate does no I/O. It only defines types, their
+//! validation and their serialized form, so every other crate (and the dashboard's
+//! generated TypeScript) agrees on one shape.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod names;
+pub mod role;
+pub mod service;
+pub mod validation;
+
+pub use names::{is_dns_label, is_env_name};
+pub use role::Role;
+pub use validation::ValidationError;

@@ -1,0 +1,722 @@
+//! The service spec: what to run. Field names here are a public contract (API,
+//! CLI, dashboard, scripts); add fields beside them, never rename.
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::names::{check_dns_label, is_env_name};
+use crate::validation::{check_range, check_text, ValidationError};
+
+pub const MAX_ENV_VARS: usize = 200;
+pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
+pub const MAX_ROUTES: usize = 50;
+pub const MAX_REPLICAS: u32 = 100;
+pub const MAX_COMMAND_BYTES: usize = 4096;
+pub const DEFAULT_REF: &str = "main";
+
+/// Where the code comes from. `ref` is a branch, tag or commit; a deploy resolves it
+/// to an exact commit SHA on the control plane so every node runs the same code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Repository URL: `https://`, `http://`, `ssh://`, `git://`, `file://` or
+    /// scp-like `user@host:path`.
+    #[schema(example = "https://github.com/acme/web.git")]
+    pub git: String,
+    #[serde(rename = "ref", default = "default_ref")]
+    #[schema(example = "main")]
+    pub git_ref: String,
+}
+
+fn default_ref() -> String {
+    DEFAULT_REF.to_owned()
+}
+
+/// One way traffic reaches the service: a host, a path prefix, or both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "app.example.com")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "/api")]
+    pub path: Option<String>,
+    /// Remove the matched path prefix before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+}
+
+/// How the agent decides an instance is healthy. With no `path` the check is a TCP
+/// connect to `PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "/healthz")]
+    pub path: Option<String>,
+    #[serde(default = "default_interval")]
+    pub interval_secs: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u32,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(default = "default_start_period")]
+    pub start_period_secs: u32,
+}
+
+fn default_interval() -> u32 {
+    5
+}
+fn default_timeout() -> u32 {
+    2
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_start_period() -> u32 {
+    30
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        Self {
+            path: None,
+            interval_secs: default_interval(),
+            timeout_secs: default_timeout(),
+            retries: default_retries(),
+            start_period_secs: default_start_period(),
+        }
+    }
+}
+
+/// Limits enforced with cgroups on the node. Absent means the node default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+    /// CPU in thousandths of a core (500 = half a core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+}
+
+/// Which nodes may run the service: by name, by labels (all must match), or any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// A supervised, sandboxed process (the built-in supervisor).
+    #[default]
+    Process,
+}
+
+/// Everything a user says about a service. The app listens on the port given in
+/// its `PORT` environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    #[schema(example = "web")]
+    pub name: String,
+    pub source: Source,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "npm ci && npm run build")]
+    pub build: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "npm start")]
+    pub run: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Names in `env` whose values are secret: never shown again by the API.
+    #[serde(default)]
+    pub secrets: BTreeSet<String>,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    #[serde(default)]
+    pub health: HealthSpec,
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    #[serde(default)]
+    pub placement: PlacementSpec,
+    #[serde(default)]
+    pub runtime: Runtime,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+/// A partial update: every present field replaces the stored one. A secret value
+/// equal to [`REDACTED`] keeps the stored value, so a client can send back what it
+/// read without wiping secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// `null` removes the build command.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub build: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub run: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<BTreeSet<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<RouteSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+}
+
+/// Shown instead of a secret value.
+pub const REDACTED: &str = "********";
+
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Option<String>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        value.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(deserializer).map(Some)
+    }
+}
+
+impl ServiceSpec {
+    /// Applies a patch; secret values sent back as [`REDACTED`] keep their stored value.
+    pub fn apply(&self, patch: ServicePatch) -> ServiceSpec {
+        let mut next = self.clone();
+        if let Some(name) = patch.name {
+            next.name = name;
+        }
+        if let Some(source) = patch.source {
+            next.source = source;
+        }
+        if let Some(build) = patch.build {
+            next.build = build;
+        }
+        if let Some(run) = patch.run {
+            next.run = run;
+        }
+        if let Some(secrets) = patch.secrets {
+            next.secrets = secrets;
+        }
+        if let Some(mut env) = patch.env {
+            for (key, value) in env.iter_mut() {
+                if value == REDACTED {
+                    if let Some(old) = self.env.get(key) {
+                        value.clone_from(old);
+                    }
+                }
+            }
+            next.env = env;
+        }
+        if let Some(routes) = patch.routes {
+            next.routes = routes;
+        }
+        if let Some(health) = patch.health {
+            next.health = health;
+        }
+        if let Some(resources) = patch.resources {
+            next.resources = resources;
+        }
+        if let Some(replicas) = patch.replicas {
+            next.replicas = replicas;
+        }
+        if let Some(placement) = patch.placement {
+            next.placement = placement;
+        }
+        if let Some(runtime) = patch.runtime {
+            next.runtime = runtime;
+        }
+        next
+    }
+
+    /// The spec as the API shows it: secret values replaced by [`REDACTED`].
+    pub fn redacted(&self) -> ServiceSpec {
+        let mut shown = self.clone();
+        for (key, value) in shown.env.iter_mut() {
+            if self.secrets.contains(key) {
+                *value = REDACTED.to_owned();
+            }
+        }
+        shown
+    }
+
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        check_dns_label("name", &self.name)?;
+        validate_git_url("source.git", &self.source.git)?;
+        validate_git_ref("source.ref", &self.source.git_ref)?;
+        if let Some(build) = &self.build {
+            check_command("build", build)?;
+        }
+        if let Some(run) = &self.run {
+            check_command("run", run)?;
+        }
+        if self.env.len() > MAX_ENV_VARS {
+            return Err(ValidationError::new(
+                "env",
+                format!("at most {MAX_ENV_VARS} variables"),
+            ));
+        }
+        for (key, value) in &self.env {
+            validate_env_var(&format!("env.{key}"), key, value)?;
+        }
+        for secret in &self.secrets {
+            if !self.env.contains_key(secret) {
+                return Err(ValidationError::new(
+                    "secrets",
+                    format!("'{}' is not a variable in env", printable(secret)),
+                ));
+            }
+        }
+        if self.routes.len() > MAX_ROUTES {
+            return Err(ValidationError::new(
+                "routes",
+                format!("at most {MAX_ROUTES} routes"),
+            ));
+        }
+        for (index, route) in self.routes.iter().enumerate() {
+            validate_route(index, route)?;
+        }
+        validate_health(&self.health)?;
+        validate_resources(&self.resources)?;
+        check_range("replicas", self.replicas.into(), 0, MAX_REPLICAS.into())?;
+        for (index, node) in self.placement.nodes.iter().enumerate() {
+            check_dns_label(&format!("placement.nodes[{index}]"), node)?;
+        }
+        for (key, value) in &self.placement.labels {
+            validate_label(&format!("placement.labels.{key}"), key, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Labels (on nodes, in placement): keys and values are short, printable and
+/// free of separators that would make them ambiguous in a selector.
+pub fn validate_label(field: &str, key: &str, value: &str) -> Result<(), ValidationError> {
+    let key_ok = !key.is_empty()
+        && key.len() <= 63
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+    if !key_ok {
+        return Err(ValidationError::new(
+            field,
+            "label keys are 1-63 characters of a-z, A-Z, 0-9, '-', '_', '.' and '/'",
+        ));
+    }
+    let value_ok = value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !value_ok {
+        return Err(ValidationError::new(
+            field,
+            "label values are 0-63 characters of a-z, A-Z, 0-9, '-', '_' and '.'",
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_env_var(field: &str, key: &str, value: &str) -> Result<(), ValidationError> {
+    if !is_env_name(key) {
+        return Err(ValidationError::new(
+            field,
+            "variable names are letters, digits and '_', not starting with a digit",
+        ));
+    }
+    if value.len() > MAX_ENV_VALUE_BYTES {
+        return Err(ValidationError::new(
+            field,
+            format!("values are at most {MAX_ENV_VALUE_BYTES} bytes"),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(ValidationError::new(field, "values must not contain NUL"));
+    }
+    Ok(())
+}
+
+fn check_command(field: &str, command: &str) -> Result<(), ValidationError> {
+    if command.trim().is_empty() {
+        return Err(ValidationError::new(
+            field,
+            "must not be empty; omit it to detect it from the repository",
+        ));
+    }
+    check_text(field, command, MAX_COMMAND_BYTES)
+}
+
+fn validate_route(index: usize, route: &RouteSpec) -> Result<(), ValidationError> {
+    if route.host.is_none() && route.path.is_none() {
+        return Err(ValidationError::new(
+            format!("routes[{index}]"),
+            "a route needs a host, a path or both",
+        ));
+    }
+    if let Some(host) = &route.host {
+        validate_host(&format!("routes[{index}].host"), host)?;
+    }
+    if let Some(path) = &route.path {
+        validate_path(&format!("routes[{index}].path"), path)?;
+    }
+    Ok(())
+}
+
+/// A host name: lowercase DNS labels separated by dots, optionally starting with a
+/// `*.` wildcard, at most 253 characters.
+pub fn validate_host(field: &str, host: &str) -> Result<(), ValidationError> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let ok = host.len() <= 253 && !name.is_empty() && name.split('.').all(crate::is_dns_label);
+    if ok {
+        return Ok(());
+    }
+    Err(ValidationError::new(
+        field,
+        "must be a lowercase host name such as app.example.com (optionally *.example.com)",
+    ))
+}
+
+/// A URL path prefix: starts with `/`, at most 1024 bytes, only unreserved and
+/// sub-delimiter characters, no `.`/`..` segments (which proxies normalize away and
+/// attackers use to escape a prefix).
+pub fn validate_path(field: &str, path: &str) -> Result<(), ValidationError> {
+    if !path.starts_with('/') {
+        return Err(ValidationError::new(field, "must start with '/'"));
+    }
+    if path.len() > 1024 {
+        return Err(ValidationError::new(field, "must be at most 1024 bytes"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@%".contains(c);
+    if !path.chars().all(allowed) {
+        return Err(ValidationError::new(
+            field,
+            "may contain only letters, digits and -._~!$&'()*+,;=:@%/",
+        ));
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(ValidationError::new(
+            field,
+            "must not contain '.' or '..' segments",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_health(health: &HealthSpec) -> Result<(), ValidationError> {
+    if let Some(path) = &health.path {
+        validate_path("health.path", path)?;
+    }
+    check_range("health.interval_secs", health.interval_secs.into(), 1, 3600)?;
+    check_range("health.timeout_secs", health.timeout_secs.into(), 1, 600)?;
+    check_range("health.retries", health.retries.into(), 1, 100)?;
+    check_range(
+        "health.start_period_secs",
+        health.start_period_secs.into(),
+        0,
+        3600,
+    )?;
+    Ok(())
+}
+
+fn validate_resources(resources: &ResourcesSpec) -> Result<(), ValidationError> {
+    if let Some(memory) = resources.memory_mb {
+        check_range("resources.memory_mb", memory.into(), 16, 1024 * 1024)?;
+    }
+    if let Some(cpu) = resources.cpu_millis {
+        check_range("resources.cpu_millis", cpu.into(), 10, 256_000)?;
+    }
+    if let Some(pids) = resources.pids {
+        check_range("resources.pids", pids.into(), 8, 1_000_000)?;
+    }
+    Ok(())
+}
+
+/// Accepts the transports git itself treats as safe and nothing that git would
+/// interpret as a command or an option (`ext::`, `fd::`, a leading `-`).
+pub fn validate_git_url(field: &str, url: &str) -> Result<(), ValidationError> {
+    if url.is_empty() || url.len() > 2048 {
+        return Err(ValidationError::new(field, "must be 1-2048 bytes"));
+    }
+    if url.starts_with('-') {
+        return Err(ValidationError::new(field, "must not start with '-'"));
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ValidationError::new(
+            field,
+            "must not contain spaces or control characters",
+        ));
+    }
+    let lower = url.to_ascii_lowercase();
+    const SCHEMES: [&str; 6] = [
+        "https://",
+        "http://",
+        "ssh://",
+        "git://",
+        "file://",
+        "git+ssh://",
+    ];
+    if let Some(scheme) = SCHEMES.iter().find(|s| lower.starts_with(**s)) {
+        let rest = &url[scheme.len()..];
+        if rest.is_empty() || (*scheme != "file://" && rest.starts_with('/')) {
+            return Err(ValidationError::new(field, "is missing a host"));
+        }
+        if *scheme == "file://" && !rest.starts_with('/') {
+            return Err(ValidationError::new(
+                field,
+                "file:// URLs need an absolute path (file:///srv/repo.git)",
+            ));
+        }
+        if rest.split('/').any(|segment| segment == "..") {
+            return Err(ValidationError::new(field, "must not contain '..'"));
+        }
+        return Ok(());
+    }
+    if lower.contains("::") {
+        return Err(ValidationError::new(
+            field,
+            "remote helpers such as ext:: are not allowed",
+        ));
+    }
+    // scp-like syntax: user@host:path
+    if let Some((host_part, path)) = url.split_once(':') {
+        let host_ok = !host_part.is_empty()
+            && !host_part.contains('/')
+            && host_part.contains('@')
+            && !host_part.starts_with('@');
+        if host_ok && !path.is_empty() && !path.split('/').any(|segment| segment == "..") {
+            return Ok(());
+        }
+    }
+    Err(ValidationError::new(
+        field,
+        "must be an https://, http://, ssh://, git://, file:// or user@host:path URL",
+    ))
+}
+
+/// A branch, tag or commit, following `git check-ref-format` plus: no leading `-`
+/// (it would be read as an option) and at most 255 bytes.
+pub fn validate_git_ref(field: &str, git_ref: &str) -> Result<(), ValidationError> {
+    let bad = git_ref.is_empty()
+        || git_ref.len() > 255
+        || git_ref.starts_with('-')
+        || git_ref.starts_with('/')
+        || git_ref.ends_with('/')
+        || git_ref.ends_with('.')
+        || git_ref.ends_with(".lock")
+        || git_ref.contains("..")
+        || git_ref.contains("@{")
+        || git_ref.contains("//")
+        || git_ref == "@"
+        || git_ref
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
+        || git_ref.split('/').any(|part| part.starts_with('.'));
+    if bad {
+        return Err(ValidationError::new(
+            field,
+            "must be a branch, tag or commit name (see git check-ref-format)",
+        ));
+    }
+    Ok(())
+}
+
+/// True for a full hexadecimal commit id (SHA-1 or SHA-256).
+pub fn is_commit_sha(value: &str) -> bool {
+    (value.len() == 40 || value.len() == 64) && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Makes user text safe to echo inside an error message.
+fn printable(value: &str) -> String {
+    value.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ServiceSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "web",
+            "source": {"git": "https://example.com/acme/web.git"},
+        }))
+        .expect("minimal spec parses")
+    }
+
+    #[test]
+    fn minimal_spec_gets_defaults() {
+        let spec = spec();
+        assert_eq!(spec.source.git_ref, "main");
+        assert_eq!(spec.replicas, 1);
+        assert_eq!(spec.health.interval_secs, 5);
+        spec.validate().expect("valid");
+    }
+
+    #[test]
+    fn git_urls() {
+        for ok in [
+            "https://github.com/a/b.git",
+            "http://127.0.0.1:9418/x",
+            "ssh://git@host/repo.git",
+            "git://127.0.0.1/repo",
+            "file:///tmp/repo.git",
+            "git@github.com:acme/web.git",
+        ] {
+            assert!(validate_git_url("g", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ext::sh -c touch% /tmp/pwned",
+            "-uhttps://x",
+            "--upload-pack=touch /tmp/x",
+            "fd::17",
+            "https://",
+            "file://relative/path",
+            "file:///tmp/../etc",
+            "https://host/a b",
+            "https://host/\nx",
+            "/just/a/path",
+            "",
+        ] {
+            assert!(validate_git_url("g", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn git_refs() {
+        for ok in [
+            "main",
+            "release/1.2",
+            "v1.0.0",
+            "0123456789abcdef0123456789abcdef01234567",
+        ] {
+            assert!(validate_git_ref("r", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-f",
+            "--upload-pack=x",
+            "a..b",
+            "a b",
+            "a\nb",
+            "x.lock",
+            "a/",
+            "/a",
+            "HEAD@{1}",
+            "a~1",
+            "a^",
+            "a:b",
+            ".hidden",
+            "a/.b",
+            "$(id)",
+        ] {
+            // "$(id)" is a legal ref name for git; it is only dangerous through a
+            // shell, which we never use, so it passes validation.
+            if bad == "$(id)" {
+                assert!(validate_git_ref("r", bad).is_ok());
+                continue;
+            }
+            assert!(validate_git_ref("r", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_fields_naming_them() {
+        let mut bad = spec();
+        bad.name = "Web_App".into();
+        assert_eq!(bad.validate().unwrap_err().field, "name");
+
+        let mut bad = spec();
+        bad.env.insert("1BAD".into(), "x".into());
+        assert_eq!(bad.validate().unwrap_err().field, "env.1BAD");
+
+        let mut bad = spec();
+        bad.secrets.insert("MISSING".into());
+        assert_eq!(bad.validate().unwrap_err().field, "secrets");
+
+        let mut bad = spec();
+        bad.routes.push(RouteSpec {
+            host: None,
+            path: Some("/a/../b".into()),
+            strip_prefix: false,
+        });
+        assert_eq!(bad.validate().unwrap_err().field, "routes[0].path");
+
+        let mut bad = spec();
+        bad.replicas = 1_000_000;
+        assert_eq!(bad.validate().unwrap_err().field, "replicas");
+
+        let mut bad = spec();
+        bad.run = Some("node server.js\u{1b}[2J".into());
+        assert_eq!(bad.validate().unwrap_err().field, "run");
+    }
+
+    #[test]
+    fn patch_keeps_redacted_secrets() {
+        let mut stored = spec();
+        stored.env.insert("TOKEN".into(), "s3cret".into());
+        stored.env.insert("MODE".into(), "prod".into());
+        stored.secrets.insert("TOKEN".into());
+        let shown = stored.redacted();
+        assert_eq!(shown.env["TOKEN"], REDACTED);
+        let patch = ServicePatch {
+            env: Some(shown.env.clone()),
+            build: Some(None),
+            ..ServicePatch::default()
+        };
+        let next = stored.apply(patch);
+        assert_eq!(next.env["TOKEN"], "s3cret");
+        assert_eq!(next.build, None);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let result: Result<ServiceSpec, _> = serde_json::from_value(serde_json::json!({
+            "name": "web", "source": {"git": "https://h/r"}, "replica": 2
+        }));
+        assert!(result.is_err());
+    }
+}

@@ -1,0 +1,336 @@
+//! `nanoscale up` configuration: flags > environment (`NANOSCALE_…`) > TOML file >
+//! defaults. Everything is validated before a port is bound; a bad value exits with
+//! code 64 and a message naming the key and the fix.
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use nanoscale_server::ServerConfig;
+use serde::Deserialize;
+
+/// The config file. Unknown keys are errors so a typo never silently does nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub public_url: Option<String>,
+    pub log_format: Option<String>,
+    pub node_name: Option<String>,
+    pub login_attempts_per_minute: Option<u32>,
+    pub allowed_file_roots: Option<Vec<PathBuf>>,
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    pub server: ServerConfig,
+    pub log_format: LogFormat,
+    pub shutdown_grace_secs: u64,
+}
+
+/// What flags and environment gave (clap resolves flag > env); `None` = not given.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub public_url: Option<String>,
+    pub log_format: Option<String>,
+    pub node_name: Option<String>,
+    pub login_attempts_per_minute: Option<u32>,
+    pub allowed_file_roots: Vec<PathBuf>,
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| invalid("config", format!("cannot read {}: {error}", path.display())))?;
+    toml::from_str(&text).map_err(|error| {
+        invalid(
+            "config",
+            format!("{}: {}", path.display(), error.to_string().trim_end()),
+        )
+    })
+}
+
+/// Where data lives when nothing says otherwise: `/var/lib/nanoscale` for an
+/// installed binary (under /usr), `./.nanoscale` in development.
+pub fn default_data_dir() -> PathBuf {
+    let installed = std::env::current_exe()
+        .map(|exe| exe.starts_with("/usr/"))
+        .unwrap_or(false);
+    if installed {
+        PathBuf::from("/var/lib/nanoscale")
+    } else {
+        PathBuf::from(".nanoscale")
+    }
+}
+
+pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, ConfigError> {
+    let data_dir = overrides
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(default_data_dir);
+    if data_dir.as_os_str().is_empty() {
+        return Err(invalid("data_dir", "must not be empty"));
+    }
+    let data_dir = absolute(&data_dir).map_err(|message| invalid("data_dir", message))?;
+
+    let listen_text = overrides
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:4000".to_owned());
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        invalid(
+            "listen",
+            format!(
+                "{listen_text:?} is not ADDRESS:PORT; use for example 127.0.0.1:4000 or [::1]:4000"
+            ),
+        )
+    })?;
+
+    let database_url =
+        match overrides.database_url.or(file.database_url) {
+            Some(url)
+                if url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("sqlite:") =>
+            {
+                url
+            }
+            Some(_) => return Err(invalid(
+                "database_url",
+                "must start with postgres:// or sqlite:// (omit it to use SQLite in the data dir)",
+            )),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("nanoscale.db").display()
+            ),
+        };
+
+    let public_url = overrides
+        .public_url
+        .or(file.public_url)
+        .unwrap_or_else(|| format!("http://{listen}"));
+    if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+        return Err(invalid("public_url", "must start with http:// or https://"));
+    }
+    let public_url = public_url.trim_end_matches('/').to_owned();
+
+    let log_format = match overrides.log_format.or(file.log_format).as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(invalid(
+                "log_format",
+                format!("{other:?} is not text or json"),
+            ))
+        }
+    };
+
+    let node_name = overrides
+        .node_name
+        .or(file.node_name)
+        .unwrap_or_else(default_node_name);
+    if !nanoscale_core::is_dns_label(&node_name) {
+        return Err(invalid(
+            "node_name",
+            format!("{node_name:?} is not a DNS label (a-z, 0-9, '-', at most 63 characters)"),
+        ));
+    }
+
+    let attempts = overrides
+        .login_attempts_per_minute
+        .or(file.login_attempts_per_minute)
+        .unwrap_or(10);
+    let login_attempts_per_minute = NonZeroU32::new(attempts)
+        .filter(|n| n.get() <= 10_000)
+        .ok_or_else(|| invalid("login_attempts_per_minute", "must be between 1 and 10000"))?;
+
+    let shutdown_grace_secs = overrides
+        .shutdown_grace_secs
+        .or(file.shutdown_grace_secs)
+        .unwrap_or(10);
+    if shutdown_grace_secs > 3600 {
+        return Err(invalid("shutdown_grace_secs", "must be at most 3600"));
+    }
+
+    let mut allowed_file_roots = if overrides.allowed_file_roots.is_empty() {
+        file.allowed_file_roots
+            .unwrap_or_else(|| default_file_roots(&data_dir))
+    } else {
+        overrides.allowed_file_roots
+    };
+    for root in &mut allowed_file_roots {
+        if !root.is_absolute() {
+            return Err(invalid(
+                "allowed_file_roots",
+                format!("{} is not an absolute path", root.display()),
+            ));
+        }
+        *root = root.clone();
+    }
+
+    Ok(UpConfig {
+        server: ServerConfig {
+            listen,
+            data_dir,
+            database_url,
+            public_url,
+            login_attempts_per_minute,
+            allowed_file_roots,
+            node_name,
+        },
+        log_format,
+        shutdown_grace_secs,
+    })
+}
+
+/// `nanoscale up` lets git read repositories under its own data dir, the user's
+/// home and /tmp.
+fn default_file_roots(data_dir: &Path) -> Vec<PathBuf> {
+    let mut roots = vec![data_dir.to_path_buf(), PathBuf::from("/tmp")];
+    if let Some(home) = std::env::var_os("HOME") {
+        roots.push(PathBuf::from(home));
+    }
+    roots
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, String> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    std::env::current_dir()
+        .map(|dir| dir.join(path))
+        .map_err(|error| format!("cannot resolve {}: {error}", path.display()))
+}
+
+/// The host name, lowercased and cut to a DNS label; `local` if it has none.
+fn default_node_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let cleaned: String = raw
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    let cleaned = cleaned.trim_matches('-').to_owned();
+    if nanoscale_core::is_dns_label(&cleaned) {
+        cleaned
+    } else {
+        "local".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let config =
+            resolve(Overrides::default(), FileConfig::default()).expect("defaults are valid");
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:4000");
+        assert!(config.server.database_url.starts_with("sqlite://"));
+        assert_eq!(config.server.public_url, "http://127.0.0.1:4000");
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.server.login_attempts_per_minute.get(), 10);
+    }
+
+    #[test]
+    fn flags_beat_file() {
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:5000\"\nlog_format = \"json\"").expect("toml");
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:6000".into()),
+            ..Overrides::default()
+        };
+        let config = resolve(overrides, file).expect("valid");
+        assert_eq!(config.server.listen.port(), 6000);
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (
+                Overrides {
+                    listen: Some("localhost".into()),
+                    ..Overrides::default()
+                },
+                "listen",
+            ),
+            (
+                Overrides {
+                    database_url: Some("mysql://x".into()),
+                    ..Overrides::default()
+                },
+                "database_url",
+            ),
+            (
+                Overrides {
+                    log_format: Some("xml".into()),
+                    ..Overrides::default()
+                },
+                "log_format",
+            ),
+            (
+                Overrides {
+                    node_name: Some("Bad_Name".into()),
+                    ..Overrides::default()
+                },
+                "node_name",
+            ),
+            (
+                Overrides {
+                    login_attempts_per_minute: Some(0),
+                    ..Overrides::default()
+                },
+                "login_attempts_per_minute",
+            ),
+            (
+                Overrides {
+                    public_url: Some("ftp://x".into()),
+                    ..Overrides::default()
+                },
+                "public_url",
+            ),
+        ];
+        for (overrides, key) in cases {
+            let error = resolve(overrides, FileConfig::default()).expect_err(key);
+            assert_eq!(error.key, key);
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let result: Result<FileConfig, _> =
+            toml::from_str("listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"");
+        let message = result.expect_err("unknown key").to_string();
+        assert!(message.contains("listen_adress"), "{message}");
+    }
+}

@@ -1,0 +1,165 @@
+//! First-run setup, login, logout and "who am I".
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use nanoscale_core::api::{Credentials, LoginResponse, Me, SetupStatus, User};
+use nanoscale_core::names::{check_password, check_username};
+use serde_json::json;
+
+use super::audit_ctx::audit;
+use super::error::{ApiError, ApiResult};
+use super::extract::ApiJson;
+use crate::auth::{
+    hash_password, hash_secret, new_secret, verify_password, AuthMethod, Principal, SESSION_COOKIE,
+};
+use crate::metrics::LOGIN_FAILURES;
+use crate::state::AppState;
+use crate::store::{Change, NewEvent, SESSION_LIFETIME};
+
+/// Whether the first admin still has to be created.
+#[utoipa::path(get, path = "/api/v1/setup", tag = "auth",
+    responses((status = 200, body = SetupStatus)))]
+pub async fn setup_status(State(state): State<AppState>) -> ApiResult<Json<SetupStatus>> {
+    Ok(Json(SetupStatus {
+        needed: state.store.count_users().await? == 0,
+    }))
+}
+
+/// Creates the first admin. Answers 409 once any user exists.
+#[utoipa::path(post, path = "/api/v1/setup", tag = "auth", request_body = Credentials,
+    responses((status = 201, body = User)))]
+pub async fn setup(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    if state.store.count_users().await? > 0 {
+        return Err(ApiError::Conflict(
+            "setup is already done; log in instead".into(),
+        ));
+    }
+    check_username("username", &body.username)?;
+    check_password("password", &body.password)?;
+    let hash = hash_password(body.password).await?;
+    let user = state
+        .store
+        .create_first_admin(&body.username, &hash, |user| Change {
+            audit: audit(
+                Some(user),
+                "setup",
+                "user",
+                Some(user.id.to_string()),
+                json!({"username": user.username, "role": "admin"}),
+            ),
+            events: vec![NewEvent {
+                actor_id: Some(user.id),
+                ..NewEvent::info(
+                    "cluster.setup",
+                    format!("first admin {} created", user.username),
+                )
+            }],
+        })
+        .await
+        .map_err(|error| match error {
+            crate::store::StoreError::Conflict(_) => {
+                ApiError::Conflict("setup is already done; log in instead".into())
+            }
+            other => other.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// Logs in with a password: sets the session cookie and returns the CSRF token.
+/// Rate-limited per client address.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials,
+    responses((status = 200, body = LoginResponse, headers(("set-cookie" = String, description = "the session cookie")))))]
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> ApiResult<Response> {
+    if let Err(not_until) = state.login_limiter.check_key(&peer.ip()) {
+        metrics::counter!(LOGIN_FAILURES, "reason" => "rate_limited").increment(1);
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs().max(1),
+        });
+    }
+    let record = state.store.find_user_by_name(&body.username).await?;
+    let stored = record.as_ref().map(|r| r.password_hash.clone());
+    if !verify_password(body.password, stored).await? {
+        metrics::counter!(LOGIN_FAILURES, "reason" => "bad_credentials").increment(1);
+        return Err(ApiError::Unauthorized);
+    }
+    let Some(record) = record else {
+        return Err(ApiError::Unauthorized);
+    };
+    let secret = new_secret("");
+    let csrf_token = new_secret("");
+    let expires_at = state
+        .store
+        .create_session(
+            record.user.id,
+            &hash_secret(&secret),
+            &csrf_token,
+            &peer.ip().to_string(),
+        )
+        .await?;
+    let mut cookie = format!(
+        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        SESSION_LIFETIME.as_secs()
+    );
+    if state.config.secure_cookies() {
+        cookie.push_str("; Secure");
+    }
+    let body = LoginResponse {
+        csrf_token,
+        user: record.user,
+        expires_at,
+    };
+    let mut response = Json(body).into_response();
+    let value =
+        HeaderValue::from_str(&cookie).map_err(|error| ApiError::Internal(error.to_string()))?;
+    response.headers_mut().insert(header::SET_COOKIE, value);
+    Ok(response)
+}
+
+/// Ends the current session (a no-op for bearer tokens: revoke those instead).
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    responses((status = 204, description = "logged out")))]
+pub async fn logout(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<(StatusCode, HeaderMap)> {
+    if let AuthMethod::Session { id, .. } = principal.method {
+        state.store.delete_session(id).await?;
+    }
+    let mut headers = HeaderMap::new();
+    let mut cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    if state.config.secure_cookies() {
+        cookie.push_str("; Secure");
+    }
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        headers.insert(header::SET_COOKIE, value);
+    }
+    Ok((StatusCode::NO_CONTENT, headers))
+}
+
+/// The authenticated user, the effective role, and (for sessions) the CSRF token.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", responses((status = 200, body = Me)))]
+pub async fn me(principal: Principal) -> Json<Me> {
+    let (auth, csrf_token) = match principal.method {
+        AuthMethod::Session { csrf_token, .. } => ("session", Some(csrf_token)),
+        AuthMethod::Token { .. } => ("token", None),
+    };
+    Json(Me {
+        user: principal.user,
+        role: principal.role,
+        auth: auth.to_owned(),
+        csrf_token,
+    })
+}

@@ -1,0 +1,145 @@
+//! Extractors that turn every malformed input into an [`ApiError`] with the JSON
+//! error shape (axum's own rejections answer in plain text).
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Largest request body the API accepts.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// A JSON body: 415 without a JSON content type, 413 over [`BODY_LIMIT`], 400 on
+/// malformed JSON or invalid UTF-8, 422 naming the field on wrong types, missing
+/// or unknown fields.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(BODY_LIMIT)
+                } else {
+                    ApiError::BadRequest {
+                        message: "could not read the request body".into(),
+                        field: None,
+                    }
+                }
+            })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Like [`ApiJson`] but an empty body (no content) is `None`.
+pub struct ApiOptionalJson<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiOptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared_empty = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|value| value == "0");
+        let no_body = !request.headers().contains_key(CONTENT_TYPE)
+            && !request
+                .headers()
+                .contains_key(axum::http::header::TRANSFER_ENCODING);
+        if declared_empty || no_body {
+            return Ok(ApiOptionalJson(None));
+        }
+        ApiJson::<T>::from_request(request, state)
+            .await
+            .map(|ApiJson(value)| ApiOptionalJson(Some(value)))
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
+    result.map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let field = (path != ".").then_some(path);
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::Validation(nanoscale_core::ValidationError::new(
+                    field.unwrap_or_else(|| "body".to_owned()),
+                    strip_position(&inner.to_string()),
+                ))
+            }
+            _ => ApiError::BadRequest {
+                message: format!("malformed JSON: {inner}"),
+                field,
+            },
+        }
+    })
+}
+
+/// serde's data errors end with " at line 1 column 17", which means nothing to a
+/// person filling a form.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Path parameters; 400 naming the parameter when it does not parse (e.g. not a UUID).
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::BadRequest {
+                message: format!("invalid path parameter: {}", rejection.body_text()),
+                field: None,
+            }),
+        }
+    }
+}
+
+/// Query parameters; 400 naming the parameter when one does not parse or is unknown.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(ApiQuery)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                ApiError::BadRequest {
+                    message: format!("invalid query parameter: {}", error.into_inner()),
+                    field: (path != ".").then_some(path),
+                }
+            })
+    }
+}

@@ -1,0 +1,96 @@
+//! The HTTP API under `/api/v1`, the probes and `/metrics`, with the OpenAPI 3.1
+//! document generated from the handlers themselves.
+pub mod audit;
+mod audit_ctx;
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod health;
+mod middleware;
+pub mod nodes;
+mod openapi;
+pub mod projects;
+pub mod services;
+pub mod settings;
+pub mod teams;
+pub mod tokens;
+pub mod users;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+
+pub use openapi::ApiDoc;
+
+/// Every route with its handler, and the OpenAPI document describing exactly them.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut document) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .routes(routes!(auth::setup_status, auth::setup))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+        .routes(routes!(teams::list_teams, teams::create_team))
+        .routes(routes!(teams::delete_team))
+        .routes(routes!(teams::add_member, teams::remove_member))
+        .routes(routes!(projects::list_projects, projects::create_project))
+        .routes(routes!(
+            projects::get_project,
+            projects::update_project,
+            projects::delete_project
+        ))
+        .routes(routes!(projects::list_grants, projects::create_grant))
+        .routes(routes!(projects::delete_grant))
+        .routes(routes!(
+            services::list_project_services,
+            services::create_service
+        ))
+        .routes(routes!(services::list_services))
+        .routes(routes!(
+            services::get_service,
+            services::update_service,
+            services::delete_service
+        ))
+        .routes(routes!(services::list_env))
+        .routes(routes!(services::set_env, services::unset_env))
+        .routes(routes!(services::deploy))
+        .routes(routes!(services::rollback))
+        .routes(routes!(services::list_releases))
+        .routes(routes!(services::get_release))
+        .routes(routes!(nodes::list_nodes))
+        .routes(routes!(nodes::get_node))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::stream_events))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(settings::get_settings, settings::update_settings))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::startup))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .split_for_parts();
+    openapi::finish(&mut document);
+    let router = router
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(axum::Extension(openapi::OpenApiJson::new(&document)))
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            middleware::panic_response,
+        ))
+        .with_state(state);
+    (router, document)
+}

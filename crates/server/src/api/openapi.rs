@@ -1,0 +1,146 @@
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Extension;
+use nanoscale_core::api::ErrorBody;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "NanoScale API",
+        description = "Control plane API of NanoScale, a self-hosted platform-as-a-service. \
+            Authenticate with `Authorization: Bearer <token>` (API tokens) or the session cookie \
+            from `POST /api/v1/auth/login` plus the `X-CSRF-Token` header on mutations. \
+            Errors are always `{\"error\": {\"code\", \"message\", \"field\"?}}`."
+    ),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "auth", description = "setup, login, sessions"),
+        (name = "tokens", description = "API tokens"),
+        (name = "users"), (name = "teams"), (name = "projects"), (name = "services"),
+        (name = "releases"), (name = "nodes"), (name = "events"), (name = "audit"),
+        (name = "settings"), (name = "health", description = "probes, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The served document, serialized once at start-up.
+#[derive(Clone)]
+pub struct OpenApiJson(Arc<String>);
+
+impl OpenApiJson {
+    pub fn new(document: &Document) -> Self {
+        OpenApiJson(Arc::new(
+            document.to_json().unwrap_or_else(|_| "{}".to_owned()),
+        ))
+    }
+}
+
+/// This OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health",
+    responses((status = 200, content_type = "application/json", body = Object, description = "the OpenAPI 3.1 document")))]
+pub async fn openapi_json(Extension(document): Extension<OpenApiJson>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.0.as_str().to_owned(),
+    )
+}
+
+/// Routes anyone may call without authenticating.
+const PUBLIC: [&str; 8] = [
+    "/api/v1/setup",
+    "/api/v1/auth/login",
+    "/api/v1/settings",
+    "/api/v1/openapi.json",
+    "/health/live",
+    "/health/ready",
+    "/health/startup",
+    "/metrics",
+];
+
+const ERRORS: [(&str, &str); 11] = [
+    (
+        "400",
+        "malformed request: bad JSON, path or query parameter",
+    ),
+    ("401", "not authenticated"),
+    (
+        "403",
+        "authenticated, but the role (or a missing X-CSRF-Token) does not allow it",
+    ),
+    ("404", "no such resource"),
+    (
+        "409",
+        "conflicts with the current state (name taken, last admin, setup done)",
+    ),
+    ("413", "request body over 1 MiB"),
+    ("415", "body is not application/json"),
+    ("422", "a field is invalid; `field` names it"),
+    ("429", "rate limited; see Retry-After"),
+    ("500", "internal error; the body carries a request id"),
+    ("503", "a dependency (store, git) is unavailable"),
+];
+
+/// Adds what every operation shares, so handlers only document their success:
+/// the error responses with the one error shape, and the security requirements.
+pub fn finish(document: &mut Document) {
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    components.add_security_scheme(
+        "session",
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+            crate::auth::SESSION_COOKIE,
+        ))),
+    );
+    let is_api = |path: &str| path.starts_with("/api/");
+    for (path, item) in document.paths.paths.iter_mut() {
+        let public = PUBLIC.contains(&path.as_str());
+        let operations: [&mut Option<Operation>; 5] = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            if !is_api(path) {
+                continue;
+            }
+            for (code, description) in ERRORS {
+                operation
+                    .responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                    });
+            }
+            if !public {
+                operation.security = Some(vec![
+                    SecurityRequirement::new("bearer", Vec::<String>::new()),
+                    SecurityRequirement::new("session", Vec::<String>::new()),
+                ]);
+            }
+        }
+    }
+}

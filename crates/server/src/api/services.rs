@@ -1,0 +1,470 @@
+//! Services, their environment, deploys and rollbacks.
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use nanoscale_core::api::{
+    DeployRequest, EnvVar, Release, ReleaseSelector, ReleaseStatus, RollbackRequest, Service,
+    SetEnvVar,
+};
+use nanoscale_core::service::{
+    validate_env_var, validate_git_ref, ServicePatch, ServiceSpec, REDACTED,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::audit_ctx::change;
+use super::error::{store_error, ApiError, ApiResult};
+use super::extract::{ApiJson, ApiOptionalJson, ApiPath};
+use crate::auth::Principal;
+use crate::git::GitError;
+use crate::state::AppState;
+use crate::store::{NewEvent, NewRelease};
+
+/// What the API shows of a service: secrets redacted.
+fn shown(mut service: Service) -> Service {
+    service.spec = service.spec.redacted();
+    service
+}
+
+/// Audit summary of a spec: everything but env values.
+fn summary(spec: &ServiceSpec) -> serde_json::Value {
+    let mut value = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(env) = value.get_mut("env") {
+        *env = json!(spec.env.keys().collect::<Vec<_>>());
+    }
+    value
+}
+
+async fn load(state: &AppState, id: Uuid) -> ApiResult<Service> {
+    state
+        .store
+        .get_service(id)
+        .await
+        .map_err(store_error("service", "id"))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/services", tag = "services",
+    params(("project_id" = Uuid, Path, description = "project id")), responses((status = 200, body = Vec<Service>)))]
+pub async fn list_project_services(
+    State(state): State<AppState>,
+    _principal: Principal,
+    ApiPath(project_id): ApiPath<Uuid>,
+) -> ApiResult<Json<Vec<Service>>> {
+    state
+        .store
+        .get_project(project_id)
+        .await
+        .map_err(store_error("project", "project_id"))?;
+    let services = state.store.list_services(Some(project_id)).await?;
+    Ok(Json(services.into_iter().map(shown).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/services", tag = "services", responses((status = 200, body = Vec<Service>)))]
+pub async fn list_services(
+    State(state): State<AppState>,
+    _principal: Principal,
+) -> ApiResult<Json<Vec<Service>>> {
+    let services = state.store.list_services(None).await?;
+    Ok(Json(services.into_iter().map(shown).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/services", tag = "services", request_body = ServiceSpec,
+    params(("project_id" = Uuid, Path, description = "project id")), responses((status = 201, body = Service)))]
+pub async fn create_service(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(project_id): ApiPath<Uuid>,
+    ApiJson(spec): ApiJson<ServiceSpec>,
+) -> ApiResult<(StatusCode, Json<Service>)> {
+    state
+        .store
+        .get_project(project_id)
+        .await
+        .map_err(store_error("project", "project_id"))?;
+    principal.require_project(&state, project_id).await?;
+    spec.validate()?;
+    let service = state
+        .store
+        .create_service(project_id, &spec, principal.user.id, |service| {
+            change(
+                &principal,
+                "service.create",
+                "service",
+                service.id,
+                summary(&service.spec),
+            )
+            .with_event(NewEvent {
+                project_id: Some(project_id),
+                service_id: Some(service.id),
+                actor_id: Some(principal.user.id),
+                ..NewEvent::info(
+                    "service.created",
+                    format!(
+                        "service {} created by {}",
+                        service.spec.name, principal.user.username
+                    ),
+                )
+            })
+        })
+        .await
+        .map_err(store_error("service", "name"))?;
+    Ok((StatusCode::CREATED, Json(shown(service))))
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{id}", tag = "services",
+    params(("id" = Uuid, Path, description = "service id")), responses((status = 200, body = Service)))]
+pub async fn get_service(
+    State(state): State<AppState>,
+    _principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Service>> {
+    Ok(Json(shown(load(&state, id).await?)))
+}
+
+/// Changes any fields of the spec. Secret values sent back as `********` are kept.
+#[utoipa::path(patch, path = "/api/v1/services/{id}", tag = "services", request_body = ServicePatch,
+    params(("id" = Uuid, Path, description = "service id")), responses((status = 200, body = Service)))]
+pub async fn update_service(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(patch): ApiJson<ServicePatch>,
+) -> ApiResult<Json<Service>> {
+    let service = load(&state, id).await?;
+    principal
+        .require_project(&state, service.project_id)
+        .await?;
+    let next = service.spec.apply(patch);
+    next.validate()?;
+    let change = change(
+        &principal,
+        "service.update",
+        "service",
+        id,
+        json!({"before": summary(&service.spec), "after": summary(&next)}),
+    )
+    .with_event(NewEvent {
+        project_id: Some(service.project_id),
+        service_id: Some(id),
+        actor_id: Some(principal.user.id),
+        ..NewEvent::info(
+            "service.updated",
+            format!(
+                "service {} updated by {}",
+                next.name, principal.user.username
+            ),
+        )
+    });
+    let updated = state
+        .store
+        .update_service(id, &next, change)
+        .await
+        .map_err(store_error("service", "name"))?;
+    Ok(Json(shown(updated)))
+}
+
+/// Deletes the service and its releases; nodes stop its instances.
+#[utoipa::path(delete, path = "/api/v1/services/{id}", tag = "services",
+    params(("id" = Uuid, Path, description = "service id")), responses((status = 204, description = "deleted")))]
+pub async fn delete_service(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    let service = load(&state, id).await?;
+    principal
+        .require_project(&state, service.project_id)
+        .await?;
+    let change = change(
+        &principal,
+        "service.delete",
+        "service",
+        id,
+        json!({"name": service.spec.name}),
+    )
+    .with_event(NewEvent {
+        project_id: Some(service.project_id),
+        service_id: Some(id),
+        actor_id: Some(principal.user.id),
+        ..NewEvent::info(
+            "service.deleted",
+            format!(
+                "service {} deleted by {}",
+                service.spec.name, principal.user.username
+            ),
+        )
+    });
+    state
+        .store
+        .delete_service(id, change)
+        .await
+        .map_err(store_error("service", "id"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{id}/env", tag = "services",
+    params(("id" = Uuid, Path, description = "service id")), responses((status = 200, body = Vec<EnvVar>)))]
+pub async fn list_env(
+    State(state): State<AppState>,
+    _principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Vec<EnvVar>>> {
+    let spec = load(&state, id).await?.spec;
+    Ok(Json(
+        spec.env
+            .iter()
+            .map(|(name, value)| {
+                let secret = spec.secrets.contains(name);
+                EnvVar {
+                    name: name.clone(),
+                    value: if secret {
+                        REDACTED.to_owned()
+                    } else {
+                        value.clone()
+                    },
+                    secret,
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// Sets one variable (a secret when `secret` is true). Takes effect at the next deploy.
+#[utoipa::path(put, path = "/api/v1/services/{id}/env/{name}", tag = "services", request_body = SetEnvVar,
+    params(("id" = Uuid, Path, description = "service id"), ("name" = String, Path, description = "variable name")),
+    responses((status = 204, description = "set")))]
+pub async fn set_env(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath((id, name)): ApiPath<(Uuid, String)>,
+    ApiJson(body): ApiJson<SetEnvVar>,
+) -> ApiResult<StatusCode> {
+    let service = load(&state, id).await?;
+    principal
+        .require_project(&state, service.project_id)
+        .await?;
+    validate_env_var("name", &name, &body.value)?;
+    let mut next = service.spec.clone();
+    next.env.insert(name.clone(), body.value);
+    if body.secret {
+        next.secrets.insert(name.clone());
+    } else {
+        next.secrets.remove(&name);
+    }
+    next.validate()?;
+    let change = change(
+        &principal,
+        "service.env.set",
+        "service",
+        id,
+        json!({"name": name, "secret": body.secret}),
+    );
+    state
+        .store
+        .update_service(id, &next, change)
+        .await
+        .map_err(store_error("service", "id"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/services/{id}/env/{name}", tag = "services",
+    params(("id" = Uuid, Path, description = "service id"), ("name" = String, Path, description = "variable name")),
+    responses((status = 204, description = "removed")))]
+pub async fn unset_env(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath((id, name)): ApiPath<(Uuid, String)>,
+) -> ApiResult<StatusCode> {
+    let service = load(&state, id).await?;
+    principal
+        .require_project(&state, service.project_id)
+        .await?;
+    let mut next = service.spec.clone();
+    if next.env.remove(&name).is_none() {
+        return Err(ApiError::NotFound("variable"));
+    }
+    next.secrets.remove(&name);
+    let change = change(
+        &principal,
+        "service.env.unset",
+        "service",
+        id,
+        json!({"name": name}),
+    );
+    state
+        .store
+        .update_service(id, &next, change)
+        .await
+        .map_err(store_error("service", "id"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Creates a release: the ref is resolved to an exact commit here, so every node
+/// runs the same code. The deploy engine builds and switches to it.
+#[utoipa::path(post, path = "/api/v1/services/{id}/deploy", tag = "releases", request_body(content = DeployRequest, description = "optional: deploy another ref"),
+    params(("id" = Uuid, Path, description = "service id")), responses((status = 201, body = Release)))]
+pub async fn deploy(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiOptionalJson(body): ApiOptionalJson<DeployRequest>,
+) -> ApiResult<(StatusCode, Json<Release>)> {
+    let service = load(&state, id).await?;
+    principal
+        .require_project(&state, service.project_id)
+        .await?;
+    let request = body.unwrap_or_default();
+    let git_ref = request
+        .git_ref
+        .unwrap_or_else(|| service.spec.source.git_ref.clone());
+    validate_git_ref("ref", &git_ref)?;
+    let commit = state
+        .git
+        .resolve(&service.spec.source.git, &git_ref)
+        .await
+        .map_err(|error| match error {
+            GitError::RefNotFound(_) => ApiError::field("ref", error.to_string()),
+            GitError::GitMissing => ApiError::Unavailable(error.to_string()),
+            GitError::PathNotAllowed(_) | GitError::Remote(_) => {
+                ApiError::field("source.git", error.to_string())
+            }
+        })?;
+    let new = NewRelease {
+        service_id: id,
+        commit: commit.clone(),
+        git_ref: git_ref.clone(),
+        spec: service.spec.clone(),
+        rollback_of: None,
+        created_by: principal.user.id,
+    };
+    let release = state
+        .store
+        .create_release(new, |release| {
+            change(
+                &principal,
+                "service.deploy",
+                "service",
+                id,
+                json!({"release": release.number, "ref": git_ref, "commit": commit}),
+            )
+            .with_event(NewEvent {
+                project_id: Some(service.project_id),
+                service_id: Some(id),
+                release_id: Some(release.id),
+                actor_id: Some(principal.user.id),
+                ..NewEvent::info(
+                    "release.queued",
+                    format!(
+                        "release {} of {} queued at {} ({})",
+                        release.number,
+                        service.spec.name,
+                        short(&commit),
+                        git_ref
+                    ),
+                )
+            })
+        })
+        .await
+        .map_err(store_error("service", "id"))?;
+    Ok((StatusCode::CREATED, Json(release)))
+}
+
+/// Makes an earlier release current again, as a new release with the same commit
+/// and spec (so it needs no rebuild).
+#[utoipa::path(post, path = "/api/v1/services/{id}/rollback", tag = "releases", request_body = RollbackRequest,
+    params(("id" = Uuid, Path, description = "service id")), responses((status = 201, body = Release)))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<RollbackRequest>,
+) -> ApiResult<(StatusCode, Json<Release>)> {
+    let service = load(&state, id).await?;
+    principal
+        .require_project(&state, service.project_id)
+        .await?;
+    let target = match body.release {
+        ReleaseSelector::Number(number) => state.store.find_release_by_number(id, number).await,
+        ReleaseSelector::Id(release_id) => state.store.get_release(release_id).await,
+    }
+    .ok()
+    .filter(|release| release.service_id == id)
+    .ok_or_else(|| ApiError::field("release", "this service has no such release"))?;
+    if target.status == ReleaseStatus::Failed {
+        return Err(ApiError::field(
+            "release",
+            "cannot roll back to a release that failed",
+        ));
+    }
+    let spec = state.store.release_spec(target.id).await?;
+    let new = NewRelease {
+        service_id: id,
+        commit: target.commit.clone(),
+        git_ref: target.git_ref.clone(),
+        spec,
+        rollback_of: Some(target.id),
+        created_by: principal.user.id,
+    };
+    let release = state
+        .store
+        .create_release(new, |release| {
+            change(
+                &principal,
+                "service.rollback",
+                "service",
+                id,
+                json!({"release": release.number, "to": target.number, "commit": target.commit}),
+            )
+            .with_event(NewEvent {
+                project_id: Some(service.project_id),
+                service_id: Some(id),
+                release_id: Some(release.id),
+                actor_id: Some(principal.user.id),
+                ..NewEvent::info(
+                    "release.queued",
+                    format!(
+                        "release {} of {} queued: rollback to release {} ({})",
+                        release.number,
+                        service.spec.name,
+                        target.number,
+                        short(&target.commit)
+                    ),
+                )
+            })
+        })
+        .await
+        .map_err(store_error("service", "id"))?;
+    Ok((StatusCode::CREATED, Json(release)))
+}
+
+/// Newest first.
+#[utoipa::path(get, path = "/api/v1/services/{id}/releases", tag = "releases",
+    params(("id" = Uuid, Path, description = "service id")), responses((status = 200, body = Vec<Release>)))]
+pub async fn list_releases(
+    State(state): State<AppState>,
+    _principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Vec<Release>>> {
+    load(&state, id).await?;
+    Ok(Json(state.store.list_releases(id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/releases/{id}", tag = "releases",
+    params(("id" = Uuid, Path, description = "release id")), responses((status = 200, body = Release)))]
+pub async fn get_release(
+    State(state): State<AppState>,
+    _principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Release>> {
+    Ok(Json(
+        state
+            .store
+            .get_release(id)
+            .await
+            .map_err(store_error("release", "id"))?,
+    ))
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}

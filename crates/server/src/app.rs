@@ -1,0 +1,176 @@
+//! Starting and stopping the control plane.
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::ServerConfig;
+use crate::state::AppState;
+use crate::store::{NewEvent, NewNode, Store};
+
+/// A control plane whose store is open and whose port is bound, not yet serving.
+pub struct Server {
+    pub state: AppState,
+    pub router: Router,
+    pub listener: TcpListener,
+    pub document: utoipa::openapi::OpenApi,
+}
+
+impl Server {
+    /// Opens the store (running migrations), registers this host as a node and binds
+    /// the listener. Fails before binding when the store cannot be opened.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
+        let store = Store::connect(&config.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "while opening the store at {}",
+                    redact_url(&config.database_url)
+                )
+            })?;
+        let metrics = crate::metrics::install();
+        let state = AppState::new(store, config.clone(), metrics);
+        register_local_node(&state)
+            .await
+            .context("while registering this host as a node")?;
+        let (router, document) = crate::api::router(state.clone());
+        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "while binding {} (is another process using it? pick another with --listen)",
+                config.listen
+            )
+        })?;
+        state.mark_started();
+        Ok(Server {
+            state,
+            router,
+            listener,
+            document,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish (up to `grace`), and closes the store.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = drained_tx.send(());
+        });
+        let serving = tokio::spawn(async move { server.await });
+        let result = tokio::select! {
+            result = serving => result.context("server task")?.context("while serving"),
+            _ = async {
+                // After the shutdown signal, give in-flight requests (and open SSE
+                // streams, which never end on their own) `grace` to finish.
+                let _ = drained_rx.await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
+                Ok(())
+            }
+        };
+        housekeeping.abort();
+        self.state.store.close().await;
+        result
+    }
+}
+
+/// Periodic clean-up that keeps the store small.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        match state.store.delete_expired_sessions().await {
+            Ok(removed) if removed > 0 => tracing::debug!(removed, "expired sessions removed"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not remove expired sessions"),
+        }
+    }
+}
+
+/// The control-plane host runs workloads too, so it is always a node of its cluster.
+async fn register_local_node(state: &AppState) -> anyhow::Result<()> {
+    let new = NewNode {
+        name: state.config.node_name.clone(),
+        address: state.config.listen.ip().to_string(),
+        labels: BTreeMap::from([("role".to_owned(), "control-plane".to_owned())]),
+        security_mode: "A".to_owned(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as i64),
+        memory_bytes: total_memory_bytes().unwrap_or(0),
+    };
+    let (node, created) = state.store.upsert_node(new).await?;
+    if created {
+        state
+            .store
+            .record_events(vec![NewEvent {
+                node_id: Some(node.id),
+                ..NewEvent::info(
+                    "node.registered",
+                    format!(
+                        "node {} registered ({} CPUs)",
+                        node.name, node.capacity.cpus
+                    ),
+                )
+            }])
+            .await?;
+    }
+    Ok(())
+}
+
+/// `MemTotal` from /proc/meminfo, in bytes.
+fn total_memory_bytes() -> Option<i64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Hides the password of a database URL for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/x.db"),
+            "sqlite:///var/lib/x.db"
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! The control plane's typed configuration. The binary merges flags, environment
+//! and the TOML file into this and validates it before any port is bound.
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address of the API and dashboard.
+    pub listen: SocketAddr,
+    /// Everything NanoScale keeps on this machine lives under here.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` (default: a file in `data_dir`) or `postgres://…`.
+    pub database_url: String,
+    /// The URL users reach the control plane at; `https://` turns on Secure cookies.
+    pub public_url: String,
+    /// Login attempts allowed per client address per minute.
+    pub login_attempts_per_minute: NonZeroU32,
+    /// Directories a `file://` repository may live under.
+    pub allowed_file_roots: Vec<PathBuf>,
+    /// Name this host registers under as a node.
+    pub node_name: String,
+}
+
+impl ServerConfig {
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+}

@@ -1,0 +1,174 @@
+//! Resolves a service's git ref to an exact commit on the control plane, so every
+//! node builds the same code. Runs `git ls-remote` through the process wrapper with a
+//! fixed, minimal environment and no shell.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nanoscale_core::service::is_commit_sha;
+
+use crate::process::{run, CommandSpec};
+
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("file:// repositories must be under one of: {0}")]
+    PathNotAllowed(String),
+    #[error("git could not read the repository: {0}")]
+    Remote(String),
+    #[error("the repository has no branch or tag named {0:?}")]
+    RefNotFound(String),
+    #[error("git is not installed on the control plane")]
+    GitMissing,
+}
+
+#[derive(Debug, Clone)]
+pub struct GitResolver {
+    allowed_file_roots: Vec<PathBuf>,
+}
+
+impl GitResolver {
+    pub fn new(allowed_file_roots: Vec<PathBuf>) -> Self {
+        Self { allowed_file_roots }
+    }
+
+    /// The commit `git_ref` names in `url`. A full commit id is returned as is.
+    pub async fn resolve(&self, url: &str, git_ref: &str) -> Result<String, GitError> {
+        if is_commit_sha(git_ref) {
+            return Ok(git_ref.to_ascii_lowercase());
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            self.check_file_path(Path::new(path))?;
+        }
+        let git = which("git").ok_or(GitError::GitMissing)?;
+        let output = run(CommandSpec {
+            program: git,
+            args: vec![
+                // Remote helpers that run commands are off whatever the user's config says.
+                "-c".into(),
+                "protocol.ext.allow=never".into(),
+                "-c".into(),
+                "protocol.fd.allow=never".into(),
+                "ls-remote".into(),
+                "--".into(),
+                url.into(),
+            ],
+            env: vec![
+                ("GIT_TERMINAL_PROMPT".into(), "0".into()),
+                ("GIT_PROTOCOL_FROM_USER".into(), "0".into()),
+                (
+                    "GIT_SSH_COMMAND".into(),
+                    "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new".into(),
+                ),
+                ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+            ],
+            timeout: RESOLVE_TIMEOUT,
+            ..CommandSpec::default()
+        })
+        .await
+        .map_err(|error| GitError::Remote(error.to_string()))?;
+        if !output.success {
+            let message = output
+                .stderr
+                .lines()
+                .find(|line| !line.trim().is_empty())
+                .unwrap_or("failed");
+            return Err(GitError::Remote(sanitize(message)));
+        }
+        pick_ref(&output.stdout, git_ref).ok_or_else(|| GitError::RefNotFound(git_ref.to_owned()))
+    }
+
+    fn check_file_path(&self, path: &Path) -> Result<(), GitError> {
+        let roots = || {
+            self.allowed_file_roots
+                .iter()
+                .map(|root| root.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // Canonicalize so `..` and symlinks cannot step outside a root.
+        let real = path
+            .canonicalize()
+            .map_err(|_| GitError::PathNotAllowed(roots()))?;
+        let allowed = self
+            .allowed_file_roots
+            .iter()
+            .filter_map(|root| root.canonicalize().ok())
+            .any(|root| real.starts_with(root));
+        if allowed {
+            Ok(())
+        } else {
+            Err(GitError::PathNotAllowed(roots()))
+        }
+    }
+}
+
+/// Picks the commit for `wanted` from `git ls-remote` output: a branch first, then a
+/// tag (peeled to its commit), then an exact full ref name.
+pub fn pick_ref(listing: &str, wanted: &str) -> Option<String> {
+    let entries: Vec<(&str, &str)> = listing
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .collect();
+    let find = |name: &str| {
+        entries
+            .iter()
+            .find(|(_, refname)| *refname == name)
+            .map(|(sha, _)| (*sha).to_owned())
+    };
+    find(&format!("refs/heads/{wanted}"))
+        .or_else(|| find(&format!("refs/tags/{wanted}^{{}}")))
+        .or_else(|| find(&format!("refs/tags/{wanted}")))
+        .or_else(|| find(wanted))
+        .filter(|sha| is_commit_sha(sha))
+}
+
+fn sanitize(message: &str) -> String {
+    message
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect()
+}
+
+/// Absolute path of a program on the standard system PATH (never the caller's).
+pub fn which(program: &str) -> Option<PathBuf> {
+    ["/usr/local/bin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LISTING: &str = "1111111111111111111111111111111111111111\tHEAD\n\
+        2222222222222222222222222222222222222222\trefs/heads/main\n\
+        3333333333333333333333333333333333333333\trefs/tags/v1\n\
+        4444444444444444444444444444444444444444\trefs/tags/v1^{}\n\
+        5555555555555555555555555555555555555555\trefs/heads/v1\n";
+
+    #[test]
+    fn picks_branches_then_peeled_tags() {
+        assert_eq!(
+            pick_ref(LISTING, "main").as_deref(),
+            Some("2222222222222222222222222222222222222222")
+        );
+        assert_eq!(
+            pick_ref(LISTING, "v1").as_deref(),
+            Some("5555555555555555555555555555555555555555")
+        );
+        assert_eq!(
+            pick_ref(LISTING, "HEAD").as_deref(),
+            Some("1111111111111111111111111111111111111111")
+        );
+        assert_eq!(pick_ref(LISTING, "nope"), None);
+        let tags_only = "3333333333333333333333333333333333333333\trefs/tags/v2\n\
+            4444444444444444444444444444444444444444\trefs/tags/v2^{}\n";
+        assert_eq!(
+            pick_ref(tags_only, "v2").as_deref(),
+            Some("4444444444444444444444444444444444444444")
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! NanoScale control plane: HTTP API, authentication, RBAC, audit, store and events.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod git;
+pub mod metrics;
+pub mod process;
+pub mod state;
+pub mod store;
+
+pub use app::Server;
+pub use config::ServerConfig;

@@ -1,0 +1,80 @@
+//! The one place the control plane spawns processes: absolute program path, an
+//! explicit environment (nothing inherited but a fixed PATH and HOME), no shell,
+//! stdin closed, a timeout, and the child killed if the caller goes away.
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default)]
+pub struct CommandSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{program} must be an absolute path")]
+    NotAbsolute { program: String },
+    #[error("could not start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{program} did not finish within {seconds} s")]
+    Timeout { program: String, seconds: u64 },
+}
+
+const MAX_OUTPUT: usize = 1024 * 1024;
+
+#[allow(clippy::disallowed_methods)] // the wrapper itself
+pub async fn run(spec: CommandSpec) -> Result<CommandOutput, ProcessError> {
+    let program = spec.program.display().to_string();
+    if !spec.program.is_absolute() {
+        return Err(ProcessError::NotAbsolute { program });
+    }
+    let mut command = tokio::process::Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or_else(|| "/nonexistent".into()),
+        )
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
+    let child = command.spawn().map_err(|source| ProcessError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let output = tokio::time::timeout(spec.timeout, child.wait_with_output())
+        .await
+        .map_err(|_| ProcessError::Timeout {
+            program: program.clone(),
+            seconds: spec.timeout.as_secs(),
+        })?
+        .map_err(|source| ProcessError::Spawn { program, source })?;
+    let text =
+        |bytes: &[u8]| String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_OUTPUT)]).into_owned();
+    Ok(CommandOutput {
+        success: output.status.success(),
+        stdout: text(&output.stdout),
+        stderr: text(&output.stderr),
+    })
+}

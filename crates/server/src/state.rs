@@ -1,0 +1,55 @@
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::ServerConfig;
+use crate::git::GitResolver;
+use crate::store::Store;
+
+/// Shared by every request. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub config: ServerConfig,
+    pub login_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    pub metrics: PrometheusHandle,
+    pub git: GitResolver,
+    /// Set once start-up work (migrations, node registration) is done.
+    pub started: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: Store, config: ServerConfig, metrics: PrometheusHandle) -> AppState {
+        let quota = Quota::per_minute(config.login_attempts_per_minute);
+        let git = GitResolver::new(config.allowed_file_roots.clone());
+        AppState(Arc::new(Inner {
+            store,
+            login_limiter: RateLimiter::keyed(quota),
+            metrics,
+            git,
+            config,
+            started: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::Release);
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,227 @@
+//! The control plane's store: one code path over SQLite (default, embedded) and
+//! PostgreSQL, through sqlx's `Any` driver with portable SQL (`$1` placeholders,
+//! TEXT/BIGINT columns).
+//!
+//! Every mutating method writes its audit entry and its events in the same
+//! transaction as the change, then publishes the events to live subscribers after
+//! the commit, so the timeline never shows something that was rolled back.
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use nanoscale_core::api::Event;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Executor};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+mod audit;
+mod error;
+mod events;
+mod nodes;
+mod projects;
+mod releases;
+mod services;
+mod sessions;
+mod settings;
+mod teams;
+mod tokens;
+mod users;
+
+pub use audit::NewAudit;
+pub use error::StoreError;
+pub use events::event_matches;
+pub use events::NewEvent;
+pub use nodes::NewNode;
+pub use releases::NewRelease;
+pub use sessions::{SessionRecord, SESSION_LIFETIME};
+pub use tokens::TokenRecord;
+pub use users::UserRecord;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    /// Readers. For SQLite several connections read concurrently under WAL.
+    read: AnyPool,
+    /// Writers. For SQLite exactly one connection, so writers queue in the pool
+    /// instead of failing with SQLITE_BUSY; for PostgreSQL the same pool as `read`.
+    write: AnyPool,
+    backend: Backend,
+    events: broadcast::Sender<Event>,
+}
+
+/// What a store mutation records besides the change itself: the audit entry and the
+/// events, written in the same transaction.
+pub struct Change {
+    pub audit: NewAudit,
+    pub events: Vec<NewEvent>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies migrations.
+    /// `sqlite://…` or `postgres://…`.
+    pub async fn connect(url: &str) -> StoreResult<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Config(
+                "database url must start with sqlite:// or postgres://".into(),
+            ));
+        };
+        let options = AnyConnectOptions::from_str(url).map_err(StoreError::Database)?;
+        let (read, write) = match backend {
+            Backend::Sqlite => {
+                let write = sqlite_pool(1, &options).await?;
+                // Migrate on the writer first so the readers see the final schema.
+                MIGRATOR.run(&write).await.map_err(StoreError::Migrate)?;
+                let read = sqlite_pool(4, &options).await?;
+                (read, write)
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .map_err(StoreError::Database)?;
+                MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
+                (pool.clone(), pool)
+            }
+        };
+        let (events, _) = broadcast::channel(1024);
+        Ok(Store {
+            read,
+            write,
+            backend,
+            events,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Subscribes to events committed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// A cheap round trip to both pools, timed for the readiness probe and metrics.
+    pub async fn ping(&self) -> StoreResult<Duration> {
+        let start = Instant::now();
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(start.elapsed())
+    }
+
+    /// True when every embedded migration is applied.
+    pub async fn migrations_done(&self) -> StoreResult<bool> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.read)
+                .await?;
+        Ok(applied as usize >= MIGRATOR.iter().count())
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(self.write.begin().await?)
+    }
+
+    /// Writes the change's audit entry and events inside `conn`'s transaction and
+    /// returns the events to publish after commit.
+    async fn record(conn: &mut AnyConnection, change: Change) -> StoreResult<Vec<Event>> {
+        audit::insert(&mut *conn, &change.audit).await?;
+        let mut published = Vec::with_capacity(change.events.len());
+        for event in change.events {
+            published.push(events::insert(&mut *conn, event).await?);
+        }
+        Ok(published)
+    }
+
+    fn publish(&self, events: Vec<Event>) {
+        for event in events {
+            // No subscriber is fine: the event is stored either way.
+            let _ = self.events.send(event);
+        }
+    }
+
+    /// Records events with no audit entry (system transitions, not user actions).
+    pub async fn record_events(&self, new_events: Vec<NewEvent>) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let mut published = Vec::new();
+        for event in new_events {
+            published.push(events::insert(&mut *tx, event).await?);
+        }
+        tx.commit().await?;
+        self.publish(published);
+        Ok(())
+    }
+}
+
+async fn sqlite_pool(connections: u32, options: &AnyConnectOptions) -> StoreResult<AnyPool> {
+    AnyPoolOptions::new()
+        .max_connections(connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // WAL lets readers run beside the single writer; the busy timeout
+                // covers the window where a checkpoint holds the lock.
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect_with(options.clone())
+        .await
+        .map_err(StoreError::Database)
+}
+
+pub(crate) fn now_millis() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+pub(crate) fn to_time(millis: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+pub(crate) fn parse_id(value: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(value)
+        .map_err(|error| StoreError::Corrupt(format!("bad id {value:?}: {error}")))
+}
+
+pub(crate) fn parse_opt_id(value: Option<String>) -> StoreResult<Option<Uuid>> {
+    value.as_deref().map(parse_id).transpose()
+}
+
+pub(crate) fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(value: &str) -> StoreResult<T> {
+    serde_json::from_str(value).map_err(|error| StoreError::Corrupt(format!("bad json: {error}")))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Serializing our own plain data types cannot fail (no maps with non-string keys).
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}

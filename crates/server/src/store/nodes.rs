@@ -1,0 +1,115 @@
+use std::collections::BTreeMap;
+
+use nanoscale_core::api::{Node, NodeCapacity};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{from_json, new_id, now_millis, parse_id, to_json, to_time, Store, StoreResult};
+
+/// What a node says about itself when it registers.
+pub struct NewNode {
+    pub name: String,
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    pub security_mode: String,
+    pub cpus: i64,
+    pub memory_bytes: i64,
+}
+
+const COLUMNS: &str = "id, name, address, labels_json, status, security_mode, cpus, memory_bytes, \
+     desired_version, applied_version, created_at, last_seen_at";
+
+fn node_from_row(row: &AnyRow) -> StoreResult<Node> {
+    Ok(Node {
+        id: parse_id(&row.try_get::<String, _>("id")?)?,
+        name: row.try_get("name")?,
+        address: row.try_get("address")?,
+        labels: from_json(&row.try_get::<String, _>("labels_json")?)?,
+        status: row.try_get("status")?,
+        security_mode: row.try_get("security_mode")?,
+        capacity: NodeCapacity {
+            cpus: row.try_get("cpus")?,
+            memory_bytes: row.try_get("memory_bytes")?,
+        },
+        desired_version: row.try_get("desired_version")?,
+        applied_version: row.try_get("applied_version")?,
+        created_at: to_time(row.try_get("created_at")?),
+        last_seen_at: row.try_get::<Option<i64>, _>("last_seen_at")?.map(to_time),
+    })
+}
+
+impl Store {
+    /// Registers a node by name, or refreshes what it reports about itself. Returns
+    /// the node and whether it was new.
+    pub async fn upsert_node(&self, new: NewNode) -> StoreResult<(Node, bool)> {
+        let mut tx = self.begin().await?;
+        let existing: Option<String> = sqlx::query_scalar("SELECT id FROM nodes WHERE name = $1")
+            .bind(&new.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let created = existing.is_none();
+        let id = match existing {
+            Some(id) => {
+                sqlx::query(
+                    "UPDATE nodes SET address = $1, labels_json = $2, security_mode = $3, cpus = $4, \
+                     memory_bytes = $5 WHERE id = $6",
+                )
+                .bind(&new.address)
+                .bind(to_json(&new.labels))
+                .bind(&new.security_mode)
+                .bind(new.cpus)
+                .bind(new.memory_bytes)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+            None => {
+                let id = new_id().to_string();
+                sqlx::query(&format!(
+                    "INSERT INTO nodes ({COLUMNS}) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, 0, 0, $8, NULL)"
+                ))
+                .bind(&id)
+                .bind(&new.name)
+                .bind(&new.address)
+                .bind(to_json(&new.labels))
+                .bind(&new.security_mode)
+                .bind(new.cpus)
+                .bind(new.memory_bytes)
+                .bind(now_millis())
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+        };
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM nodes WHERE id = $1"))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let node = node_from_row(&row)?;
+        tx.commit().await?;
+        Ok((node, created))
+    }
+
+    pub async fn list_nodes(&self) -> StoreResult<Vec<Node>> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM nodes ORDER BY name"))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(node_from_row).collect()
+    }
+
+    pub async fn get_node(&self, id: Uuid) -> StoreResult<Node> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM nodes WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_one(&self.read)
+            .await?;
+        node_from_row(&row)
+    }
+
+    pub async fn count_nodes(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM nodes")
+            .fetch_one(&self.read)
+            .await?)
+    }
+}
