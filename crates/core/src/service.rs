@@ -238,8 +238,15 @@ impl ServiceSpec {
         if let Some(run) = patch.run {
             next.run = run;
         }
-        if let Some(secrets) = patch.secrets {
-            next.secrets = secrets;
+        match patch.secrets {
+            Some(secrets) => next.secrets = secrets,
+            // A variable removed from env is no longer secret either.
+            None if patch.env.is_some() => {
+                if let Some(env) = &patch.env {
+                    next.secrets.retain(|name| env.contains_key(name));
+                }
+            }
+            None => {}
         }
         if let Some(mut env) = patch.env {
             for (key, value) in env.iter_mut() {

@@ -43,19 +43,12 @@ impl GitResolver {
         let git = which("git").ok_or(GitError::GitMissing)?;
         let output = run(CommandSpec {
             program: git,
-            args: vec![
-                // Remote helpers that run commands are off whatever the user's config says.
-                "-c".into(),
-                "protocol.ext.allow=never".into(),
-                "-c".into(),
-                "protocol.fd.allow=never".into(),
-                "ls-remote".into(),
-                "--".into(),
-                url.into(),
-            ],
+            args: protocol_allow_list()
+                .into_iter()
+                .chain(["ls-remote".to_owned(), "--".to_owned(), url.to_owned()])
+                .collect(),
             env: vec![
                 ("GIT_TERMINAL_PROMPT".into(), "0".into()),
-                ("GIT_PROTOCOL_FROM_USER".into(), "0".into()),
                 (
                     "GIT_SSH_COMMAND".into(),
                     "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new".into(),
@@ -101,6 +94,18 @@ impl GitResolver {
             Err(GitError::PathNotAllowed(roots()))
         }
     }
+}
+
+/// Every transport is off except the ones `validate_git_url` accepts, whatever the
+/// host's git config says; `ext::` and `fd::` (which run commands) stay off. `file`
+/// is allowed because its path was checked against the allowed roots first.
+fn protocol_allow_list() -> Vec<String> {
+    let mut args = vec!["-c".to_owned(), "protocol.allow=never".to_owned()];
+    for protocol in ["https", "http", "ssh", "git", "file"] {
+        args.push("-c".to_owned());
+        args.push(format!("protocol.{protocol}.allow=always"));
+    }
+    args
 }
 
 /// Picks the commit for `wanted` from `git ls-remote` output: a branch first, then a

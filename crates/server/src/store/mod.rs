@@ -166,7 +166,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut published = Vec::new();
         for event in new_events {
-            published.push(events::insert(&mut *tx, event).await?);
+            published.push(events::insert(&mut tx, event).await?);
         }
         tx.commit().await?;
         self.publish(published);

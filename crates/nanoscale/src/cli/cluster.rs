@@ -1,0 +1,132 @@
+//! `node ls` and `audit`.
+use clap::{Args, Subcommand};
+use nanoscale_client::api::AuditFilter;
+
+use super::output::{print_json, short_id, when, when_or, Table};
+use super::{CliResult, Context};
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes.
+    #[command(visible_alias = "list")]
+    Ls,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// How many entries to show (1-1000).
+    #[arg(long, short = 'n', default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: u32,
+    /// Only this action, e.g. project.create or token.revoke.
+    #[arg(long, short)]
+    action: Option<String>,
+}
+
+pub async fn node(context: &Context, command: NodeCommand) -> CliResult {
+    match command {
+        NodeCommand::Ls => {
+            let nodes = context.client.list_nodes().await?;
+            if context.json() {
+                return print_json(&nodes);
+            }
+            let mut table = Table::new(&[
+                "NAME",
+                "ID",
+                "STATUS",
+                "ADDRESS",
+                "MODE",
+                "CPUS",
+                "MEMORY",
+                "LAST SEEN",
+            ]);
+            for node in &nodes {
+                table.row(vec![
+                    node.name.clone(),
+                    short_id(&node.id),
+                    node.status.clone(),
+                    node.address.clone(),
+                    node.security_mode.clone(),
+                    node.capacity.cpus.to_string(),
+                    bytes(node.capacity.memory_bytes),
+                    when_or(node.last_seen_at.as_ref(), "never"),
+                ]);
+            }
+            table.print_or("No nodes.");
+            Ok(())
+        }
+    }
+}
+
+pub async fn audit(context: &Context, args: AuditArgs) -> CliResult {
+    let filter = AuditFilter {
+        action: args.action,
+        limit: Some(args.limit),
+        ..AuditFilter::default()
+    };
+    let entries = context.client.list_audit(&filter).await?;
+    if context.json() {
+        return print_json(&entries);
+    }
+    let mut table = Table::new(&["TIME", "ACTOR", "ACTION", "RESOURCE", "SUMMARY"]);
+    for entry in &entries {
+        let resource = match &entry.resource_id {
+            Some(id) => format!("{} {}", entry.resource_type, shorten(id)),
+            None => entry.resource_type.clone(),
+        };
+        table.row(vec![
+            when(&entry.time),
+            entry.actor_name.clone(),
+            entry.action.clone(),
+            resource,
+            summary(&entry.summary),
+        ]);
+    }
+    table.print_or("No audit entries.");
+    Ok(())
+}
+
+/// Ids in the audit log are strings; shorten the ones that are UUIDs.
+fn shorten(id: &str) -> String {
+    match uuid::Uuid::parse_str(id) {
+        Ok(uuid) => short_id(&uuid),
+        Err(_) => id.to_owned(),
+    }
+}
+
+/// The summary as compact JSON, cut to fit a table row.
+fn summary(value: &serde_json::Value) -> String {
+    const MAX: usize = 80;
+    let text = value.to_string();
+    if text.chars().count() <= MAX {
+        return text;
+    }
+    let cut: String = text.chars().take(MAX - 1).collect();
+    format!("{cut}…")
+}
+
+fn bytes(count: i64) -> String {
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+    const MIB: f64 = 1024.0 * 1024.0;
+    let count = count as f64;
+    if count >= GIB {
+        format!("{:.1} GiB", count / GIB)
+    } else {
+        format!("{:.0} MiB", count / MIB)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_summaries_fit_a_row() {
+        assert_eq!(bytes(24 * 1024 * 1024 * 1024), "24.0 GiB");
+        assert_eq!(bytes(512 * 1024 * 1024), "512 MiB");
+        let long = serde_json::json!({"text": "x".repeat(200)});
+        assert_eq!(summary(&long).chars().count(), 80);
+        assert_eq!(summary(&serde_json::json!({"a": 1})), r#"{"a":1}"#);
+    }
+}

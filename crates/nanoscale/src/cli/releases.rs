@@ -1,0 +1,200 @@
+//! `deploy`, `releases`, `rollback` and `logs`.
+use clap::Args;
+use nanoscale_client::api::{Release, ReleaseSelector};
+use uuid::Uuid;
+
+use super::output::{matches_id, print_json, short_commit, short_id, when, Table};
+use super::services::resolve_service;
+use super::{CliError, CliResult, Context};
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The service's name or id.
+    service: String,
+    /// Deploy this branch, tag or commit instead of the service's ref.
+    #[arg(long = "ref", value_name = "REF")]
+    git_ref: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleasesArgs {
+    /// The service's name or id.
+    service: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The service's name or id.
+    service: String,
+    /// The release to return to: its number (as `nanoscale releases` shows) or id.
+    release: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The service's name or id.
+    service: String,
+    /// Keep printing new lines as they come.
+    #[arg(long, short)]
+    follow: bool,
+}
+
+pub async fn deploy(context: &Context, args: DeployArgs) -> CliResult {
+    let service = resolve_service(&context.client, &args.service).await?;
+    let release = context
+        .client
+        .deploy(service.id, args.git_ref.as_deref())
+        .await?;
+    if context.json() {
+        return print_json(&release);
+    }
+    println!(
+        "Release {} of {} {}: commit {} ({}).",
+        release.number,
+        service.spec.name,
+        release.status.as_str(),
+        short_commit(&release.commit),
+        release.git_ref
+    );
+    println!(
+        "Follow it with `nanoscale events --service {} -f`",
+        service.spec.name
+    );
+    Ok(())
+}
+
+pub async fn list(context: &Context, args: ReleasesArgs) -> CliResult {
+    let service = resolve_service(&context.client, &args.service).await?;
+    let releases = context.client.list_releases(service.id).await?;
+    if context.json() {
+        return print_json(&releases);
+    }
+    let mut table = Table::new(&["NUMBER", "STATUS", "COMMIT", "REF", "ID", "CREATED", "NOTE"]);
+    for release in &releases {
+        let current = service.current_release == Some(release.id);
+        let mut note = Vec::new();
+        if current {
+            note.push("current".to_owned());
+        }
+        if let Some(target) = release.rollback_of {
+            note.push(format!("rollback to {}", release_label(&releases, target)));
+        }
+        if let Some(reason) = &release.reason {
+            note.push(reason.clone());
+        }
+        table.row(vec![
+            release.number.to_string(),
+            release.status.as_str().to_owned(),
+            short_commit(&release.commit).to_owned(),
+            release.git_ref.clone(),
+            short_id(&release.id),
+            when(&release.created_at),
+            note.join("; "),
+        ]);
+    }
+    table.print_or(&format!(
+        "No releases yet; create one with `nanoscale deploy {}`.",
+        service.spec.name
+    ));
+    Ok(())
+}
+
+pub async fn rollback(context: &Context, args: RollbackArgs) -> CliResult {
+    let service = resolve_service(&context.client, &args.service).await?;
+    let selector = match parse_release(&args.release)? {
+        Some(selector) => selector,
+        // A short id from the releases table: find the full one.
+        None => {
+            let releases = context.client.list_releases(service.id).await?;
+            let found = releases
+                .iter()
+                .find(|release| matches_id(&args.release, &release.id))
+                .ok_or_else(|| {
+                    CliError::failure(format!(
+                        "{} has no release '{}'",
+                        service.spec.name, args.release
+                    ))
+                    .hint(format!("see `nanoscale releases {}`", service.spec.name))
+                })?;
+            ReleaseSelector::Id(found.id)
+        }
+    };
+    let release = context.client.rollback(service.id, selector).await?;
+    if context.json() {
+        return print_json(&release);
+    }
+    println!(
+        "Release {} of {} {}: back to commit {} ({}).",
+        release.number,
+        service.spec.name,
+        release.status.as_str(),
+        short_commit(&release.commit),
+        release.git_ref
+    );
+    Ok(())
+}
+
+/// Instance logs come with the deploy engine; until then, say so plainly and
+/// point at what exists. Replace this function when the logs API lands.
+pub fn logs(args: LogsArgs) -> CliResult {
+    let _ = args.follow;
+    Err(CliError::usage(format!(
+        "instance logs arrive with the deploy engine; until then use `nanoscale events --service {} -f`",
+        args.service
+    )))
+}
+
+/// A release number, or a full id; `None` for anything else (maybe a short id).
+fn parse_release(input: &str) -> CliResult<Option<ReleaseSelector>> {
+    let input = input.trim();
+    if let Ok(number) = input.parse::<i64>() {
+        if number < 1 {
+            return Err(CliError::usage("release numbers start at 1"));
+        }
+        return Ok(Some(ReleaseSelector::Number(number)));
+    }
+    Ok(Uuid::parse_str(input).ok().map(ReleaseSelector::Id))
+}
+
+fn release_label(releases: &[Release], id: Uuid) -> String {
+    releases
+        .iter()
+        .find(|release| release.id == id)
+        .map(|release| release.number.to_string())
+        .unwrap_or_else(|| short_id(&id))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_are_numbers_or_ids() {
+        assert_eq!(
+            parse_release("3").unwrap(),
+            Some(ReleaseSelector::Number(3))
+        );
+        let id = Uuid::now_v7();
+        assert_eq!(
+            parse_release(&id.to_string()).unwrap(),
+            Some(ReleaseSelector::Id(id))
+        );
+        assert_eq!(parse_release("456789ab").unwrap(), None);
+        assert_eq!(parse_release("0").unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn logs_are_an_honest_usage_error() {
+        let error = logs(LogsArgs {
+            service: "web".into(),
+            follow: true,
+        })
+        .unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert_eq!(
+            error.message,
+            "instance logs arrive with the deploy engine; until then use `nanoscale events --service web -f`"
+        );
+    }
+}

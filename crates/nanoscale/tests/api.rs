@@ -1,0 +1,969 @@
+//! API tests against a real `nanoscale up` process on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code panics on purpose
+mod common;
+
+use std::time::Duration;
+
+use common::{error_field, GitDaemon, GitRepo, TestServer, ADMIN_PASSWORD};
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn setup_login_csrf_and_logout() {
+    let server = TestServer::start();
+    let (_, status) = server.call(Method::GET, "/api/v1/setup", None, None).await;
+    assert_eq!(status, json!({"needed": true}));
+    // Weak passwords and bad names are refused before anything is created.
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/setup",
+            None,
+            Some(json!({"username": "admin", "password": "short"})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("password"))
+    );
+    server.bootstrap().await;
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/setup",
+            None,
+            Some(json!({"username": "x", "password": "another-long-password"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "admin", "password": "wrong-password!"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let session = server.login("admin", ADMIN_PASSWORD).await;
+    let attributes: Vec<&str> = session.set_cookie.split(';').map(str::trim).collect();
+    assert!(attributes.contains(&"HttpOnly"), "{attributes:?}");
+    assert!(attributes.contains(&"SameSite=Strict"), "{attributes:?}");
+    assert!(
+        !attributes.contains(&"Secure"),
+        "plain http on loopback: no Secure flag"
+    );
+
+    let with_cookie = |method: Method, path: &str| {
+        server
+            .http
+            .request(method, server.endpoint(path))
+            .header("cookie", &session.cookie)
+    };
+    // Reads need no CSRF token; mutations do.
+    let me: Value = with_cookie(Method::GET, "/api/v1/me")
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["auth"], "session");
+    assert_eq!(me["csrf_token"], session.csrf.as_str());
+    let response = with_cookie(Method::POST, "/api/v1/projects")
+        .json(&json!({"name": "shop"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = with_cookie(Method::POST, "/api/v1/projects")
+        .header("x-csrf-token", "0".repeat(64))
+        .json(&json!({"name": "shop"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        response.status(),
+        StatusCode::FORBIDDEN,
+        "a wrong CSRF token is refused"
+    );
+    let response = with_cookie(Method::POST, "/api/v1/projects")
+        .header("x-csrf-token", &session.csrf)
+        .json(&json!({"name": "shop"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let response = with_cookie(Method::POST, "/api/v1/auth/logout")
+        .header("x-csrf-token", &session.csrf)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(response.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .contains("Max-Age=0"));
+    let response = with_cookie(Method::GET, "/api/v1/me")
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "the session is gone after logout"
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_shown_once_capped_and_revocable() {
+    let server = TestServer::start();
+    let admin = server.bootstrap().await;
+    let (_, viewer) = server.user(&admin, "vera", "viewer").await;
+
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&viewer),
+            Some(json!({"name": "up", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("role")),
+        "no escalation"
+    );
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&admin),
+            Some(json!({"name": "ci", "role": "deployer", "expires_in": 5})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("expires_in"))
+    );
+    let created = server
+        .post(
+            "/api/v1/tokens",
+            &admin,
+            json!({"name": "ci", "role": "deployer", "expires_in": 3600}),
+        )
+        .await;
+    let secret = created["token"].as_str().expect("token").to_owned();
+    assert!(secret.starts_with("nsk_"));
+    let me = server.get("/api/v1/me", &secret).await;
+    assert_eq!(
+        (me["role"].as_str(), me["auth"].as_str()),
+        (Some("deployer"), Some("token"))
+    );
+
+    let listed = server.get("/api/v1/tokens", &admin).await;
+    let entry = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["id"] == created["id"])
+        .expect("listed")
+        .clone();
+    assert!(entry.get("token").is_none(), "the secret is never listed");
+    assert!(
+        entry["last_used_at"].is_string(),
+        "last use is recorded: {entry}"
+    );
+    assert!(!listed.to_string().contains(&secret));
+
+    // A viewer sees only their own tokens and cannot revoke others'.
+    let theirs = server.get("/api/v1/tokens", &viewer).await;
+    assert!(theirs
+        .as_array()
+        .expect("list")
+        .iter()
+        .all(|t| t["id"] != created["id"]));
+    let id = created["id"].as_str().expect("id");
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{id}"),
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = server
+        .call(Method::GET, "/api/v1/me", Some(&secret), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "revocation is immediate");
+}
+
+#[tokio::test]
+async fn bad_inputs_get_clear_4xx_and_never_5xx() {
+    let server = TestServer::start();
+    let admin = server.bootstrap().await;
+    let project = server
+        .post("/api/v1/projects", &admin, json!({"name": "shop"}))
+        .await;
+    let services = format!(
+        "/api/v1/projects/{}/services",
+        project["id"].as_str().expect("id")
+    );
+    let valid = json!({"name": "web", "source": {"git": "https://example.com/web.git"}});
+    let with = |patch: Value| {
+        let mut spec = valid.clone();
+        for (key, value) in patch.as_object().expect("object") {
+            spec[key] = value.clone();
+        }
+        spec
+    };
+    let huge = "x".repeat(2 * 1024 * 1024);
+    // (content type, body bytes, expected status, expected field)
+    let cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
+        ("application/json", b"{\"name\": ".to_vec(), 400, None),
+        (
+            "application/json",
+            b"{\"name\": \"web\",".to_vec(),
+            400,
+            None,
+        ),
+        (
+            "application/json",
+            b"{\"name\": \"caf\xff\"}".to_vec(),
+            400,
+            None,
+        ),
+        ("text/plain", valid.to_string().into_bytes(), 415, None),
+        (
+            "application/json",
+            format!("{{\"name\": \"{huge}\"}}").into_bytes(),
+            413,
+            None,
+        ),
+        (
+            "application/json",
+            json!({"name": 5, "source": {"git": "x"}})
+                .to_string()
+                .into_bytes(),
+            422,
+            Some("name"),
+        ),
+        (
+            "application/json",
+            with(json!({"replica": 2})).to_string().into_bytes(),
+            422,
+            Some("replica"),
+        ),
+        (
+            "application/json",
+            with(json!({"name": "Web App"})).to_string().into_bytes(),
+            422,
+            Some("name"),
+        ),
+        (
+            "application/json",
+            with(json!({"name": "../../etc"})).to_string().into_bytes(),
+            422,
+            Some("name"),
+        ),
+        (
+            "application/json",
+            with(json!({"replicas": 100000})).to_string().into_bytes(),
+            422,
+            Some("replicas"),
+        ),
+        (
+            "application/json",
+            with(json!({"replicas": -1})).to_string().into_bytes(),
+            422,
+            Some("replicas"),
+        ),
+        (
+            "application/json",
+            with(json!({"replicas": 1e300})).to_string().into_bytes(),
+            422,
+            Some("replicas"),
+        ),
+        (
+            "application/json",
+            with(json!({"env": {"BAD-NAME": "x"}}))
+                .to_string()
+                .into_bytes(),
+            422,
+            Some("env.BAD-NAME"),
+        ),
+        (
+            "application/json",
+            with(json!({"secrets": ["NOPE"]})).to_string().into_bytes(),
+            422,
+            Some("secrets"),
+        ),
+        (
+            "application/json",
+            with(json!({"source": {"git": "ext::sh -c id"}}))
+                .to_string()
+                .into_bytes(),
+            422,
+            Some("source.git"),
+        ),
+        (
+            "application/json",
+            with(json!({"source": {"git": "--upload-pack=id"}}))
+                .to_string()
+                .into_bytes(),
+            422,
+            Some("source.git"),
+        ),
+        (
+            "application/json",
+            with(json!({"source": {"git": "https://h/r", "ref": "-x"}}))
+                .to_string()
+                .into_bytes(),
+            422,
+            Some("source.ref"),
+        ),
+        (
+            "application/json",
+            with(json!({"source": {"git": "https://h/r", "ref": "a..b"}}))
+                .to_string()
+                .into_bytes(),
+            422,
+            Some("source.ref"),
+        ),
+        (
+            "application/json",
+            with(json!({"run": "node app.js\nrm -rf /"}))
+                .to_string()
+                .into_bytes(),
+            422,
+            Some("run"),
+        ),
+        (
+            "application/json",
+            with(json!({"routes": [{"path": "/a/../b"}]}))
+                .to_string()
+                .into_bytes(),
+            422,
+            Some("routes[0].path"),
+        ),
+        (
+            "application/json",
+            with(json!({"routes": [{"host": "EXAMPLE..com"}]}))
+                .to_string()
+                .into_bytes(),
+            422,
+            Some("routes[0].host"),
+        ),
+        (
+            "application/json",
+            with(json!({"health": {"interval_secs": 0}}))
+                .to_string()
+                .into_bytes(),
+            422,
+            Some("health.interval_secs"),
+        ),
+    ];
+    for (content_type, body, expected, field) in cases {
+        let response = server
+            .http
+            .post(server.endpoint(&services))
+            .bearer_auth(&admin)
+            .header("content-type", content_type)
+            .body(body.clone())
+            .send()
+            .await
+            .expect("send");
+        let status = response.status().as_u16();
+        let reply: Value = response.json().await.expect("every error is JSON");
+        let shown = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
+        assert_eq!(status, expected, "{shown}: {reply}");
+        let got = error_field(&reply);
+        if expected != 400 {
+            assert_eq!(got.as_deref(), field, "{shown}: {reply}");
+        }
+    }
+    // Nothing above was created.
+    let listed = server.get(&services, &admin).await;
+    assert_eq!(listed, json!([]));
+
+    // Paths, queries, routes and methods.
+    for (method, path, expected) in [
+        (Method::GET, "/api/v1/projects/not-a-uuid", 400),
+        (
+            Method::GET,
+            "/api/v1/projects/00000000-0000-0000-0000-000000000000",
+            404,
+        ),
+        (Method::GET, "/api/v1/events?limit=0", 400),
+        (Method::GET, "/api/v1/events?limit=abc", 400),
+        (Method::GET, "/api/v1/events?colour=red", 400),
+        (Method::GET, "/api/v1/nothing-here", 404),
+        (Method::PUT, "/api/v1/projects", 405),
+    ] {
+        let (status, body) = server.call(method.clone(), path, Some(&admin), None).await;
+        assert_eq!(status.as_u16(), expected, "{method} {path}: {body}");
+        error_field(&body);
+    }
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(&admin),
+            Some(json!({"name": "shop"})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::CONFLICT, Some("name"))
+    );
+}
+
+#[tokio::test]
+async fn login_is_rate_limited_per_client() {
+    let server = TestServer::start();
+    server.bootstrap().await; // one login
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let response = server
+            .http
+            .post(server.endpoint("/api/v1/auth/login"))
+            .json(&json!({"username": "admin", "password": "not-the-password"}))
+            .send()
+            .await
+            .expect("login");
+        statuses.push(response.status().as_u16());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry: u64 = response.headers()["retry-after"]
+                .to_str()
+                .expect("header")
+                .parse()
+                .expect("seconds");
+            assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        }
+    }
+    assert_eq!(
+        statuses[..9],
+        [401; 9],
+        "the first 10 attempts of the minute are answered"
+    );
+    assert_eq!(statuses[9], 429, "the 11th is rate limited");
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_or_made() {
+    let server = TestServer::start();
+    let response = server
+        .http
+        .get(server.endpoint("/health/live"))
+        .header("x-request-id", "trace-abc.123")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.headers()["x-request-id"], "trace-abc.123");
+    let response = server
+        .http
+        .get(server.endpoint("/health/live"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        response.headers()["x-request-id"].len(),
+        36,
+        "a UUID is made"
+    );
+    let hostile = "a".repeat(500);
+    let response = server
+        .http
+        .get(server.endpoint("/health/live"))
+        .header("x-request-id", &hostile)
+        .send()
+        .await
+        .expect("get");
+    assert_ne!(
+        response.headers()["x-request-id"],
+        hostile.as_str(),
+        "oversized ids are replaced"
+    );
+}
+
+#[tokio::test]
+async fn deploy_resolves_commits_from_real_git_and_rolls_back() {
+    let server = TestServer::start();
+    let admin = server.bootstrap().await;
+    let repo = GitRepo::new();
+    let project = server
+        .post("/api/v1/projects", &admin, json!({"name": "shop"}))
+        .await;
+    let pid = project["id"].as_str().expect("id");
+    let service = server
+        .post(
+            &format!("/api/v1/projects/{pid}/services"),
+            &admin,
+            json!({"name": "web", "source": {"git": repo.file_url()}}),
+        )
+        .await;
+    let sid = service["id"].as_str().expect("id");
+
+    let first = server
+        .post(&format!("/api/v1/services/{sid}/deploy"), &admin, json!({}))
+        .await;
+    assert_eq!(
+        (first["number"].as_i64(), first["commit"].as_str()),
+        (Some(1), Some(repo.second.as_str()))
+    );
+    assert_eq!(first["status"], "queued");
+    let tagged = server
+        .post(
+            &format!("/api/v1/services/{sid}/deploy"),
+            &admin,
+            json!({"ref": "v1"}),
+        )
+        .await;
+    assert_eq!(
+        tagged["commit"].as_str(),
+        Some(repo.first.as_str()),
+        "annotated tags are peeled to their commit"
+    );
+
+    // A deploy without a body uses the service's ref.
+    let response = server
+        .http
+        .post(server.endpoint(&format!("/api/v1/services/{sid}/deploy")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("deploy");
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/services/{sid}/deploy"),
+            Some(&admin),
+            Some(json!({"ref": "nope"})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("ref")),
+        "{body}"
+    );
+
+    let back = server
+        .post(
+            &format!("/api/v1/services/{sid}/rollback"),
+            &admin,
+            json!({"release": 1}),
+        )
+        .await;
+    assert_eq!(
+        (back["number"].as_i64(), back["commit"].as_str()),
+        (Some(4), Some(repo.second.as_str()))
+    );
+    assert_eq!(back["rollback_of"], first["id"]);
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/services/{sid}/rollback"),
+            Some(&admin),
+            Some(json!({"release": 99})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("release"))
+    );
+
+    let releases = server
+        .get(&format!("/api/v1/services/{sid}/releases"), &admin)
+        .await;
+    let numbers: Vec<i64> = releases
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|r| r["number"].as_i64())
+        .collect();
+    assert_eq!(numbers, vec![4, 3, 2, 1]);
+    let current = server.get(&format!("/api/v1/services/{sid}"), &admin).await;
+    assert_eq!(current["current_release"], back["id"]);
+
+    // The same repository over git:// from a daemon on loopback.
+    let daemon = GitDaemon::serve(repo.path.parent().expect("parent"));
+    let git_url = format!("git://127.0.0.1:{}/app.git", daemon.port);
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/services/{sid}"),
+            Some(&admin),
+            Some(json!({"source": {"git": git_url, "ref": "main"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let over_daemon = server
+        .post(&format!("/api/v1/services/{sid}/deploy"), &admin, json!({}))
+        .await;
+    assert_eq!(over_daemon["commit"].as_str(), Some(repo.second.as_str()));
+}
+
+#[tokio::test]
+async fn hostile_repository_urls_are_contained() {
+    let server = TestServer::start();
+    let admin = server.bootstrap().await;
+    let project = server
+        .post("/api/v1/projects", &admin, json!({"name": "p"}))
+        .await;
+    let pid = project["id"].as_str().expect("id");
+    // file:// outside the allowed roots (data dir, $HOME, /tmp) is refused at deploy.
+    let service = server
+        .post(
+            &format!("/api/v1/projects/{pid}/services"),
+            &admin,
+            json!({"name": "etc", "source": {"git": "file:///etc"}}),
+        )
+        .await;
+    let sid = service["id"].as_str().expect("id");
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/services/{sid}/deploy"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("source.git")),
+        "{body}"
+    );
+    // A symlink under /tmp pointing outside is resolved before the check.
+    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+    let link = dir.path().join("escape");
+    std::os::unix::fs::symlink("/etc", &link).expect("symlink");
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/services/{sid}"),
+            Some(&admin),
+            Some(json!({"source": {"git": format!("file://{}", link.display())}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/services/{sid}/deploy"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("source.git")),
+        "{body}"
+    );
+    // Shell metacharacters in a ref are only ever an argument: git finds no such ref.
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/services/{sid}/deploy"),
+            Some(&admin),
+            Some(json!({"ref": "$(touch /tmp/pwned)"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(!std::path::Path::new("/tmp/pwned").exists());
+}
+
+#[tokio::test]
+async fn events_stream_live_and_audit_records_without_secrets() {
+    let server = TestServer::start();
+    let admin = server.bootstrap().await;
+    let response = server
+        .http
+        .get(server.endpoint("/api/v1/events/stream?kind=project."))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    // Wait for the `ready` message so the subscription exists before we act.
+    while !seen.contains("event: ready") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("ready in time")
+            .expect("chunk")
+            .expect("bytes");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let project = server
+        .post("/api/v1/projects", &admin, json!({"name": "live"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.contains("project.created") {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("event in time")
+            .expect("chunk")
+            .expect("bytes");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains(project["id"].as_str().expect("id")));
+
+    let pid = project["id"].as_str().expect("id");
+    let service = server
+        .post(
+            &format!("/api/v1/projects/{pid}/services"),
+            &admin,
+            json!({"name": "api", "source": {"git": "https://example.com/a.git"}, "env": {"API_KEY": "s3cr3t-value", "MODE": "x"}, "secrets": ["API_KEY"]}),
+        )
+        .await;
+    assert_eq!(service["env"]["API_KEY"], "********");
+    let sid = service["id"].as_str().expect("id");
+    let (status, _) = server
+        .call(
+            Method::PUT,
+            &format!("/api/v1/services/{sid}/env/DB_PASSWORD"),
+            Some(&admin),
+            Some(json!({"value": "hunter2-hunter2", "secret": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // Sending the redacted value back keeps the secret.
+    let (status, patched) = server
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/services/{sid}"),
+            Some(&admin),
+            Some(json!({"env": service["env"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["env"]["API_KEY"], "********");
+    assert!(
+        patched["env"].get("DB_PASSWORD").is_none(),
+        "env was replaced as sent"
+    );
+    assert_eq!(
+        patched["secrets"],
+        json!(["API_KEY"]),
+        "a removed variable is no longer secret"
+    );
+    let env = server
+        .get(&format!("/api/v1/services/{sid}/env"), &admin)
+        .await;
+    assert!(!env.to_string().contains("s3cr3t-value"));
+
+    let audit = server.get("/api/v1/audit?limit=100", &admin).await;
+    let text = audit.to_string();
+    assert!(
+        !text.contains("s3cr3t-value") && !text.contains("hunter2"),
+        "no secret in the audit log"
+    );
+    let actions: Vec<&str> = audit
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in [
+        "setup",
+        "token.create",
+        "project.create",
+        "service.create",
+        "service.env.set",
+        "service.update",
+    ] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
+        );
+    }
+    let entry = audit
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|e| e["action"] == "project.create")
+        .expect("entry");
+    assert_eq!(entry["actor_name"], "admin");
+    assert!(entry["request_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
+    let filtered = server
+        .get("/api/v1/audit?action=service.create", &admin)
+        .await;
+    assert_eq!(filtered.as_array().expect("list").len(), 1);
+}
+
+#[tokio::test]
+async fn probes_and_metrics() {
+    let server = TestServer::start();
+    let admin = server.bootstrap().await;
+    for path in ["/health/live", "/health/ready", "/health/startup"] {
+        let (status, body) = server.call(Method::GET, path, None, None).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (StatusCode::OK, Some("ok")),
+            "{path}"
+        );
+    }
+    server.get("/api/v1/projects", &admin).await;
+    let text = server
+        .http
+        .get(server.endpoint("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for needle in [
+        "nanoscale_http_requests_total{method=\"GET\",route=\"/api/v1/projects\",status=\"200\"}",
+        "nanoscale_http_request_duration_seconds_bucket",
+        "nanoscale_store_ping_duration_seconds_bucket",
+        "nanoscale_projects 0",
+        "nanoscale_nodes 1",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from /metrics");
+    }
+    let nodes = server.get("/api/v1/nodes", &admin).await;
+    assert_eq!(nodes[0]["labels"]["role"], "control-plane");
+    assert!(nodes[0]["capacity"]["cpus"].as_i64().unwrap_or(0) >= 1);
+}
+
+#[tokio::test]
+async fn postgres_backend_serves_the_same_api() {
+    let Some(url) = common::postgres_database().await else {
+        return;
+    };
+    let server = TestServer::start_with(&[], &[("NANOSCALE_DATABASE_URL", &url)]);
+    let admin = server.bootstrap().await;
+    let project = server
+        .post("/api/v1/projects", &admin, json!({"name": "pg"}))
+        .await;
+    let pid = project["id"].as_str().expect("id");
+    let service = server
+        .post(&format!("/api/v1/projects/{pid}/services"), &admin, json!({"name": "web", "source": {"git": "https://example.com/w.git", "ref": "a".repeat(40)}}))
+        .await;
+    let release = server
+        .post(
+            &format!(
+                "/api/v1/services/{}/deploy",
+                service["id"].as_str().expect("id")
+            ),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(release["number"], 1);
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(&admin),
+            Some(json!({"name": "pg"})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::CONFLICT, Some("name"))
+    );
+    let ready = server.get("/health/ready", &admin).await;
+    assert_eq!(ready["checks"]["migrations"], "done");
+}
+
+#[tokio::test]
+async fn data_survives_a_restart_and_sigterm_is_graceful() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = TestServer::spawn(&data, &[], &[]);
+    let admin = server.bootstrap().await;
+    server
+        .post("/api/v1/projects", &admin, json!({"name": "kept"}))
+        .await;
+    let status = server.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&data)
+        .expect("data dir")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "the data dir is private");
+
+    let server = TestServer::spawn(&data, &[], &[]);
+    let projects = server.get("/api/v1/projects", &admin).await;
+    assert_eq!(projects[0]["name"], "kept");
+    let (_, setup) = server.call(Method::GET, "/api/v1/setup", None, None).await;
+    assert_eq!(setup["needed"], false);
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)] // runs the binary under test
+fn bad_configuration_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("nanoscale.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\nlisten_adress = \"oops\"\n",
+    )
+    .expect("write");
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--listen".into(), "localhost:80".into()],
+            vec![],
+            "listen",
+        ),
+        (
+            vec!["--log-format".into(), "xml".into()],
+            vec![],
+            "log_format",
+        ),
+        (
+            vec![],
+            vec![("NANOSCALE_DATABASE_URL", "mysql://x")],
+            "database_url",
+        ),
+        (
+            vec!["--config".into(), config.display().to_string()],
+            vec![],
+            "listen_adress",
+        ),
+        (
+            vec!["--node-name".into(), "Not A Label".into()],
+            vec![],
+            "node_name",
+        ),
+    ];
+    for (args, env, key) in cases {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_nanoscale"))
+            .arg("up")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(&args)
+            .envs(env)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{args:?}: message should name {key}: {stderr}"
+        );
+    }
+}

@@ -1,0 +1,382 @@
+//! Harness for whole-process tests: runs the real `nanoscale` binary on a loopback
+//! port with a private data dir, and talks to it over HTTP.
+#![allow(dead_code, clippy::disallowed_methods)] // tests spawn the binary under test directly
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
+
+pub struct TestServer {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts `nanoscale up` on a free loopback port (SQLite in a temp dir).
+    pub fn start() -> TestServer {
+        Self::start_with(&[], &[])
+    }
+
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let mut server = Self::spawn(&data_dir, args, env);
+        server._dir = Some(dir);
+        server
+    }
+
+    pub fn spawn(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nanoscale"));
+        command
+            .arg("up")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("NANOSCALE_LOG", "warn")
+            .env_remove("NANOSCALE_DATABASE_URL")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("spawn nanoscale up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.trim().strip_prefix("API:") {
+                    let url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .trim_end_matches("/api/v1")
+                        .to_owned();
+                    let _ = sender.send(url);
+                }
+            }
+        });
+        let url = receiver
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server printed its URL within 30 s");
+        TestServer {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+            _dir: None,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {within:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; returns status and
+    /// the JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.endpoint(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    /// Sends a request and returns only the status, without reading the body (for
+    /// streams that never end).
+    pub async fn status_of(&self, method: Method, path: &str, token: Option<&str>) -> StatusCode {
+        let mut request = self.http.request(method, self.endpoint(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request").status()
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Value {
+        let (status, body) = self.call(Method::GET, path, Some(token), None).await;
+        assert!(status.is_success(), "GET {path}: {status} {body}");
+        body
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Value {
+        let (status, body) = self.call(Method::POST, path, Some(token), Some(body)).await;
+        assert!(status.is_success(), "POST {path}: {status} {body}");
+        body
+    }
+
+    /// Creates the first admin and returns an admin API token.
+    pub async fn bootstrap(&self) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/v1/setup",
+                None,
+                Some(json!({"username": "admin", "password": ADMIN_PASSWORD})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        self.token_for("admin", ADMIN_PASSWORD, "admin").await
+    }
+
+    /// Logs in with a password and mints an API token of `role` through the session.
+    pub async fn token_for(&self, username: &str, password: &str, role: &str) -> String {
+        let session = self.login(username, password).await;
+        let response = self
+            .http
+            .post(self.endpoint("/api/v1/tokens"))
+            .header("cookie", &session.cookie)
+            .header("x-csrf-token", &session.csrf)
+            .json(&json!({"name": format!("{username}-test"), "role": role}))
+            .send()
+            .await
+            .expect("create token");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.expect("json");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Session {
+        let response = self
+            .http
+            .post(self.endpoint("/api/v1/auth/login"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(response.status(), StatusCode::OK, "login {username}");
+        let set_cookie = response.headers()["set-cookie"]
+            .to_str()
+            .expect("cookie")
+            .to_owned();
+        let cookie = set_cookie
+            .split(';')
+            .next()
+            .expect("cookie pair")
+            .to_owned();
+        let body: Value = response.json().await.expect("json");
+        Session {
+            cookie,
+            set_cookie,
+            csrf: body["csrf_token"].as_str().expect("csrf").to_owned(),
+        }
+    }
+
+    /// Creates a user with `role` and returns (id, API token).
+    pub async fn user(&self, admin: &str, username: &str, role: &str) -> (String, String) {
+        let password = format!("{username}-password-long");
+        let created = self
+            .post(
+                "/api/v1/users",
+                admin,
+                json!({"username": username, "password": password, "role": role}),
+            )
+            .await;
+        let token = self.token_for(username, &password, role).await;
+        (created["id"].as_str().expect("id").to_owned(), token)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Session {
+    pub cookie: String,
+    pub set_cookie: String,
+    pub csrf: String,
+}
+
+/// A real git repository with two commits on `main` and a tag `v1` on the first.
+pub struct GitRepo {
+    pub path: PathBuf,
+    pub first: String,
+    pub second: String,
+    _dir: tempfile::TempDir,
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("run git");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+impl GitRepo {
+    pub fn new() -> GitRepo {
+        // Under /tmp, which `nanoscale up` allows for file:// repositories.
+        let dir = tempfile::Builder::new()
+            .prefix("nanoscale-repo-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let path = dir.path().join("app.git");
+        std::fs::create_dir(&path).expect("mkdir");
+        git(&path, &["init", "-q", "-b", "main"]);
+        std::fs::write(path.join("app.py"), "print('v1')\n").expect("write");
+        git(&path, &["add", "."]);
+        git(&path, &["commit", "-q", "-m", "first"]);
+        let first = git(&path, &["rev-parse", "HEAD"]);
+        git(&path, &["tag", "-a", "v1", "-m", "v1"]);
+        std::fs::write(path.join("app.py"), "print('v2')\n").expect("write");
+        git(&path, &["commit", "-q", "-am", "second"]);
+        let second = git(&path, &["rev-parse", "HEAD"]);
+        GitRepo {
+            path,
+            first,
+            second,
+            _dir: dir,
+        }
+    }
+
+    pub fn file_url(&self) -> String {
+        format!("file://{}", self.path.display())
+    }
+}
+
+/// `git daemon` serving one directory on a free loopback port; killed on drop.
+pub struct GitDaemon {
+    child: Child,
+    pub port: u16,
+}
+
+impl GitDaemon {
+    pub fn serve(base: &Path) -> GitDaemon {
+        let port = free_port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", base.display()),
+                &base.display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        GitDaemon { child, port }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Asserts the one error shape and returns `error.field`.
+pub fn error_field(body: &Value) -> Option<String> {
+    let error = body
+        .get("error")
+        .unwrap_or_else(|| panic!("not an error body: {body}"));
+    assert!(error["code"].is_string(), "{body}");
+    assert!(error["message"].is_string(), "{body}");
+    error
+        .get("field")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// A fresh PostgreSQL database URL, or None (printing why) when none is configured.
+pub async fn postgres_database() -> Option<String> {
+    use sqlx::Connection;
+    let Ok(base) = std::env::var("NANOSCALE_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("NANOSCALE_TEST_REQUIRE_POSTGRES").is_err(),
+            "NANOSCALE_TEST_REQUIRE_POSTGRES is set but NANOSCALE_TEST_POSTGRES_URL is not"
+        );
+        eprintln!("skipping: NANOSCALE_TEST_POSTGRES_URL is not set (scripts/test sets it)");
+        return None;
+    };
+    let name = format!("nanoscale_api_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let (prefix, _) = base.rsplit_once('/').expect("url path");
+    Some(format!("{prefix}/{name}"))
+}
