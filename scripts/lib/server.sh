@@ -46,7 +46,7 @@ server_start() {
   # setsid: own process group, so server_stop also gets anything it spawns.
   # (Non-interactive bash does not make background jobs group leaders, so
   # setsid does not fork and $! is the server itself.)
-  setsid "$SERVER_BIN" up --data-dir "$SERVER_TMP/data" --listen "127.0.0.1:$port" \
+  NANOSCALE_LOG="${NANOSCALE_LOG:-warn}" setsid "$SERVER_BIN" up --data-dir "$SERVER_TMP/data" --listen "127.0.0.1:$port" \
     >"$SERVER_LOG" 2>&1 </dev/null &
   SERVER_PID=$!
   _server_wait_ready

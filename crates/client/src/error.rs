@@ -93,7 +93,7 @@ impl ClientError {
     pub(crate) fn http(url: &str, source: reqwest::Error) -> Self {
         let cause = deepest_cause(&source);
         let message = if source.is_connect() {
-            format!("cannot connect to {url}: {cause} (is the control plane running, and is the URL right?)")
+            format!("cannot connect to {url}: {cause}; is the control plane running, and is the URL right?")
         } else if source.is_timeout() {
             format!("request to {url} timed out")
         } else if source.is_builder() {

@@ -1,7 +1,10 @@
 //! `setup`, `login`, `logout`, `whoami`: getting a token onto this machine.
+use std::time::Duration;
+
 use clap::Args;
 use nanoscale_client::api::{CreateToken, Credentials, Me};
 use nanoscale_client::Client;
+use uuid::Uuid;
 
 use super::config_file::{self, CliConfig};
 use super::output::{print_fields, print_json};
@@ -59,7 +62,7 @@ pub async fn login(global: &GlobalArgs, args: LoginArgs) -> CliResult {
                 .hint("it may be revoked or expired; create one with `nanoscale token create`"),
             _ => error.into(),
         })?;
-        return save_and_report(global, &client, token, &me);
+        return save_and_report(global, &client, token, None, &me).await;
     }
     let Some(username) = args.username else {
         return Err(CliError::usage("--username is required"));
@@ -70,33 +73,52 @@ pub async fn login(global: &GlobalArgs, args: LoginArgs) -> CliResult {
     password_login(global, &client, credentials).await
 }
 
-/// Forgets the saved token. The server cannot tell which token is this CLI's,
-/// so it is not revoked: say so instead of pretending.
-pub fn logout(global: &GlobalArgs) -> CliResult {
+/// Revokes the saved token when this CLI created it (its id is saved), and
+/// forgets it. A pasted token's id is unknown (the API does not tell a bearer
+/// which token it is), so that one is only forgotten, and the message says so.
+pub async fn logout(global: &GlobalArgs) -> CliResult {
     let path = config_file::path()?;
     let config = config_file::load_for_update(&path)?.unwrap_or_default();
     let json = global.output == super::Output::Json;
-    if config.token.is_none() {
+    let Some(token) = config.token.clone() else {
         if json {
-            return print_json(&serde_json::json!({"forgotten": false}));
+            return print_json(&serde_json::json!({"forgotten": false, "revoked": false}));
         }
         println!("Not logged in; nothing to forget.");
         return Ok(());
-    }
+    };
+    let revoked = match (&config.url, config.token_id) {
+        (Some(url), Some(id)) => match Client::new(url, Some(token)) {
+            Ok(client) => client
+                .revoke_token(id)
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        },
+        _ => Err("its id is unknown (it was pasted with --token-stdin)".to_owned()),
+    };
     config_file::save(
         &path,
         &CliConfig {
             url: config.url,
             token: None,
+            token_id: None,
         },
     )?;
     if json {
-        return print_json(&serde_json::json!({"forgotten": true}));
+        return print_json(&serde_json::json!({"forgotten": true, "revoked": revoked.is_ok()}));
     }
-    println!(
-        "Token forgotten locally. It still works until revoked: find it with `nanoscale token ls` \
-         (named cli@<host>) and revoke it with `nanoscale token revoke <id>`."
-    );
+    match revoked {
+        Ok(()) => println!("Logged out: the token is revoked and forgotten."),
+        Err(reason) => {
+            let id = config
+                .token_id
+                .map(|id| id.to_string())
+                .unwrap_or_else(|| "<id>".to_owned());
+            println!("Token forgotten locally, but not revoked: {reason}.");
+            println!("It still works until revoked: `nanoscale token revoke {id}` (see `nanoscale token ls`).");
+        }
+    }
     if std::env::var_os("NANOSCALE_TOKEN").is_some() {
         println!("Note: NANOSCALE_TOKEN is set in your environment and is still used.");
     }
@@ -152,14 +174,24 @@ async fn password_login(
     let created = created?;
     let client = Client::new(client.base_url(), Some(created.token.clone()))?;
     let me = client.me().await?;
-    save_and_report(global, &client, created.token, &me)
+    save_and_report(global, &client, created.token, Some(created.id), &me).await
 }
 
-fn save_and_report(global: &GlobalArgs, client: &Client, token: String, me: &Me) -> CliResult {
+async fn save_and_report(
+    global: &GlobalArgs,
+    client: &Client,
+    token: String,
+    token_id: Option<Uuid>,
+    me: &Me,
+) -> CliResult {
     let path = config_file::path()?;
+    if let Some(previous) = config_file::load_for_update(&path)? {
+        revoke_replaced(previous, &token).await;
+    }
     let config = CliConfig {
         url: Some(client.base_url().to_owned()),
         token: Some(token),
+        token_id,
     };
     config_file::save(&path, &config)?;
     if global.output == super::Output::Json {
@@ -168,6 +200,22 @@ fn save_and_report(global: &GlobalArgs, client: &Client, token: String, me: &Me)
     print_me(client.base_url(), me);
     println!("Token saved to {}.", path.display());
     Ok(())
+}
+
+/// A new login replaces the saved token: revoke the old one if this CLI created
+/// it, so `cli@host` tokens do not pile up. Best effort: it may be gone already.
+async fn revoke_replaced(previous: CliConfig, new_token: &str) {
+    let (Some(url), Some(token), Some(id)) = (previous.url, previous.token, previous.token_id)
+    else {
+        return;
+    };
+    if token == new_token {
+        return;
+    }
+    if let Ok(client) = Client::new(&url, Some(token)) {
+        // A control plane that is gone must not hold up the new login.
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.revoke_token(id)).await;
+    }
 }
 
 fn print_me(url: &str, me: &Me) {

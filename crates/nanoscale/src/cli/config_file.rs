@@ -1,8 +1,8 @@
 //! The CLI's saved login: `~/.config/nanoscale/config.toml` (or under
 //! `$XDG_CONFIG_HOME`, or wherever `NANOSCALE_CLI_CONFIG` points), holding
-//! `url = "…"` and `token = "…"`. It holds a secret, so it is written with mode
-//! 0600 in a 0700 directory, atomically, and a token is never read from a file
-//! other users can read.
+//! `url = "…"`, `token = "…"` and, when the CLI created the token, `token_id`.
+//! It holds a secret, so it is written with mode 0600 in a 0700 directory,
+//! atomically, and a token is never read from a file other users can read.
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -19,6 +19,10 @@ pub struct CliConfig {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The token's id when this CLI created it, so `logout` can revoke it (the
+    /// API does not tell a bearer which token it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<uuid::Uuid>,
 }
 
 /// Where the config file is, from the environment.
@@ -94,7 +98,7 @@ fn read(path: &Path) -> CliResult<Option<(CliConfig, u32)>> {
             "{} is not a valid CLI config: {error}",
             path.display()
         ))
-        .hint("fix or delete it, then run `nanoscale login <url>` (keys: url, token)")
+        .hint("fix or delete it, then run `nanoscale login <url>` (keys: url, token, token_id)")
     })?;
     Ok(Some((config, mode)))
 }
@@ -154,6 +158,7 @@ mod tests {
         CliConfig {
             url: Some("http://127.0.0.1:4000".into()),
             token: Some("nsk_secret".into()),
+            token_id: Some(uuid::Uuid::nil()),
         }
     }
 

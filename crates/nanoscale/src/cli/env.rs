@@ -131,7 +131,7 @@ pub async fn run(context: &Context, command: EnvCommand) -> CliResult {
             if context.json() {
                 return print_env(context, service.id).await;
             }
-            let kind = if secret { " (as secrets)" } else { "" };
+            let kind = if secret { " (secret)" } else { "" };
             println!("Set {} on {}{kind}.", done.join(", "), service.spec.name);
             println!(
                 "It takes effect at the next deploy: `nanoscale deploy {}`",

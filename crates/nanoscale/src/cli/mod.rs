@@ -57,7 +57,7 @@ pub enum ClientCommand {
     Setup(auth::SetupArgs),
     /// Log in to a control plane and save an API token for this CLI.
     Login(auth::LoginArgs),
-    /// Forget the saved token on this machine.
+    /// Revoke the saved token and forget it on this machine.
     Logout,
     /// Show who you are logged in as, and where.
     Whoami,
@@ -111,7 +111,7 @@ async fn dispatch(global: GlobalArgs, command: ClientCommand) -> CliResult {
     match command {
         ClientCommand::Setup(args) => auth::setup(&global, args).await,
         ClientCommand::Login(args) => auth::login(&global, args).await,
-        ClientCommand::Logout => auth::logout(&global),
+        ClientCommand::Logout => auth::logout(&global).await,
         ClientCommand::Whoami => auth::whoami(&connect(&global)?).await,
         ClientCommand::Project(command) => projects::run(&connect(&global)?, command).await,
         ClientCommand::Service(command) => services::run(&connect(&global)?, command).await,
@@ -155,6 +155,8 @@ fn connect(global: &GlobalArgs) -> CliResult<Context> {
             CliError::usage("no control plane to talk to")
                 .hint("run `nanoscale login <url>`, or pass --url / set NANOSCALE_URL")
         })?;
+    // Refuse a bad URL before anything else, so the error names the real problem.
+    Client::new(&url, None)?;
     let from_env = std::env::var("NANOSCALE_TOKEN")
         .ok()
         .filter(|token| !token.trim().is_empty());
@@ -236,7 +238,7 @@ impl From<ClientError> for CliError {
         let usage = matches!(error, ClientError::InvalidUrl { .. });
         let hint = match &error {
             ClientError::Api { status: 403, .. } => {
-                Some("ask an admin for a role or a grant on the project".to_owned())
+                Some("ask an admin for a higher role, or for a grant on the project".to_owned())
             }
             _ => None,
         };

@@ -37,9 +37,46 @@ pub struct OpenApiJson(Arc<String>);
 
 impl OpenApiJson {
     pub fn new(document: &Document) -> Self {
-        OpenApiJson(Arc::new(
-            document.to_json().unwrap_or_else(|_| "{}".to_owned()),
-        ))
+        let mut value = serde_json::to_value(document).unwrap_or_default();
+        open_flattened_specs(&mut value);
+        OpenApiJson(Arc::new(value.to_string()))
+    }
+}
+
+/// `Service` is `ServiceSpec` flattened with bookkeeping fields, which utoipa
+/// renders as `allOf: [ServiceSpec, {…}]`. `ServiceSpec` forbids unknown fields (so a
+/// request with a typo is refused), and under `allOf` that forbids the bookkeeping
+/// fields too, making every response invalid. Responses therefore reference a copy
+/// of the spec schema that lists the same fields without closing the object.
+fn open_flattened_specs(document: &mut serde_json::Value) {
+    let Some(schemas) = document
+        .pointer_mut("/components/schemas")
+        .and_then(|v| v.as_object_mut())
+    else {
+        return;
+    };
+    let Some(mut fields) = schemas.get("ServiceSpec").cloned() else {
+        return;
+    };
+    if let Some(object) = fields.as_object_mut() {
+        object.remove("additionalProperties");
+        object.insert(
+            "description".into(),
+            "The fields of ServiceSpec, as they appear inside Service.".into(),
+        );
+    }
+    schemas.insert("ServiceSpecFields".into(), fields);
+    if let Some(all_of) = schemas
+        .get_mut("Service")
+        .and_then(|s| s.get_mut("allOf"))
+        .and_then(|a| a.as_array_mut())
+    {
+        for part in all_of {
+            if part.get("$ref").and_then(|r| r.as_str()) == Some("#/components/schemas/ServiceSpec")
+            {
+                part["$ref"] = "#/components/schemas/ServiceSpecFields".into();
+            }
+        }
     }
 }
 
