@@ -67,6 +67,9 @@ pub struct Me {
     /// The session's CSRF token (session auth only), so a reloaded page can act.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csrf_token: Option<String>,
+    /// The API token in use (token auth only), so a client can revoke it on logout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -93,10 +93,10 @@ pub async fn login(
     let stored = record.as_ref().map(|r| r.password_hash.clone());
     if !verify_password(body.password, stored).await? {
         metrics::counter!(LOGIN_FAILURES, "reason" => "bad_credentials").increment(1);
-        return Err(ApiError::Unauthorized);
+        return Err(ApiError::InvalidCredentials);
     }
     let Some(record) = record else {
-        return Err(ApiError::Unauthorized);
+        return Err(ApiError::InvalidCredentials);
     };
     let secret = new_secret("");
     let csrf_token = new_secret("");
@@ -152,14 +152,15 @@ pub async fn logout(
 /// The authenticated user, the effective role, and (for sessions) the CSRF token.
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth", responses((status = 200, body = Me)))]
 pub async fn me(principal: Principal) -> Json<Me> {
-    let (auth, csrf_token) = match principal.method {
-        AuthMethod::Session { csrf_token, .. } => ("session", Some(csrf_token)),
-        AuthMethod::Token { .. } => ("token", None),
+    let (auth, csrf_token, token_id) = match principal.method {
+        AuthMethod::Session { csrf_token, .. } => ("session", Some(csrf_token), None),
+        AuthMethod::Token { id } => ("token", None, Some(id)),
     };
     Json(Me {
         user: principal.user,
         role: principal.role,
         auth: auth.to_owned(),
         csrf_token,
+        token_id,
     })
 }

@@ -34,6 +34,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
+        // Refuse from the declared length, before reading a byte of the body.
+        let declared = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
+            return Err(ApiError::PayloadTooLarge(BODY_LIMIT));
+        }
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {

@@ -337,35 +337,25 @@ pub async fn deploy(
         rollback_of: None,
         created_by: principal.user.id,
     };
-    let release = state
-        .store
-        .create_release(new, |release| {
-            change(
-                &principal,
-                "service.deploy",
-                "service",
-                id,
+    let release = queue_release(
+        &state,
+        &principal,
+        &service,
+        new,
+        "service.deploy",
+        |release| {
+            (
                 json!({"release": release.number, "ref": git_ref, "commit": commit}),
+                format!(
+                    "release {} of {} queued at {} ({git_ref})",
+                    release.number,
+                    service.spec.name,
+                    short(&commit)
+                ),
             )
-            .with_event(NewEvent {
-                project_id: Some(service.project_id),
-                service_id: Some(id),
-                release_id: Some(release.id),
-                actor_id: Some(principal.user.id),
-                ..NewEvent::info(
-                    "release.queued",
-                    format!(
-                        "release {} of {} queued at {} ({})",
-                        release.number,
-                        service.spec.name,
-                        short(&commit),
-                        git_ref
-                    ),
-                )
-            })
-        })
-        .await
-        .map_err(store_error("service", "id"))?;
+        },
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(release)))
 }
 
@@ -405,35 +395,26 @@ pub async fn rollback(
         rollback_of: Some(target.id),
         created_by: principal.user.id,
     };
-    let release = state
-        .store
-        .create_release(new, |release| {
-            change(
-                &principal,
-                "service.rollback",
-                "service",
-                id,
+    let release = queue_release(
+        &state,
+        &principal,
+        &service,
+        new,
+        "service.rollback",
+        |release| {
+            (
                 json!({"release": release.number, "to": target.number, "commit": target.commit}),
+                format!(
+                    "release {} of {} queued: rollback to release {} ({})",
+                    release.number,
+                    service.spec.name,
+                    target.number,
+                    short(&target.commit)
+                ),
             )
-            .with_event(NewEvent {
-                project_id: Some(service.project_id),
-                service_id: Some(id),
-                release_id: Some(release.id),
-                actor_id: Some(principal.user.id),
-                ..NewEvent::info(
-                    "release.queued",
-                    format!(
-                        "release {} of {} queued: rollback to release {} ({})",
-                        release.number,
-                        service.spec.name,
-                        target.number,
-                        short(&target.commit)
-                    ),
-                )
-            })
-        })
-        .await
-        .map_err(store_error("service", "id"))?;
+        },
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(release)))
 }
 
@@ -463,6 +444,33 @@ pub async fn get_release(
             .await
             .map_err(store_error("release", "id"))?,
     ))
+}
+
+/// Records a queued release with its audit entry and `release.queued` event;
+/// `describe` gives the audit summary and the event message.
+async fn queue_release(
+    state: &AppState,
+    principal: &Principal,
+    service: &Service,
+    new: NewRelease,
+    action: &str,
+    describe: impl FnOnce(&Release) -> (serde_json::Value, String),
+) -> ApiResult<Release> {
+    let service_id = service.id;
+    state
+        .store
+        .create_release(new, |release| {
+            let (summary, message) = describe(release);
+            change(principal, action, "service", service_id, summary).with_event(NewEvent {
+                project_id: Some(service.project_id),
+                service_id: Some(service_id),
+                release_id: Some(release.id),
+                actor_id: Some(principal.user.id),
+                ..NewEvent::info("release.queued", message)
+            })
+        })
+        .await
+        .map_err(store_error("service", "id"))
 }
 
 fn short(commit: &str) -> &str {

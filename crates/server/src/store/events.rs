@@ -102,6 +102,27 @@ fn kind_matches(filter: &str, kind: &str) -> bool {
 }
 
 impl Store {
+    /// Events after `after` (oldest first, at most `limit`), for resuming a stream.
+    pub async fn list_events_after(
+        &self,
+        filter: &EventFilter,
+        after: Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT {}",
+            limit.clamp(1, MAX_LIMIT)
+        ))
+        .bind(after.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        let events: StoreResult<Vec<Event>> = rows.iter().map(event_from_row).collect();
+        Ok(events?
+            .into_iter()
+            .filter(|event| event_matches(filter, event))
+            .collect())
+    }
+
     /// Newest first, filtered; `before` pages backwards by event id.
     pub async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>> {
         let mut sql = format!("SELECT {COLUMNS} FROM events WHERE 1 = 1");

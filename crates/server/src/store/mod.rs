@@ -154,6 +154,19 @@ impl Store {
         Ok(published)
     }
 
+    /// Records `change` in `tx`, commits, then publishes the events: the one way a
+    /// mutation ends.
+    async fn commit(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        change: Change,
+    ) -> StoreResult<()> {
+        let events = Store::record(&mut tx, change).await?;
+        tx.commit().await?;
+        self.publish(events);
+        Ok(())
+    }
+
     fn publish(&self, events: Vec<Event>) {
         for event in events {
             // No subscriber is fine: the event is stored either way.

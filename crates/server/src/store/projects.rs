@@ -63,9 +63,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(conflict_as("a project with this name already exists"))?;
-        let events = Store::record(&mut tx, change(&project)).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change(&project)).await?;
         Ok(project)
     }
 
@@ -117,9 +115,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let project = project_from_row(&row)?;
-        let events = Store::record(&mut tx, change).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change).await?;
         Ok(project)
     }
 
@@ -143,9 +139,7 @@ impl Store {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let events = Store::record(&mut tx, change).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change).await?;
         Ok(())
     }
 
@@ -207,9 +201,7 @@ impl Store {
         .bind(grant.created_at.timestamp_millis())
         .execute(&mut *tx)
         .await?;
-        let events = Store::record(&mut tx, change(&grant)).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change(&grant)).await?;
         Ok(grant)
     }
 
@@ -249,9 +241,7 @@ impl Store {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let events = Store::record(&mut tx, change).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change).await?;
         Ok(())
     }
 }

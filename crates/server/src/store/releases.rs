@@ -98,9 +98,7 @@ impl Store {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let events = Store::record(&mut tx, change(&release)).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change(&release)).await?;
         Ok(release)
     }
 

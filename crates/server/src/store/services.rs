@@ -67,9 +67,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(name_conflict)?;
-        let events = Store::record(&mut tx, change(&service)).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change(&service)).await?;
         Ok(service)
     }
 
@@ -132,9 +130,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let service = service_from_row(&row)?;
-        let events = Store::record(&mut tx, change).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change).await?;
         Ok(service)
     }
 
@@ -151,9 +147,7 @@ impl Store {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let events = Store::record(&mut tx, change).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change).await?;
         Ok(())
     }
 }

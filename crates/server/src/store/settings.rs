@@ -51,9 +51,7 @@ impl Store {
                 }
             }
         }
-        let events = Store::record(&mut tx, change).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change).await?;
         self.settings().await
     }
 }

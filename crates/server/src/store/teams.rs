@@ -29,9 +29,7 @@ impl Store {
                 }
                 other => other,
             })?;
-        let events = Store::record(&mut tx, change(&team)).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change(&team)).await?;
         Ok(team)
     }
 
@@ -86,9 +84,7 @@ impl Store {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let events = Store::record(&mut tx, change).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change).await?;
         Ok(())
     }
 
@@ -119,9 +115,7 @@ impl Store {
                     _ => StoreError::from(error),
                 })?;
         }
-        let events = Store::record(&mut tx, change).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change).await?;
         Ok(())
     }
 }

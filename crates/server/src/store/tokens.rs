@@ -63,9 +63,7 @@ impl Store {
         .bind(expires_at.map(|t| t.timestamp_millis()))
         .execute(&mut *tx)
         .await?;
-        let events = Store::record(&mut tx, change(&token)).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change(&token)).await?;
         Ok(token)
     }
 
@@ -153,9 +151,7 @@ impl Store {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        let events = Store::record(&mut tx, change).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change).await?;
         Ok(())
     }
 }

@@ -63,9 +63,7 @@ impl Store {
             return Err(StoreError::Conflict("setup already done".into()));
         }
         let user = insert_user(&mut tx, username, password_hash, Role::Admin, None).await?;
-        let events = Store::record(&mut tx, change(&user)).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change(&user)).await?;
         Ok(user)
     }
 
@@ -79,9 +77,7 @@ impl Store {
     ) -> StoreResult<User> {
         let mut tx = self.begin().await?;
         let user = insert_user(&mut tx, username, password_hash, role, Some(created_by)).await?;
-        let events = Store::record(&mut tx, change(&user)).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change(&user)).await?;
         Ok(user)
     }
 
@@ -120,12 +116,7 @@ impl Store {
         change: Change,
     ) -> StoreResult<User> {
         let mut tx = self.begin().await?;
-        let current = user_from_row(
-            &sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-                .bind(id.to_string())
-                .fetch_one(&mut *tx)
-                .await?,
-        )?;
+        let current = user_in(&mut tx, id).await?;
         if let Some(role) = role {
             if current.user.role == Role::Admin && role != Role::Admin {
                 ensure_another_admin(&mut tx, id).await?;
@@ -156,15 +147,8 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let updated = user_from_row(
-            &sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-                .bind(id.to_string())
-                .fetch_one(&mut *tx)
-                .await?,
-        )?;
-        let events = Store::record(&mut tx, change).await?;
-        tx.commit().await?;
-        self.publish(events);
+        let updated = user_in(&mut tx, id).await?;
+        self.commit(tx, change).await?;
         Ok(updated.user)
     }
 
@@ -172,12 +156,7 @@ impl Store {
     /// stays, still naming them as creator.
     pub async fn delete_user(&self, id: Uuid, change: Change) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let current = user_from_row(
-            &sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-                .bind(id.to_string())
-                .fetch_one(&mut *tx)
-                .await?,
-        )?;
+        let current = user_in(&mut tx, id).await?;
         if current.user.role == Role::Admin {
             ensure_another_admin(&mut tx, id).await?;
         }
@@ -185,11 +164,20 @@ impl Store {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        let events = Store::record(&mut tx, change).await?;
-        tx.commit().await?;
-        self.publish(events);
+        self.commit(tx, change).await?;
         Ok(())
     }
+}
+
+async fn user_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: Uuid,
+) -> StoreResult<UserRecord> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_one(&mut **tx)
+        .await?;
+    user_from_row(&row)
 }
 
 fn stronger_roles(role: Role) -> Vec<Role> {

@@ -1,0 +1,188 @@
+//! The CLI end to end: the real binary's verbs against a real control plane, with
+//! its config file in a temp dir.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // runs the binary under test
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{GitRepo, TestServer};
+use serde_json::Value;
+
+struct Cli<'a> {
+    config: &'a Path,
+}
+
+impl Cli<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &[])
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_nanoscale"))
+            .args(args)
+            .env("NANOSCALE_CLI_CONFIG", self.config)
+            .env_remove("NANOSCALE_TOKEN")
+            .env_remove("NANOSCALE_URL")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run nanoscale")
+    }
+
+    /// Runs with `--output json`, asserts success and parses stdout.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let output = self.run(&all);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+            panic!(
+                "{args:?}: not JSON: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_user_drives_the_control_plane_from_the_cli() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("cli").join("config.toml");
+    let cli = Cli { config: &config };
+
+    let output = cli.run(&["whoami"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "not logged in yet is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nanoscale login"));
+
+    let output = cli.run_with(
+        &["setup", &server.url],
+        &[("NANOSCALE_PASSWORD", "correct-horse-battery")],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mode = std::fs::metadata(&config)
+        .expect("config written")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the token file is private");
+    assert_eq!(cli.json(&["whoami"])["user"]["username"], "admin");
+
+    let repo = GitRepo::new();
+    cli.json(&["project", "create", "shop"]);
+    let service = cli.json(&[
+        "service",
+        "create",
+        "web",
+        "--project",
+        "shop",
+        "--git",
+        &repo.file_url(),
+        "--route",
+        "shop.example.com/api",
+    ]);
+    assert_eq!(service["routes"][0]["host"], "shop.example.com");
+    assert_eq!(service["routes"][0]["path"], "/api");
+    cli.json(&["env", "set", "web", "MODE=production", "LEVEL=3"]);
+    let env = cli.json(&["env", "ls", "web"]);
+    assert_eq!(env.as_array().map(Vec::len), Some(2), "{env}");
+
+    let first = cli.json(&["deploy", "web"]);
+    assert_eq!(first["commit"].as_str(), Some(repo.second.as_str()));
+    let tagged = cli.json(&["deploy", "web", "--ref", "v1"]);
+    assert_eq!(tagged["commit"].as_str(), Some(repo.first.as_str()));
+    let back = cli.json(&["rollback", "web", "1"]);
+    assert_eq!(back["number"], 3);
+    let releases = cli.json(&["releases", "web"]);
+    assert_eq!(releases.as_array().map(Vec::len), Some(3));
+
+    let table = cli.run(&["releases", "web"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.lines().count() >= 4 && text.contains("queued"),
+        "a table with a header: {text}"
+    );
+
+    let events = cli.json(&["events", "--kind", "release."]);
+    assert_eq!(events.as_array().map(Vec::len), Some(3));
+    let nodes = cli.json(&["node", "ls"]);
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1));
+
+    // Errors name the problem and exit non-zero.
+    let output = cli.run(&["project", "create", "Not_A_Label"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("name"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = cli.run(&["deploy", "no-such-service"]);
+    assert_ne!(output.status.code(), Some(0));
+
+    // A token made by the CLI works for automation, and revoking it locks it out.
+    let output = cli.run(&["token", "create", "ci", "--role", "viewer"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let secret = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        secret.starts_with("nsk_"),
+        "the secret alone on stdout: {secret}"
+    );
+    let other = Cli {
+        config: &dir.path().join("other.toml"),
+    };
+    let as_ci = other.run_with(
+        &["--url", &server.url, "--output", "json", "whoami"],
+        &[("NANOSCALE_TOKEN", &secret)],
+    );
+    assert!(
+        as_ci.status.success(),
+        "{}",
+        String::from_utf8_lossy(&as_ci.stderr)
+    );
+    let denied = other.run_with(
+        &["--url", &server.url, "project", "create", "nope"],
+        &[("NANOSCALE_TOKEN", &secret)],
+    );
+    assert_eq!(
+        denied.status.code(),
+        Some(1),
+        "a viewer token cannot create projects"
+    );
+
+    let output = cli.run(&["logout"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(cli.run(&["whoami"]).status.code(), Some(2));
+}
+
+#[test]
+fn a_world_readable_token_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "url = \"http://127.0.0.1:9\"\ntoken = \"nsk_x\"\n").expect("write");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let output = Cli { config: &config }.run(&["whoami"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+}
