@@ -785,6 +785,7 @@ async fn events_stream_live_and_audit_records_without_secrets() {
         .collect();
     for action in [
         "setup",
+        "auth.login",
         "token.create",
         "project.create",
         "service.create",

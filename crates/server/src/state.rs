@@ -21,6 +21,10 @@ pub struct Inner {
     pub git: GitResolver,
     /// Set once start-up work (migrations, node registration) is done.
     pub started: AtomicBool,
+    /// The JSON of the last project list served, reused while the store hands out
+    /// the same cached list (see `store/cache.rs`).
+    pub projects_body:
+        std::sync::Mutex<Option<(Arc<Vec<nanoscale_core::api::Project>>, bytes::Bytes)>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -42,6 +46,7 @@ impl AppState {
             git,
             config,
             started: AtomicBool::new(false),
+            projects_body: std::sync::Mutex::new(None),
         }))
     }
 

@@ -108,6 +108,7 @@ store_tests!(
     audit_is_written_with_changes,
     settings_and_nodes,
     migrations_are_recorded,
+    project_list_sees_every_write,
 );
 
 async fn users_and_last_admin(store: Store) {
@@ -193,7 +194,13 @@ async fn sessions_and_tokens(store: Store) {
         .await
         .expect("admin");
     store
-        .create_session(admin.id, "session-hash", "csrf", "127.0.0.1")
+        .create_session(
+            admin.id,
+            "session-hash",
+            "csrf",
+            "127.0.0.1",
+            change("auth.login"),
+        )
         .await
         .expect("session");
     let session = store
@@ -204,7 +211,10 @@ async fn sessions_and_tokens(store: Store) {
     assert_eq!(session.user.user.id, admin.id);
     assert_eq!(session.csrf_token, "csrf");
     assert!(store.find_session("other").await.expect("find").is_none());
-    store.delete_session(session.id).await.expect("delete");
+    store
+        .delete_session(session.id, change("auth.logout"))
+        .await
+        .expect("delete");
     assert!(store
         .find_session("session-hash")
         .await
@@ -224,7 +234,10 @@ async fn sessions_and_tokens(store: Store) {
         .expect("present");
     assert_eq!(found.token.id, token.id);
     assert_eq!(found.token.role, Role::Deployer);
-    store.touch_token(&found.token).await.expect("touch");
+    store
+        .touch_token("token-hash", &found.token)
+        .await
+        .expect("touch");
     let listed = store.list_tokens(Some(admin.id)).await.expect("list");
     assert!(listed[0].last_used_at.is_some());
     let expired = chrono::Utc::now() - chrono::Duration::seconds(1);
@@ -563,4 +576,41 @@ async fn settings_and_nodes(store: Store) {
 async fn migrations_are_recorded(store: Store) {
     assert!(store.migrations_done().await.expect("migrations"));
     store.ping().await.expect("ping");
+}
+
+async fn project_list_sees_every_write(store: Store) {
+    let admin = store
+        .create_first_admin("root", "hash", |_| change("setup"))
+        .await
+        .expect("admin");
+    let project = store
+        .create_project("listed", &BTreeMap::new(), admin.id, |_| change("c"))
+        .await
+        .expect("project");
+    let first = store.list_projects().await.expect("list");
+    assert_eq!((first.len(), first[0].service_count), (1, 0));
+    // A second read with nothing changed may come from the cache and is identical.
+    assert_eq!(store.list_projects().await.expect("list")[0].id, project.id);
+    store
+        .create_service(project.id, &spec("svc"), admin.id, |_| change("s"))
+        .await
+        .expect("service");
+    assert_eq!(
+        store.list_projects().await.expect("list")[0].service_count,
+        1,
+        "a service write refreshes the list"
+    );
+    store
+        .update_project(project.id, Some("renamed"), None, change("u"))
+        .await
+        .expect("rename");
+    assert_eq!(
+        store.list_projects().await.expect("list")[0].name,
+        "renamed"
+    );
+    store
+        .delete_project(project.id, change("d"))
+        .await
+        .expect("delete");
+    assert!(store.list_projects().await.expect("list").is_empty());
 }

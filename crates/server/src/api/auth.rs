@@ -107,6 +107,16 @@ pub async fn login(
             &hash_secret(&secret),
             &csrf_token,
             &peer.ip().to_string(),
+            Change {
+                audit: audit(
+                    Some(&record.user),
+                    "auth.login",
+                    "session",
+                    None,
+                    json!({"client": peer.ip().to_string()}),
+                ),
+                events: Vec::new(),
+            },
         )
         .await?;
     let mut cookie = format!(
@@ -136,7 +146,8 @@ pub async fn logout(
     principal: Principal,
 ) -> ApiResult<(StatusCode, HeaderMap)> {
     if let AuthMethod::Session { id, .. } = principal.method {
-        state.store.delete_session(id).await?;
+        let change = super::audit_ctx::change(&principal, "auth.logout", "session", id, json!({}));
+        state.store.delete_session(id, change).await?;
     }
     let mut headers = HeaderMap::new();
     let mut cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");

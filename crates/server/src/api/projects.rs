@@ -1,9 +1,12 @@
 //! Projects and who may manage them.
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use nanoscale_core::api::{CreateGrant, CreateProject, Grant, Project, UpdateProject};
 use nanoscale_core::names::check_dns_label;
 use nanoscale_core::service::{validate_env_var, MAX_ENV_VARS};
@@ -35,8 +38,30 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ValidationError> {
 pub async fn list_projects(
     State(state): State<AppState>,
     _principal: Principal,
-) -> ApiResult<Json<Vec<Project>>> {
-    Ok(Json(state.store.list_projects().await?))
+) -> ApiResult<Response> {
+    let projects = state.store.list_projects().await?;
+    let reused = state
+        .projects_body
+        .lock()
+        .ok()
+        .and_then(|slot| match &*slot {
+            Some((list, body)) if Arc::ptr_eq(list, &projects) => Some(body.clone()),
+            _ => None,
+        });
+    let body = match reused {
+        Some(body) => body,
+        None => {
+            let body = Bytes::from(
+                serde_json::to_vec(&*projects)
+                    .map_err(|error| ApiError::Internal(error.to_string()))?,
+            );
+            if let Ok(mut slot) = state.projects_body.lock() {
+                *slot = Some((projects, body.clone()));
+            }
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Creates a project owned by the caller (deployer or admin).

@@ -114,12 +114,13 @@ impl FromRequestParts<AppState> for Principal {
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
     if let Some(token) = bearer_token(parts) {
+        let token_hash = hash_secret(token);
         let record = state
             .store
-            .find_token(&hash_secret(token))
+            .find_token(&token_hash)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        state.store.touch_token(&record.token).await?;
+        state.store.touch_token(&token_hash, &record.token).await?;
         let role = record.token.role.min(record.user.user.role);
         return Ok(Principal {
             user: record.user.user,

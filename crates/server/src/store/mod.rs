@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 mod audit;
+mod cache;
 mod error;
 mod events;
 mod nodes;
@@ -57,6 +58,10 @@ pub struct Store {
     write: AnyPool,
     backend: Backend,
     events: broadcast::Sender<Event>,
+    /// Bumped by every committed write; see `cache.rs`.
+    generation: std::sync::Arc<cache::Generation>,
+    projects_cache: std::sync::Arc<cache::ListCache<nanoscale_core::api::Project>>,
+    tokens_cache: std::sync::Arc<cache::KeyedCache<TokenRecord>>,
 }
 
 /// What a store mutation records besides the change itself: the audit entry and the
@@ -106,6 +111,9 @@ impl Store {
             write,
             backend,
             events,
+            generation: Default::default(),
+            projects_cache: Default::default(),
+            tokens_cache: Default::default(),
         })
     }
 
@@ -163,8 +171,15 @@ impl Store {
     ) -> StoreResult<()> {
         let events = Store::record(&mut tx, change).await?;
         tx.commit().await?;
+        self.generation.bump();
         self.publish(events);
         Ok(())
+    }
+
+    /// The generation to key a list cache with, or `None` when caching is off
+    /// (another process may write: PostgreSQL).
+    fn cache_generation(&self) -> Option<u64> {
+        (self.backend == Backend::Sqlite).then(|| self.generation.current())
     }
 
     fn publish(&self, events: Vec<Event>) {
@@ -182,6 +197,7 @@ impl Store {
             published.push(events::insert(&mut tx, event).await?);
         }
         tx.commit().await?;
+        self.generation.bump();
         self.publish(published);
         Ok(())
     }

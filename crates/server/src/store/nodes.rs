@@ -89,6 +89,7 @@ impl Store {
             .await?;
         let node = node_from_row(&row)?;
         tx.commit().await?;
+        self.generation.bump();
         Ok((node, created))
     }
 

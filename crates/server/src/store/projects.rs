@@ -75,11 +75,24 @@ impl Store {
         project_from_row(&row)
     }
 
-    pub async fn list_projects(&self) -> StoreResult<Vec<Project>> {
+    /// All projects by name, served from the list cache while nothing changed.
+    pub async fn list_projects(&self) -> StoreResult<std::sync::Arc<Vec<Project>>> {
+        let generation = self.cache_generation();
+        if let Some(cached) = generation.and_then(|g| self.projects_cache.get(g)) {
+            return Ok(cached);
+        }
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM projects p ORDER BY p.name"))
             .fetch_all(&self.read)
             .await?;
-        rows.iter().map(project_from_row).collect()
+        let projects: std::sync::Arc<Vec<Project>> = std::sync::Arc::new(
+            rows.iter()
+                .map(project_from_row)
+                .collect::<StoreResult<_>>()?,
+        );
+        if let Some(generation) = generation {
+            self.projects_cache.put(generation, projects.clone());
+        }
+        Ok(projects)
     }
 
     pub async fn count_projects(&self) -> StoreResult<i64> {

@@ -3,7 +3,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::users::{user_from_row, UserRecord};
-use super::{new_id, now_millis, parse_id, to_time, Store, StoreResult};
+use super::{new_id, now_millis, parse_id, to_time, Change, Store, StoreResult};
 use sqlx::Row;
 
 /// How long a dashboard session lasts without logging in again.
@@ -26,7 +26,9 @@ impl Store {
         token_hash: &str,
         csrf_token: &str,
         client_addr: &str,
+        change: Change,
     ) -> StoreResult<chrono::DateTime<chrono::Utc>> {
+        let mut tx = self.begin().await?;
         let now = now_millis();
         let expires = now + SESSION_LIFETIME.as_millis() as i64;
         sqlx::query(
@@ -40,8 +42,9 @@ impl Store {
         .bind(now)
         .bind(expires)
         .bind(client_addr)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        self.commit(tx, change).await?;
         Ok(to_time(expires))
     }
 
@@ -67,12 +70,13 @@ impl Store {
         }))
     }
 
-    pub async fn delete_session(&self, id: Uuid) -> StoreResult<()> {
+    pub async fn delete_session(&self, id: Uuid, change: Change) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id.to_string())
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        self.commit(tx, change).await
     }
 
     /// Housekeeping: forget expired sessions. Returns how many were removed.

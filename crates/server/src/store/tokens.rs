@@ -97,6 +97,25 @@ impl Store {
 
     /// The unexpired token with this secret hash, with its owner.
     pub async fn find_token(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>> {
+        // Revocation, role changes and user deletion all commit, which moves the
+        // generation on; expiry is re-checked on every hit.
+        let generation = self.cache_generation();
+        if let Some(record) = generation.and_then(|g| self.tokens_cache.get(token_hash, g)) {
+            let live = record
+                .token
+                .expires_at
+                .is_none_or(|at| at.timestamp_millis() > now_millis());
+            return Ok(live.then_some(record));
+        }
+        let found = self.find_token_uncached(token_hash).await?;
+        if let (Some(generation), Some(record)) = (generation, &found) {
+            self.tokens_cache
+                .put(token_hash, generation, record.clone());
+        }
+        Ok(found)
+    }
+
+    async fn find_token_uncached(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>> {
         let row = sqlx::query(
             "SELECT t.id AS token_id, t.user_id, t.name, t.role AS token_role, \
                     t.created_at AS token_created_at, t.expires_at, t.last_used_at, \
@@ -126,7 +145,7 @@ impl Store {
     }
 
     /// Records use, at most once a minute per token so reads do not become writes.
-    pub async fn touch_token(&self, token: &ApiToken) -> StoreResult<()> {
+    pub async fn touch_token(&self, token_hash: &str, token: &ApiToken) -> StoreResult<()> {
         let now = now_millis();
         let fresh = token
             .last_used_at
@@ -139,6 +158,9 @@ impl Store {
             .bind(token.id.to_string())
             .execute(&self.write)
             .await?;
+        self.tokens_cache.update(token_hash, |record| {
+            record.token.last_used_at = Some(to_time(now))
+        });
         Ok(())
     }
 
