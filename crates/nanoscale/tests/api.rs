@@ -1069,3 +1069,72 @@ fn oversized_request(url: &str, path: &str, token: &str) -> String {
     let read = stream.read(&mut reply).expect("read reply");
     String::from_utf8_lossy(&reply[..read]).into_owned()
 }
+
+#[test]
+#[allow(clippy::disallowed_methods)] // runs the binary under test
+fn json_logs_are_one_object_per_line_with_the_request_id() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("stderr.log");
+    let port = common::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nanoscale"))
+        .args([
+            "up",
+            "--log-format",
+            "json",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("NANOSCALE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(mut stream) => {
+                use std::io::{Read, Write};
+                stream
+                    .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Request-Id: json-log-test\r\nConnection: close\r\n\r\n")
+                    .expect("write");
+                let mut reply = String::new();
+                stream.read_to_string(&mut reply).expect("read");
+                break reply;
+            }
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(error) => panic!("server did not start: {error}"),
+        }
+    };
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    assert!(status.success());
+    let lines: Vec<String> = BufReader::new(std::fs::File::open(&log).expect("open"))
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert!(!lines.is_empty());
+    let mut found = false;
+    for line in &lines {
+        let value: Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(
+            value["timestamp"].is_string() && value["level"].is_string(),
+            "{line}"
+        );
+        if line.contains("json-log-test") && value["status"] == 200 {
+            found = true;
+        }
+    }
+    assert!(
+        found,
+        "the request line names its request id and status: {lines:?}"
+    );
+}

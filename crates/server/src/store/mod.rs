@@ -91,7 +91,9 @@ impl Store {
                 let write = sqlite_pool(1, &options).await?;
                 // Migrate on the writer first so the readers see the final schema.
                 MIGRATOR.run(&write).await.map_err(StoreError::Migrate)?;
-                let read = sqlite_pool(4, &options).await?;
+                // More readers than cores only adds idle page caches (RSS).
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let read = sqlite_pool(cores.clamp(2, 8) as u32, &options).await?;
                 (read, write)
             }
             Backend::Postgres => {
@@ -223,6 +225,23 @@ async fn sqlite_pool(connections: u32, options: &AnyConnectOptions) -> StoreResu
         .connect_with(options.clone())
         .await
         .map_err(StoreError::Database)
+}
+
+/// Deletes row `id` of `table` inside `tx`; `NotFound` when there was none. `table`
+/// is one of our own table names, never input.
+async fn delete_row(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    table: &'static str,
+    id: Uuid,
+) -> StoreResult<()> {
+    let result = sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    if result.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }
 
 pub(crate) fn now_millis() -> i64 {

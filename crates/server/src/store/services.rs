@@ -5,8 +5,8 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
-    from_json, new_id, now_millis, parse_id, parse_opt_id, to_json, to_time, Change, Store,
-    StoreError, StoreResult,
+    delete_row, from_json, new_id, now_millis, parse_id, parse_opt_id, to_json, to_time, Change,
+    Store, StoreError, StoreResult,
 };
 
 const COLUMNS: &str =
@@ -140,13 +140,7 @@ impl Store {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        let result = sqlx::query("DELETE FROM services WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        delete_row(&mut tx, "services", id).await?;
         self.commit(tx, change).await?;
         Ok(())
     }

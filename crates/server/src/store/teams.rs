@@ -2,7 +2,9 @@ use nanoscale_core::api::Team;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{new_id, now_millis, parse_id, to_time, Change, Store, StoreError, StoreResult};
+use super::{
+    delete_row, new_id, now_millis, parse_id, to_time, Change, Store, StoreError, StoreResult,
+};
 
 impl Store {
     pub async fn create_team(
@@ -77,13 +79,7 @@ impl Store {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        let result = sqlx::query("DELETE FROM teams WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        delete_row(&mut tx, "teams", id).await?;
         self.commit(tx, change).await?;
         Ok(())
     }

@@ -6,7 +6,9 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::users::{user_from_row, UserRecord};
-use super::{new_id, now_millis, parse_id, to_time, Change, Store, StoreError, StoreResult};
+use super::{
+    delete_row, new_id, now_millis, parse_id, to_time, Change, Store, StoreError, StoreResult,
+};
 
 /// A token found by its secret's hash, with its owner.
 #[derive(Debug, Clone)]
@@ -166,13 +168,7 @@ impl Store {
 
     pub async fn delete_token(&self, id: Uuid, change: Change) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let result = sqlx::query("DELETE FROM api_tokens WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        delete_row(&mut tx, "api_tokens", id).await?;
         self.commit(tx, change).await?;
         Ok(())
     }
