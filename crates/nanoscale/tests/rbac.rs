@@ -543,4 +543,12 @@ async fn demoting_a_user_caps_their_tokens() {
         )
         .await;
     assert_eq!(status, 409, "the last admin cannot be demoted: {body}");
+    // The audit entry says what changed; the refused demotion left none.
+    let audit = s
+        .get("/api/v1/audit?action=user.update", &fixture.admin)
+        .await;
+    assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit}");
+    assert_eq!(audit[0]["summary"]["before"]["role"], "deployer");
+    assert_eq!(audit[0]["summary"]["after"]["role"], "viewer");
+    assert_eq!(audit[0]["resource_id"], owner_id);
 }

@@ -126,7 +126,7 @@ pub async fn update_project(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateProject>,
 ) -> ApiResult<Json<Project>> {
-    state
+    let before = state
         .store
         .get_project(id)
         .await
@@ -138,7 +138,14 @@ pub async fn update_project(
     if let Some(env) = &body.env {
         validate_env(env)?;
     }
-    let summary = json!({"name": body.name, "env": body.env.as_ref().map(|env| env.keys().collect::<Vec<_>>())});
+    // Names of env variables only: project env values may be secret.
+    let summary = json!({
+        "before": {"name": before.name, "env": before.env.keys().collect::<Vec<_>>()},
+        "after": {
+            "name": body.name.as_ref().unwrap_or(&before.name),
+            "env": body.env.as_ref().unwrap_or(&before.env).keys().collect::<Vec<_>>(),
+        },
+    });
     let project = state
         .store
         .update_project(

@@ -96,7 +96,17 @@ pub async fn update_user(
         Some(password) => Some(hash_password(password).await?),
         None => None,
     };
-    let summary = json!({"role": body.role, "password_changed": hash.is_some()});
+    let before = state
+        .store
+        .get_user(id)
+        .await
+        .map_err(|_| ApiError::NotFound("user"))?;
+    let summary = json!({
+        "username": before.user.username,
+        "before": {"role": before.user.role},
+        "after": {"role": body.role.unwrap_or(before.user.role)},
+        "password_changed": hash.is_some(),
+    });
     let user = state
         .store
         .update_user(
