@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod desired;
 pub mod names;
 pub mod role;
 pub mod service;

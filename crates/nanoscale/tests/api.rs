@@ -1138,3 +1138,131 @@ fn json_logs_are_one_object_per_line_with_the_request_id() {
         "the request line names its request id and status: {lines:?}"
     );
 }
+
+#[tokio::test]
+async fn deploys_reach_the_node_desired_state_pinned_to_commits() {
+    let server = TestServer::start();
+    let admin = server.bootstrap().await;
+    let repo = GitRepo::new();
+    let node = server.get("/api/v1/nodes", &admin).await[0]["id"]
+        .as_str()
+        .expect("node")
+        .to_owned();
+    let desired = format!("/api/v1/nodes/{node}/desired-state");
+    let empty = server.get(&desired, &admin).await;
+    assert_eq!(empty["state"]["workloads"], json!([]));
+    let base_version = empty["version"].as_i64().expect("version");
+
+    let project = server
+        .post("/api/v1/projects", &admin, json!({"name": "shop"}))
+        .await;
+    let pid = project["id"].as_str().expect("id");
+    let service = server
+        .post(
+            &format!("/api/v1/projects/{pid}/services"),
+            &admin,
+            json!({"name": "web", "source": {"git": repo.file_url()}, "replicas": 2,
+                   "env": {"API_KEY": "s3cr3t-value"}, "secrets": ["API_KEY"],
+                   "routes": [{"host": "shop.example.com"}, {"path": "/api", "strip_prefix": true}]}),
+        )
+        .await;
+    let sid = service["id"].as_str().expect("id");
+    // Elsewhere-only services never land on this node.
+    server
+        .post(&format!("/api/v1/projects/{pid}/services"), &admin, json!({"name": "away", "source": {"git": repo.file_url()}, "placement": {"nodes": ["elsewhere"]}}))
+        .await;
+    let away = server.get("/api/v1/services", &admin).await;
+    let away_id = away
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|s| s["name"] == "away")
+        .expect("away")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    server
+        .post(
+            &format!("/api/v1/services/{away_id}/deploy"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    let unchanged = server.get(&desired, &admin).await;
+    assert_eq!(
+        unchanged["version"].as_i64(),
+        Some(base_version),
+        "nothing for this node changed"
+    );
+
+    let release = server
+        .post(&format!("/api/v1/services/{sid}/deploy"), &admin, json!({}))
+        .await;
+    let first = server.get(&desired, &admin).await;
+    assert_eq!(first["version"].as_i64(), Some(base_version + 1));
+    assert_eq!(first["sha256"].as_str().map(str::len), Some(64));
+    let workloads = first["state"]["workloads"].as_array().expect("workloads");
+    assert_eq!(workloads.len(), 1);
+    assert_eq!(workloads[0]["commit"].as_str(), Some(repo.second.as_str()));
+    assert_eq!(workloads[0]["release_id"], release["id"]);
+    assert_eq!(
+        workloads[0]["replicas"], 2,
+        "both replicas on the only eligible node"
+    );
+    assert_eq!(
+        workloads[0]["spec"]["env"]["API_KEY"], "********",
+        "secrets never shown"
+    );
+    let names: Vec<&str> = first["state"]["dns"]
+        .as_array()
+        .expect("dns")
+        .iter()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    assert_eq!(names, ["web.shop.svc.internal", "web.svc.internal"]);
+    assert_eq!(first["state"]["routes"].as_array().map(Vec::len), Some(2));
+
+    // Reading again changes nothing; an env change waits for the next deploy.
+    let (status, _) = server
+        .call(
+            Method::PUT,
+            &format!("/api/v1/services/{sid}/env/MODE"),
+            Some(&admin),
+            Some(json!({"value": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let again = server.get(&desired, &admin).await;
+    assert_eq!(
+        (again["version"].clone(), again["sha256"].clone()),
+        (first["version"].clone(), first["sha256"].clone())
+    );
+
+    server
+        .post(
+            &format!("/api/v1/services/{sid}/rollback"),
+            &admin,
+            json!({"release": 1}),
+        )
+        .await;
+    let tagged = server
+        .post(
+            &format!("/api/v1/services/{sid}/deploy"),
+            &admin,
+            json!({"ref": "v1"}),
+        )
+        .await;
+    let second = server.get(&desired, &admin).await;
+    assert_eq!(second["version"].as_i64(), Some(base_version + 2));
+    assert_eq!(
+        second["state"]["workloads"][0]["commit"].as_str(),
+        Some(repo.first.as_str())
+    );
+    assert_eq!(second["state"]["workloads"][0]["release_id"], tagged["id"]);
+    assert!(
+        second["state"]["workloads"][0]["spec"]["env"]
+            .get("MODE")
+            .is_some(),
+        "the new release carries the env change"
+    );
+}

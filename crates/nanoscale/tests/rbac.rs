@@ -118,6 +118,7 @@ const MATRIX: &[(&str, Policy)] = &[
     ("GET /api/v1/releases/{id}", Policy::Authenticated),
     ("GET /api/v1/nodes", Policy::Authenticated),
     ("GET /api/v1/nodes/{id}", Policy::Authenticated),
+    ("GET /api/v1/nodes/{id}/desired-state", Policy::Admin),
     ("GET /api/v1/events", Policy::Authenticated),
     ("GET /api/v1/events/stream", Policy::Authenticated),
     ("GET /api/v1/audit", Policy::Admin),

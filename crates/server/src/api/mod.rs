@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(services::get_release))
         .routes(routes!(nodes::list_nodes))
         .routes(routes!(nodes::get_node))
+        .routes(routes!(nodes::get_desired_state))
         .routes(routes!(events::list_events))
         .routes(routes!(events::stream_events))
         .routes(routes!(audit::list_audit))

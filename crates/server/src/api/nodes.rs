@@ -1,6 +1,8 @@
 use axum::extract::State;
 use axum::Json;
 use nanoscale_core::api::Node;
+use nanoscale_core::desired::DesiredDocument;
+use nanoscale_core::Role;
 use uuid::Uuid;
 
 use super::error::{store_error, ApiResult};
@@ -30,4 +32,24 @@ pub async fn get_node(
             .await
             .map_err(store_error("node", "id"))?,
     ))
+}
+
+/// The desired-state document the node converges to, as its agent will receive it
+/// but with secret values redacted. Admins only: it maps the whole node.
+#[utoipa::path(get, path = "/api/v1/nodes/{id}/desired-state", tag = "nodes",
+    params(("id" = Uuid, Path, description = "node id")), responses((status = 200, body = DesiredDocument)))]
+pub async fn get_desired_state(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<DesiredDocument>> {
+    principal.require(Role::Admin)?;
+    let node = state
+        .store
+        .get_node(id)
+        .await
+        .map_err(store_error("node", "id"))?;
+    let mut document = crate::desired::document(&state.store, &node).await?;
+    document.state = document.state.redacted();
+    Ok(Json(document))
 }

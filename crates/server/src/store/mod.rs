@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 mod audit;
 mod cache;
+mod desired;
 mod error;
 mod events;
 mod nodes;
@@ -30,6 +31,7 @@ mod tokens;
 mod users;
 
 pub use audit::NewAudit;
+pub use desired::CurrentRelease;
 pub use error::StoreError;
 pub use events::event_matches;
 pub use events::NewEvent;
