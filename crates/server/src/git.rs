@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nanoscale_core::service::is_commit_sha;
 
-use crate::process::{run, CommandSpec};
+use nanoscale_process::{run, which, CommandSpec};
 
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -134,14 +134,6 @@ fn sanitize(message: &str) -> String {
         .filter(|c| !c.is_control())
         .take(300)
         .collect()
-}
-
-/// Absolute path of a program on the standard system PATH (never the caller's).
-pub fn which(program: &str) -> Option<PathBuf> {
-    ["/usr/local/bin", "/usr/bin", "/bin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(program))
-        .find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ pub mod config;
 pub mod desired;
 pub mod git;
 pub mod metrics;
-pub mod process;
 pub mod state;
 pub mod store;
 

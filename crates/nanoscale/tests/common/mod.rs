@@ -307,9 +307,8 @@ pub struct GitDaemon {
 impl GitDaemon {
     pub fn serve(base: &Path) -> GitDaemon {
         let port = free_port();
-        let child = Command::new("git")
+        let child = Command::new(git_daemon_program())
             .args([
-                "daemon",
                 "--reuseaddr",
                 "--export-all",
                 "--listen=127.0.0.1",
@@ -379,4 +378,14 @@ pub async fn postgres_database() -> Option<String> {
         .expect("create database");
     let (prefix, _) = base.rsplit_once('/').expect("url path");
     Some(format!("{prefix}/{name}"))
+}
+
+/// The `git-daemon` program itself: killing a `git daemon` wrapper would leave the
+/// daemon running.
+fn git_daemon_program() -> std::path::PathBuf {
+    let output = std::process::Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .expect("git --exec-path");
+    std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("git-daemon")
 }

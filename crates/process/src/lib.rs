@@ -1,7 +1,9 @@
-//! The one place the control plane spawns processes: absolute program path, an
+//! The one place NanoScale (control plane and agent) spawns processes: absolute program path, an
 //! explicit environment (nothing inherited but a fixed PATH and HOME), no shell,
 //! stdin closed, a timeout, and the child killed if the caller goes away.
-use std::path::PathBuf;
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -77,4 +79,13 @@ pub async fn run(spec: CommandSpec) -> Result<CommandOutput, ProcessError> {
         stdout: text(&output.stdout),
         stderr: text(&output.stderr),
     })
+}
+
+/// Absolute path of a program in the standard system directories (never the
+/// caller's PATH).
+pub fn which(program: &str) -> Option<PathBuf> {
+    ["/usr/local/bin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| candidate.is_file())
 }
