@@ -226,6 +226,7 @@ fn git_env(index: Option<&Path>) -> Vec<(String, String)> {
     let mut env = vec![
         ("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned()),
         ("GIT_CONFIG_NOSYSTEM".to_owned(), "1".to_owned()),
+        ("GIT_CONFIG_GLOBAL".to_owned(), "/dev/null".to_owned()),
         (
             "GIT_SSH_COMMAND".to_owned(),
             "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new".to_owned(),

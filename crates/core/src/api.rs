@@ -87,6 +87,11 @@ pub struct UpdateUser {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(format = Password)]
     pub password: Option<String>,
+    /// Required to change your own password (and only over a login session, never
+    /// with an API token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = Password)]
+    pub current_password: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
 }

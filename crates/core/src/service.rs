@@ -279,6 +279,35 @@ impl ServiceSpec {
         next
     }
 
+    /// Refuses a patch that would reveal a secret: a name may leave `secrets` while
+    /// staying in `env` only if the patch also sends it a new value (not the
+    /// redaction placeholder). Otherwise every viewer could read the old secret.
+    pub fn check_patch(&self, patch: &ServicePatch) -> Result<(), ValidationError> {
+        let Some(secrets) = &patch.secrets else {
+            return Ok(());
+        };
+        let env = patch.env.as_ref().unwrap_or(&self.env);
+        for name in self
+            .secrets
+            .iter()
+            .filter(|name| !secrets.contains(*name) && env.contains_key(*name))
+        {
+            let new_value = patch.env.as_ref().and_then(|env| env.get(name));
+            let replaced = new_value
+                .is_some_and(|value| value != REDACTED && Some(value) != self.env.get(name));
+            if !replaced {
+                return Err(ValidationError::new(
+                    "secrets",
+                    format!(
+                        "'{}' stays secret unless you also send it a new value",
+                        printable(name)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The spec as the API shows it: secret values replaced by [`REDACTED`].
     pub fn redacted(&self) -> ServiceSpec {
         let mut shown = self.clone();
@@ -512,6 +541,14 @@ pub fn validate_git_url(field: &str, url: &str) -> Result<(), ValidationError> {
         if rest.is_empty() || (*scheme != "file://" && rest.starts_with('/')) {
             return Err(ValidationError::new(field, "is missing a host"));
         }
+        if *scheme == "file://" && rest.contains('%') {
+            // git percent-decodes file:// paths; a check on the literal path could
+            // be walked around with %2e%2e.
+            return Err(ValidationError::new(
+                field,
+                "file:// paths must not contain '%'",
+            ));
+        }
         if *scheme == "file://" && !rest.starts_with('/') {
             return Err(ValidationError::new(
                 field,
@@ -623,6 +660,7 @@ mod tests {
             "https://",
             "file://relative/path",
             "file:///tmp/../etc",
+            "file:///tmp/a/%2e%2e/%2e%2e/etc",
             "https://host/a b",
             "https://host/\nx",
             "/just/a/path",
@@ -717,6 +755,45 @@ mod tests {
         let next = stored.apply(patch);
         assert_eq!(next.env["TOKEN"], "s3cret");
         assert_eq!(next.build, None);
+    }
+
+    #[test]
+    fn a_patch_cannot_unmask_a_secret() {
+        let mut stored = spec();
+        stored.env.insert("TOKEN".into(), "s3cret".into());
+        stored.secrets.insert("TOKEN".into());
+        let unmask = ServicePatch {
+            secrets: Some(BTreeSet::new()),
+            ..ServicePatch::default()
+        };
+        assert_eq!(
+            stored.check_patch(&unmask).map_err(|e| e.field),
+            Err("secrets".to_owned())
+        );
+        let placeholder = ServicePatch {
+            secrets: Some(BTreeSet::new()),
+            env: Some(BTreeMap::from([("TOKEN".to_owned(), REDACTED.to_owned())])),
+            ..ServicePatch::default()
+        };
+        assert!(stored.check_patch(&placeholder).is_err());
+        let replaced = ServicePatch {
+            secrets: Some(BTreeSet::new()),
+            env: Some(BTreeMap::from([(
+                "TOKEN".to_owned(),
+                "public-now".to_owned(),
+            )])),
+            ..ServicePatch::default()
+        };
+        assert!(stored.check_patch(&replaced).is_ok());
+        let removed = ServicePatch {
+            secrets: Some(BTreeSet::new()),
+            env: Some(BTreeMap::new()),
+            ..ServicePatch::default()
+        };
+        assert!(
+            stored.check_patch(&removed).is_ok(),
+            "removing the variable reveals nothing"
+        );
     }
 
     #[test]

@@ -1266,3 +1266,147 @@ async fn deploys_reach_the_node_desired_state_pinned_to_commits() {
         "the new release carries the env change"
     );
 }
+
+/// Regressions for the security review of 2026-11-23 (docs/security-review.md).
+#[tokio::test]
+async fn review_findings_stay_fixed() {
+    let server = TestServer::start();
+    let admin = server.bootstrap().await;
+    let me = server.get("/api/v1/me", &admin).await;
+    let admin_id = me["user"]["id"].as_str().expect("id").to_owned();
+
+    // 1. A token (even the admin's own) cannot change its owner's password, and a
+    //    session must prove the current one.
+    let viewer_token = server
+        .post(
+            "/api/v1/tokens",
+            &admin,
+            json!({"name": "ro", "role": "viewer", "expires_in": 120}),
+        )
+        .await;
+    let viewer_token = viewer_token["token"].as_str().expect("token");
+    let (status, _) = server
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{admin_id}"),
+            Some(viewer_token),
+            Some(json!({"password": "attacker-chosen-pw"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let session = server.login("admin", ADMIN_PASSWORD).await;
+    let patch = |body: Value| {
+        server
+            .http
+            .patch(server.endpoint(&format!("/api/v1/users/{admin_id}")))
+            .header("cookie", &session.cookie)
+            .header("x-csrf-token", &session.csrf)
+            .json(&body)
+            .send()
+    };
+    let response = patch(json!({"password": "a-brand-new-password"}))
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(error_field(&body).as_deref(), Some("current_password"));
+    let response =
+        patch(json!({"password": "a-brand-new-password", "current_password": ADMIN_PASSWORD}))
+            .await
+            .expect("patch");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // 2. Dropping the secret flag does not reveal the value.
+    let project = server
+        .post("/api/v1/projects", &admin, json!({"name": "p"}))
+        .await;
+    let pid = project["id"].as_str().expect("id");
+    let service = server
+        .post(&format!("/api/v1/projects/{pid}/services"), &admin, json!({"name": "web", "source": {"git": "https://example.com/w.git"}, "env": {"KEY": "sk_live_x"}, "secrets": ["KEY"]}))
+        .await;
+    let sid = service["id"].as_str().expect("id");
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/services/{sid}"),
+            Some(&admin),
+            Some(json!({"secrets": []})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("secrets"))
+    );
+    assert!(!server
+        .get(&format!("/api/v1/services/{sid}/env"), &admin)
+        .await
+        .to_string()
+        .contains("sk_live_x"));
+
+    // 3. Concurrent env writes all land.
+    let writes = (0..20).map(|i| {
+        let path = format!("/api/v1/services/{sid}/env/VAR_{i}");
+        let server = &server;
+        let admin = &admin;
+        async move {
+            server
+                .call(
+                    Method::PUT,
+                    &path,
+                    Some(admin),
+                    Some(json!({"value": format!("{i}")})),
+                )
+                .await
+                .0
+        }
+    });
+    let statuses = futures::future::join_all(writes).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::NO_CONTENT),
+        "{statuses:?}"
+    );
+    let env = server
+        .get(&format!("/api/v1/services/{sid}/env"), &admin)
+        .await;
+    assert_eq!(
+        env.as_array().map(Vec::len),
+        Some(21),
+        "KEY plus all 20: {env}"
+    );
+
+    // 4. file:// escapes: percent-encoding, and commit ids skipping the root check.
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/services/{sid}"),
+            Some(&admin),
+            Some(json!({"source": {"git": "file:///tmp/a/%2e%2e/%2e%2e/etc"}})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("source.git"))
+    );
+    let (status, _) = server
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/services/{sid}"),
+            Some(&admin),
+            Some(json!({"source": {"git": "file:///root/.ssh", "ref": "a".repeat(40)}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/services/{sid}/deploy"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("source.git")),
+        "{body}"
+    );
+}

@@ -99,6 +99,9 @@ async fn housekeeping(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tick.tick().await;
+        // Forget rate-limit buckets that refilled, so the map does not only grow.
+        state.login_limiter.retain_recent();
+        state.login_limiter.shrink_to_fit();
         match state.store.delete_expired_sessions().await {
             Ok(removed) if removed > 0 => tracing::debug!(removed, "expired sessions removed"),
             Ok(_) => {}

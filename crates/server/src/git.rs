@@ -34,18 +34,24 @@ impl GitResolver {
 
     /// The commit `git_ref` names in `url`. A full commit id is returned as is.
     pub async fn resolve(&self, url: &str, git_ref: &str) -> Result<String, GitError> {
+        // file:// is confined to the allowed roots whatever the ref, and git gets the
+        // canonical path (no `..`, no symlink, no percent-encoding left to decode).
+        let url = match url.strip_prefix("file://") {
+            Some(path) => format!(
+                "file://{}",
+                self.check_file_path(Path::new(path))?.display()
+            ),
+            None => url.to_owned(),
+        };
         if is_commit_sha(git_ref) {
             return Ok(git_ref.to_ascii_lowercase());
-        }
-        if let Some(path) = url.strip_prefix("file://") {
-            self.check_file_path(Path::new(path))?;
         }
         let git = which("git").ok_or(GitError::GitMissing)?;
         let output = run(CommandSpec {
             program: git,
             args: protocol_allow_list()
                 .into_iter()
-                .chain(["ls-remote".to_owned(), "--".to_owned(), url.to_owned()])
+                .chain(["ls-remote".to_owned(), "--".to_owned(), url.clone()])
                 .collect(),
             env: vec![
                 ("GIT_TERMINAL_PROMPT".into(), "0".into()),
@@ -54,6 +60,9 @@ impl GitResolver {
                     "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new".into(),
                 ),
                 ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+                // The operator's own git config (insteadOf, credential helpers) must
+                // not apply to URLs a deployer chose.
+                ("GIT_CONFIG_GLOBAL".into(), "/dev/null".into()),
             ],
             timeout: RESOLVE_TIMEOUT,
             ..CommandSpec::default()
@@ -71,7 +80,7 @@ impl GitResolver {
         pick_ref(&output.stdout, git_ref).ok_or_else(|| GitError::RefNotFound(git_ref.to_owned()))
     }
 
-    fn check_file_path(&self, path: &Path) -> Result<(), GitError> {
+    fn check_file_path(&self, path: &Path) -> Result<PathBuf, GitError> {
         let roots = || {
             self.allowed_file_roots
                 .iter()
@@ -89,7 +98,7 @@ impl GitResolver {
             .filter_map(|root| root.canonicalize().ok())
             .any(|root| real.starts_with(root));
         if allowed {
-            Ok(())
+            Ok(real)
         } else {
             Err(GitError::PathNotAllowed(roots()))
         }

@@ -339,7 +339,7 @@ async fn projects_services_and_grants(store: Store) {
     let mut next = web.spec.clone();
     next.replicas = 3;
     let updated = store
-        .update_service(web.id, &next, change("service.update"))
+        .update_service(web.id, &web.spec, &next, change("service.update"))
         .await
         .expect("update");
     assert_eq!(updated.spec.replicas, 3);

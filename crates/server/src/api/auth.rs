@@ -80,13 +80,13 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<Response> {
-    if let Err(not_until) = state.login_limiter.check_key(&peer.ip()) {
+    if let Err(not_until) = state.login_limiter.check_key(&rate_limit_key(peer.ip())) {
         metrics::counter!(LOGIN_FAILURES, "reason" => "rate_limited").increment(1);
         let wait = not_until.wait_time_from(governor::clock::Clock::now(
             &governor::clock::DefaultClock::default(),
         ));
         return Err(ApiError::TooManyRequests {
-            retry_after_secs: wait.as_secs().max(1),
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
         });
     }
     let record = state.store.find_user_by_name(&body.username).await?;
@@ -174,4 +174,35 @@ pub async fn me(principal: Principal) -> Json<Me> {
         csrf_token,
         token_id,
     })
+}
+
+/// One bucket per IPv4 address and per IPv6 /64 (what one customer usually holds),
+/// so a single host cannot get fresh buckets by cycling its IPv6 addresses.
+pub fn rate_limit_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let bits = u128::from(v6) & (u128::MAX << 64);
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_limit_key;
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        let a = rate_limit_key("2001:db8:1:2::1".parse().expect("ip"));
+        let b = rate_limit_key("2001:db8:1:2:ffff::9".parse().expect("ip"));
+        let c = rate_limit_key("2001:db8:1:3::1".parse().expect("ip"));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            rate_limit_key("::ffff:10.0.0.1".parse().expect("ip")),
+            "10.0.0.1".parse::<std::net::IpAddr>().expect("ip")
+        );
+    }
 }

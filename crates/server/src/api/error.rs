@@ -109,6 +109,10 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound => ApiError::NotFound("resource"),
             StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::Stale => ApiError::Conflict(
+                "the service changed while this request was being applied; read it again and retry"
+                    .into(),
+            ),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -88,10 +88,12 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(axum::Extension(openapi::OpenApiJson::new(&document)))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        .layer(axum::middleware::from_fn(middleware::request_context))
+        // Panics are caught inside the request context, so their 500 carries the
+        // request id and the usual headers.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             middleware::panic_response,
         ))
+        .layer(axum::middleware::from_fn(middleware::request_context))
         .with_state(state);
     (router, document)
 }

@@ -18,7 +18,7 @@ use super::extract::{ApiJson, ApiOptionalJson, ApiPath};
 use crate::auth::Principal;
 use crate::git::GitError;
 use crate::state::AppState;
-use crate::store::{NewEvent, NewRelease};
+use crate::store::{NewEvent, NewRelease, StoreError};
 
 /// What the API shows of a service: secrets redacted.
 fn shown(mut service: Service) -> Service {
@@ -134,6 +134,7 @@ pub async fn update_service(
     principal
         .require_project(&state, service.project_id)
         .await?;
+    service.spec.check_patch(&patch)?;
     let next = service.spec.apply(patch);
     next.validate()?;
     let change = change(
@@ -157,7 +158,7 @@ pub async fn update_service(
     });
     let updated = state
         .store
-        .update_service(id, &next, change)
+        .update_service(id, &service.spec, &next, change)
         .await
         .map_err(store_error("service", "name"))?;
     Ok(Json(shown(updated)))
@@ -239,31 +240,18 @@ pub async fn set_env(
     ApiPath((id, name)): ApiPath<(Uuid, String)>,
     ApiJson(body): ApiJson<SetEnvVar>,
 ) -> ApiResult<StatusCode> {
-    let service = load(&state, id).await?;
-    principal
-        .require_project(&state, service.project_id)
-        .await?;
     validate_env_var("name", &name, &body.value)?;
-    let mut next = service.spec.clone();
-    next.env.insert(name.clone(), body.value);
-    if body.secret {
-        next.secrets.insert(name.clone());
-    } else {
-        next.secrets.remove(&name);
-    }
-    next.validate()?;
-    let change = change(
-        &principal,
-        "service.env.set",
-        "service",
-        id,
-        json!({"name": name, "secret": body.secret}),
-    );
-    state
-        .store
-        .update_service(id, &next, change)
-        .await
-        .map_err(store_error("service", "id"))?;
+    let summary = json!({"name": name, "secret": body.secret});
+    edit_service(&state, &principal, id, "service.env.set", summary, |spec| {
+        spec.env.insert(name.clone(), body.value.clone());
+        if body.secret {
+            spec.secrets.insert(name.clone());
+        } else {
+            spec.secrets.remove(&name);
+        }
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -275,28 +263,64 @@ pub async fn unset_env(
     principal: Principal,
     ApiPath((id, name)): ApiPath<(Uuid, String)>,
 ) -> ApiResult<StatusCode> {
-    let service = load(&state, id).await?;
-    principal
-        .require_project(&state, service.project_id)
-        .await?;
-    let mut next = service.spec.clone();
-    if next.env.remove(&name).is_none() {
-        return Err(ApiError::NotFound("variable"));
-    }
-    next.secrets.remove(&name);
-    let change = change(
+    let summary = json!({"name": name});
+    edit_service(
+        &state,
         &principal,
-        "service.env.unset",
-        "service",
         id,
-        json!({"name": name}),
-    );
-    state
-        .store
-        .update_service(id, &next, change)
-        .await
-        .map_err(store_error("service", "id"))?;
+        "service.env.unset",
+        summary,
+        |spec| {
+            if spec.env.remove(&name).is_none() {
+                return Err(ApiError::NotFound("variable"));
+            }
+            spec.secrets.remove(&name);
+            Ok(())
+        },
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Applies `edit` to the service's current spec and stores it, reading again and
+/// retrying when a concurrent write got there first, so concurrent env changes all
+/// land instead of overwriting each other.
+async fn edit_service(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    action: &str,
+    summary: serde_json::Value,
+    edit: impl Fn(&mut ServiceSpec) -> ApiResult<()>,
+) -> ApiResult<()> {
+    for attempt in 0..16u32 {
+        if attempt > 0 {
+            // Jittered backoff so concurrent writers stop colliding.
+            let ceiling = 2u64.pow(attempt.min(6));
+            let wait = rand::random_range(0..=ceiling);
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        }
+        let service = load(state, id).await?;
+        principal.require_project(state, service.project_id).await?;
+        let mut next = service.spec.clone();
+        edit(&mut next)?;
+        next.validate()?;
+        let change = change(principal, action, "service", id, summary.clone());
+        match state
+            .store
+            .update_service(id, &service.spec, &next, change)
+            .await
+        {
+            Err(StoreError::Stale) => continue,
+            result => {
+                result.map_err(store_error("service", "id"))?;
+                return Ok(());
+            }
+        }
+    }
+    Err(ApiError::Conflict(
+        "too many concurrent changes to this service; retry".into(),
+    ))
 }
 
 /// Creates a release: the ref is resolved to an exact commit here, so every node

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::audit_ctx::change;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath};
-use crate::auth::{hash_password, Principal};
+use crate::auth::{hash_password, verify_password, AuthMethod, Principal};
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -91,6 +91,20 @@ pub async fn update_user(
     }
     if let Some(password) = &body.password {
         check_password("password", password)?;
+        if id == principal.user.id {
+            // A stolen token or an unattended session must not be able to take the
+            // account over: changing your own password proves the current one.
+            if !matches!(principal.method, AuthMethod::Session { .. }) {
+                return Err(ApiError::Forbidden(
+                    "change your own password from a login session, not with an API token".into(),
+                ));
+            }
+            let current = body.current_password.clone().unwrap_or_default();
+            let record = state.store.get_user(id).await?;
+            if !verify_password(current, Some(record.password_hash)).await? {
+                return Err(ApiError::field("current_password", "is missing or wrong"));
+            }
+        }
     }
     let hash = match body.password {
         Some(password) => Some(hash_password(password).await?),

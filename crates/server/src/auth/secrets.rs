@@ -5,6 +5,8 @@ use sha2::{Digest, Sha256};
 
 use crate::api::error::ApiError;
 
+const MAX_PASSWORD_BYTES: usize = 1024;
+
 /// API tokens start with this so secret scanners (and people) recognise them.
 pub const TOKEN_PREFIX: &str = "nsk_";
 
@@ -21,9 +23,34 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// Argon2id takes 19 MiB and tens of milliseconds per hash: at most one per core
+/// runs at a time, so a flood of logins queues (and then gets 503) instead of
+/// exhausting memory.
+fn hashing_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
+async fn hashing_permit() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    let wait = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        hashing_permits().acquire(),
+    );
+    match wait.await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::Unavailable(
+            "too many password checks at once; retry shortly".into(),
+        )),
+    }
+}
+
 /// Argon2id with the crate's defaults (RFC 9106 second recommendation: 19 MiB,
 /// t=2), on the blocking pool so a login never stalls the async runtime.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    let _permit = hashing_permit().await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         Argon2::default()
@@ -41,6 +68,11 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$
 
 /// Checks a password against a stored hash (or the dummy hash when `stored` is None).
 pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool, ApiError> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        // No stored password can be this long (check_password caps them).
+        return Ok(false);
+    }
+    let _permit = hashing_permit().await?;
     tokio::task::spawn_blocking(move || {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());

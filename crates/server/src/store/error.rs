@@ -6,6 +6,9 @@ pub enum StoreError {
     /// A unique constraint was violated; the string names what collided.
     #[error("{0}")]
     Conflict(String),
+    /// The row changed between reading it and writing it back.
+    #[error("it changed while this request was being applied; retry")]
+    Stale,
     #[error("invalid database configuration: {0}")]
     Config(String),
     #[error("stored data is corrupt: {0}")]

@@ -105,25 +105,37 @@ impl Store {
             .await?)
     }
 
+    /// Replaces the spec, provided it is still `expected` (what the caller read):
+    /// a concurrent change makes this `Stale` instead of silently losing it.
     pub async fn update_service(
         &self,
         id: Uuid,
+        expected: &ServiceSpec,
         spec: &ServiceSpec,
         change: Change,
     ) -> StoreResult<Service> {
         let mut tx = self.begin().await?;
         let result = sqlx::query(
-            "UPDATE services SET name = $1, spec_json = $2, updated_at = $3 WHERE id = $4",
+            "UPDATE services SET name = $1, spec_json = $2, updated_at = $3 WHERE id = $4 AND spec_json = $5",
         )
         .bind(&spec.name)
         .bind(to_json(spec))
         .bind(now_millis())
         .bind(id.to_string())
+        .bind(to_json(expected))
         .execute(&mut *tx)
         .await
         .map_err(name_conflict)?;
         if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM services WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+            return Err(if exists == 0 {
+                StoreError::NotFound
+            } else {
+                StoreError::Stale
+            });
         }
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM services WHERE id = $1"))
             .bind(id.to_string())
