@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use nanoscale_core::names::is_dns_label;
 use nanoscale_core::service::{is_commit_sha, validate_git_url};
-use nanoscale_process::{run, which, CommandOutput, CommandSpec};
+use nanoscale_process::git::{confine, first_line, git_command};
+use nanoscale_process::{run, CommandOutput};
 
 const GIT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -86,9 +87,16 @@ impl SourceCache {
             what: "repository url",
             reason: error.message,
         })?;
-        if let Some(path) = url.strip_prefix("file://") {
-            self.check_file_path(Path::new(path))?;
-        }
+        // git gets the canonical path of a confined file:// repository.
+        let url = match url.strip_prefix("file://") {
+            Some(path) => {
+                let real = confine(Path::new(path), &self.allowed_file_roots)
+                    .ok_or(SourceError::PathNotAllowed)?;
+                format!("file://{}", real.display())
+            }
+            None => url.to_owned(),
+        };
+        let url = url.as_str();
         let repository = self.repository(service)?;
         if self.contains(service, commit).await? {
             return Ok(repository);
@@ -162,40 +170,27 @@ impl SourceCache {
         })?;
         let index = destination.with_extension("index");
         let work_tree = format!("--work-tree={}", destination.display());
-        let output = run(CommandSpec {
-            program: which("git").ok_or(SourceError::GitMissing)?,
-            args: git_args(
-                &repository,
-                &[&work_tree, "checkout", "--quiet", "-f", commit, "--", "."],
-            ),
-            env: git_env(Some(&index)),
-            timeout: GIT_TIMEOUT,
-            ..CommandSpec::default()
-        })
-        .await
-        .map_err(|error| SourceError::Git(error.to_string()))?;
+        let git_dir = format!("--git-dir={}", repository.display());
+        let env = vec![("GIT_INDEX_FILE".to_owned(), index.display().to_string())];
+        let args = [
+            git_dir.as_str(),
+            &work_tree,
+            "checkout",
+            "--quiet",
+            "-f",
+            commit,
+            "--",
+            ".",
+        ];
+        let spec = git_command(&args, env, GIT_TIMEOUT).ok_or(SourceError::GitMissing)?;
+        let output = run(spec)
+            .await
+            .map_err(|error| SourceError::Git(error.to_string()))?;
         let _ = std::fs::remove_file(&index);
         if !output.success {
             return Err(SourceError::Git(first_line(&output.stderr)));
         }
         Ok(())
-    }
-
-    fn check_file_path(&self, path: &Path) -> Result<(), SourceError> {
-        // Canonicalize so `..` and symlinks cannot step outside a root.
-        let real = path
-            .canonicalize()
-            .map_err(|_| SourceError::PathNotAllowed)?;
-        let allowed = self
-            .allowed_file_roots
-            .iter()
-            .filter_map(|root| root.canonicalize().ok())
-            .any(|root| real.starts_with(root));
-        if allowed {
-            Ok(())
-        } else {
-            Err(SourceError::PathNotAllowed)
-        }
     }
 }
 
@@ -209,55 +204,15 @@ fn check_commit(commit: &str) -> Result<(), SourceError> {
     })
 }
 
-/// Every transport off but the ones the URL validation accepts; `ext::` and `fd::`
-/// (which run commands) stay off whatever the host's git config says.
-fn git_args(repository: &Path, args: &[&str]) -> Vec<String> {
-    let mut all = vec!["-c".to_owned(), "protocol.allow=never".to_owned()];
-    for protocol in ["https", "http", "ssh", "git", "file"] {
-        all.push("-c".to_owned());
-        all.push(format!("protocol.{protocol}.allow=always"));
-    }
-    all.push(format!("--git-dir={}", repository.display()));
-    all.extend(args.iter().map(|arg| (*arg).to_owned()));
-    all
-}
-
-fn git_env(index: Option<&Path>) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned()),
-        ("GIT_CONFIG_NOSYSTEM".to_owned(), "1".to_owned()),
-        ("GIT_CONFIG_GLOBAL".to_owned(), "/dev/null".to_owned()),
-        (
-            "GIT_SSH_COMMAND".to_owned(),
-            "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new".to_owned(),
-        ),
-    ];
-    if let Some(index) = index {
-        env.push(("GIT_INDEX_FILE".to_owned(), index.display().to_string()));
-    }
-    env
-}
-
 async fn git(repository: &Path, args: &[&str]) -> Result<CommandOutput, SourceError> {
-    run(CommandSpec {
-        program: which("git").ok_or(SourceError::GitMissing)?,
-        args: git_args(repository, args),
-        env: git_env(None),
-        timeout: GIT_TIMEOUT,
-        ..CommandSpec::default()
-    })
-    .await
-    .map_err(|error| SourceError::Git(error.to_string()))
-}
-
-fn first_line(text: &str) -> String {
-    text.lines()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("failed")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(300)
-        .collect()
+    let git_dir = format!("--git-dir={}", repository.display());
+    let all: Vec<&str> = std::iter::once(git_dir.as_str())
+        .chain(args.iter().copied())
+        .collect();
+    let spec = git_command(&all, Vec::new(), GIT_TIMEOUT).ok_or(SourceError::GitMissing)?;
+    run(spec)
+        .await
+        .map_err(|error| SourceError::Git(error.to_string()))
 }
 
 #[cfg(test)]

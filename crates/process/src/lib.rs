@@ -3,6 +3,8 @@
 //! stdin closed, a timeout, and the child killed if the caller goes away.
 #![forbid(unsafe_code)]
 
+pub mod git;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

@@ -64,7 +64,8 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> anyhow::Result<()> {
-        let housekeeping = tokio::spawn(housekeeping(self.state.clone()));
+        let (stop_housekeeping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let housekeeping = tokio::spawn(housekeeping(self.state.clone(), stopped));
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(
             self.listener,
@@ -88,17 +89,22 @@ impl Server {
                 Ok(())
             }
         };
-        housekeeping.abort();
+        // Stop between rounds, never in the middle of one.
+        let _ = stop_housekeeping.send(());
+        let _ = housekeeping.await;
         self.state.store.close().await;
         result
     }
 }
 
 /// Periodic clean-up that keeps the store small.
-async fn housekeeping(state: AppState) {
+async fn housekeeping(state: AppState, mut stop: tokio::sync::oneshot::Receiver<()>) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
         // Forget rate-limit buckets that refilled, so the map does not only grow.
         state.login_limiter.retain_recent();
         state.login_limiter.shrink_to_fit();

@@ -1,9 +1,7 @@
 //! Compiles the desired-state document of a node from the store: every service
 //! with a current release, placed by its spec, pinned to the release's commit.
 use nanoscale_core::api::Node;
-use nanoscale_core::desired::{
-    eligible, place, DesiredDocument, DesiredState, SecurityMode, Workload,
-};
+use nanoscale_core::desired::{eligible, place, DesiredDocument, DesiredState, SecurityMode};
 
 use crate::store::{Store, StoreResult};
 
@@ -11,25 +9,17 @@ pub async fn compile(store: &Store, node: &Node) -> StoreResult<DesiredState> {
     let cluster_id = store.cluster_id().await?;
     let nodes = store.list_nodes().await?;
     let mut workloads = Vec::new();
-    for current in store.current_releases().await? {
+    for mut workload in store.current_releases().await? {
         let candidates: Vec<String> = nodes
             .iter()
-            .filter(|candidate| eligible(&current.spec, &candidate.name, &candidate.labels))
+            .filter(|candidate| eligible(&workload.spec, &candidate.name, &candidate.labels))
             .map(|candidate| candidate.name.clone())
             .collect();
-        let Some(&replicas) = place(current.spec.replicas, &candidates).get(&node.name) else {
+        let Some(&replicas) = place(workload.replicas, &candidates).get(&node.name) else {
             continue;
         };
-        workloads.push(Workload {
-            service_id: current.service_id,
-            service: current.service,
-            project: current.project,
-            release_id: current.release_id,
-            release_number: current.release_number,
-            commit: current.commit,
-            spec: current.spec,
-            replicas,
-        });
+        workload.replicas = replicas;
+        workloads.push(workload);
     }
     Ok(DesiredState::new(
         cluster_id,

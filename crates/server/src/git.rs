@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use nanoscale_core::service::is_commit_sha;
 
-use nanoscale_process::{run, which, CommandSpec};
+use nanoscale_process::git::{confine, first_line, git_command};
+use nanoscale_process::run;
 
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -46,75 +47,27 @@ impl GitResolver {
         if is_commit_sha(git_ref) {
             return Ok(git_ref.to_ascii_lowercase());
         }
-        let git = which("git").ok_or(GitError::GitMissing)?;
-        let output = run(CommandSpec {
-            program: git,
-            args: protocol_allow_list()
-                .into_iter()
-                .chain(["ls-remote".to_owned(), "--".to_owned(), url.clone()])
-                .collect(),
-            env: vec![
-                ("GIT_TERMINAL_PROMPT".into(), "0".into()),
-                (
-                    "GIT_SSH_COMMAND".into(),
-                    "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new".into(),
-                ),
-                ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
-                // The operator's own git config (insteadOf, credential helpers) must
-                // not apply to URLs a deployer chose.
-                ("GIT_CONFIG_GLOBAL".into(), "/dev/null".into()),
-            ],
-            timeout: RESOLVE_TIMEOUT,
-            ..CommandSpec::default()
-        })
-        .await
-        .map_err(|error| GitError::Remote(error.to_string()))?;
+        let spec = git_command(&["ls-remote", "--", &url], Vec::new(), RESOLVE_TIMEOUT)
+            .ok_or(GitError::GitMissing)?;
+        let output = run(spec)
+            .await
+            .map_err(|error| GitError::Remote(error.to_string()))?;
         if !output.success {
-            let message = output
-                .stderr
-                .lines()
-                .find(|line| !line.trim().is_empty())
-                .unwrap_or("failed");
-            return Err(GitError::Remote(sanitize(message)));
+            return Err(GitError::Remote(first_line(&output.stderr)));
         }
         pick_ref(&output.stdout, git_ref).ok_or_else(|| GitError::RefNotFound(git_ref.to_owned()))
     }
 
     fn check_file_path(&self, path: &Path) -> Result<PathBuf, GitError> {
-        let roots = || {
-            self.allowed_file_roots
+        confine(path, &self.allowed_file_roots).ok_or_else(|| {
+            let roots: Vec<String> = self
+                .allowed_file_roots
                 .iter()
                 .map(|root| root.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        // Canonicalize so `..` and symlinks cannot step outside a root.
-        let real = path
-            .canonicalize()
-            .map_err(|_| GitError::PathNotAllowed(roots()))?;
-        let allowed = self
-            .allowed_file_roots
-            .iter()
-            .filter_map(|root| root.canonicalize().ok())
-            .any(|root| real.starts_with(root));
-        if allowed {
-            Ok(real)
-        } else {
-            Err(GitError::PathNotAllowed(roots()))
-        }
+                .collect();
+            GitError::PathNotAllowed(roots.join(", "))
+        })
     }
-}
-
-/// Every transport is off except the ones `validate_git_url` accepts, whatever the
-/// host's git config says; `ext::` and `fd::` (which run commands) stay off. `file`
-/// is allowed because its path was checked against the allowed roots first.
-fn protocol_allow_list() -> Vec<String> {
-    let mut args = vec!["-c".to_owned(), "protocol.allow=never".to_owned()];
-    for protocol in ["https", "http", "ssh", "git", "file"] {
-        args.push("-c".to_owned());
-        args.push(format!("protocol.{protocol}.allow=always"));
-    }
-    args
 }
 
 /// Picks the commit for `wanted` from `git ls-remote` output: a branch first, then a
@@ -135,14 +88,6 @@ pub fn pick_ref(listing: &str, wanted: &str) -> Option<String> {
         .or_else(|| find(&format!("refs/tags/{wanted}")))
         .or_else(|| find(wanted))
         .filter(|sha| is_commit_sha(sha))
-}
-
-fn sanitize(message: &str) -> String {
-    message
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(300)
-        .collect()
 }
 
 #[cfg(test)]

@@ -89,6 +89,11 @@ pub async fn update_user(
     if !self_password_only {
         principal.require(Role::Admin)?;
     }
+    let before = state
+        .store
+        .get_user(id)
+        .await
+        .map_err(|_| ApiError::NotFound("user"))?;
     if let Some(password) = &body.password {
         check_password("password", password)?;
         if id == principal.user.id {
@@ -100,8 +105,7 @@ pub async fn update_user(
                 ));
             }
             let current = body.current_password.clone().unwrap_or_default();
-            let record = state.store.get_user(id).await?;
-            if !verify_password(current, Some(record.password_hash)).await? {
+            if !verify_password(current, Some(before.password_hash.clone())).await? {
                 return Err(ApiError::field("current_password", "is missing or wrong"));
             }
         }
@@ -110,11 +114,6 @@ pub async fn update_user(
         Some(password) => Some(hash_password(password).await?),
         None => None,
     };
-    let before = state
-        .store
-        .get_user(id)
-        .await
-        .map_err(|_| ApiError::NotFound("user"))?;
     let summary = json!({
         "username": before.user.username,
         "before": {"role": before.user.role},

@@ -1,21 +1,9 @@
+use nanoscale_core::desired::Workload;
 use nanoscale_core::service::ServiceSpec;
 use sqlx::Row;
 use uuid::Uuid;
 
 use super::{from_json, parse_id, Store, StoreError, StoreResult};
-
-/// A service whose current release should be running somewhere.
-#[derive(Debug, Clone)]
-pub struct CurrentRelease {
-    pub service_id: Uuid,
-    pub service: String,
-    pub project: String,
-    pub release_id: Uuid,
-    pub release_number: i64,
-    pub commit: String,
-    /// The spec frozen in the release, secrets included.
-    pub spec: ServiceSpec,
-}
 
 impl Store {
     /// This cluster's id, made once on first use.
@@ -34,8 +22,10 @@ impl Store {
         parse_id(&id)
     }
 
-    /// Every service that has a current release, with that release's frozen spec.
-    pub async fn current_releases(&self) -> StoreResult<Vec<CurrentRelease>> {
+    /// Every service that has a current release, as a workload pinned to that
+    /// release's commit and frozen spec. `replicas` is the spec's total; placement
+    /// decides how many of them a given node runs.
+    pub async fn current_releases(&self) -> StoreResult<Vec<Workload>> {
         let rows = sqlx::query(
             "SELECT s.id AS service_id, s.name AS service, p.name AS project, r.id AS release_id, \
                     r.number, r.commit_sha, r.spec_json \
@@ -48,14 +38,16 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
-                Ok(CurrentRelease {
+                let spec: ServiceSpec = from_json(&row.try_get::<String, _>("spec_json")?)?;
+                Ok(Workload {
+                    replicas: spec.replicas,
+                    spec,
                     service_id: parse_id(&row.try_get::<String, _>("service_id")?)?,
                     service: row.try_get("service")?,
                     project: row.try_get("project")?,
                     release_id: parse_id(&row.try_get::<String, _>("release_id")?)?,
                     release_number: row.try_get("number")?,
                     commit: row.try_get("commit_sha")?,
-                    spec: from_json(&row.try_get::<String, _>("spec_json")?)?,
                 })
             })
             .collect()

@@ -31,7 +31,6 @@ mod tokens;
 mod users;
 
 pub use audit::NewAudit;
-pub use desired::CurrentRelease;
 pub use error::StoreError;
 pub use events::event_matches;
 pub use events::NewEvent;
