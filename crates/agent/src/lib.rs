@@ -4,5 +4,7 @@
 //! Architecture invariant: planning does no I/O; the executor does no deciding.
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod plan;
+pub mod runtime;
 pub mod source;

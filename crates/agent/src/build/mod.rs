@@ -1,0 +1,2 @@
+//! Deciding how to build and run a release when the spec does not say.
+//! (Filled in by the build-detection work of issue 3.)
