@@ -8,11 +8,12 @@
 #![allow(clippy::disallowed_methods)] // a benchmark driver starts the peers it measures
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::stream::{self, StreamExt, TryStreamExt};
+use nanoscale_bench::{free_port, rss_kib, wait_ready, Killed};
 use nanoscale_client::Client;
 use nanoscale_core::api::{CreateProject, CreateToken, Credentials};
 use nanoscale_core::service::ServiceSpec;
@@ -21,15 +22,6 @@ use nanoscale_core::Role;
 const PROJECTS: usize = 1000;
 const CONNECTIONS: u32 = 50;
 const DURATION_SECS: u32 = 10;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -156,36 +148,6 @@ async fn main() -> Result<()> {
         bail!("{} non-2xx responses from nanoscale", ours.errors);
     }
     Ok(())
-}
-
-async fn wait_ready(client: &Client) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.health_ready().await.is_err() {
-        if Instant::now() > deadline {
-            bail!("the control plane did not become ready in 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn start_nginx(work: &Path, root: &Path, port: u16) -> Result<Killed> {

@@ -4,7 +4,15 @@
 //! Architecture invariant: planning does no I/O; the executor does no deciding.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod build;
+pub mod builder;
+pub mod context;
+pub mod executor;
+pub mod health;
 pub mod plan;
+pub mod protocol;
 pub mod runtime;
 pub mod source;
+pub mod store;
+pub mod supervise;

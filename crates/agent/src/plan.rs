@@ -21,6 +21,8 @@ pub struct Observed {
     /// Build outcome per release.
     pub builds: BTreeMap<Uuid, BuildState>,
     pub instances: Vec<Instance>,
+    /// Services with files on this node (source cache, releases, logs).
+    pub service_dirs: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,10 @@ pub enum Action {
         instance: String,
         reason: StopReason,
     },
+    /// Delete the files of a service that left the document once nothing of it runs.
+    Clean {
+        service: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,9 @@ pub enum StopReason {
     ScaledDown,
     /// The process is gone; its record is cleaned up before a restart.
     Exited,
+    /// Its release failed (never healthy, or crashing on start); the previous
+    /// release keeps serving.
+    Failed,
 }
 
 /// Where the node stands against the document, for the report to the control plane.
@@ -122,7 +131,20 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Vec<Action> {
     for workload in &desired.workloads {
         let release = workload.release_id;
         match observed.builds.get(&release) {
-            Some(BuildState::Failed { .. }) | Some(BuildState::Building) => continue,
+            Some(BuildState::Failed { .. }) => {
+                for instance in observed
+                    .instances
+                    .iter()
+                    .filter(|i| i.release_id == release && i.state != InstanceState::Exited)
+                {
+                    stops.push(Action::Stop {
+                        instance: instance.id.clone(),
+                        reason: StopReason::Failed,
+                    });
+                }
+                continue;
+            }
+            Some(BuildState::Building) => continue,
             Some(BuildState::Built) => {}
             None => {
                 let source = (workload.service.clone(), workload.commit.clone());
@@ -180,11 +202,20 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Vec<Action> {
             }
         }
     }
+    let cleans = observed
+        .service_dirs
+        .iter()
+        .filter(|service| !wanted.contains_key(service.as_str()))
+        .filter(|service| !observed.instances.iter().any(|i| &i.service == *service))
+        .map(|service| Action::Clean {
+            service: service.clone(),
+        });
     fetches
         .into_iter()
         .chain(builds)
         .chain(starts)
         .chain(stops)
+        .chain(cleans)
         .collect()
 }
 
@@ -194,7 +225,7 @@ pub fn convergence(desired: &DesiredState, observed: &Observed) -> Convergence {
     for workload in &desired.workloads {
         if let Some(BuildState::Failed { reason }) = observed.builds.get(&workload.release_id) {
             problems.push(format!(
-                "{}: release {} failed to build: {reason}",
+                "{}: release {} failed: {reason}",
                 workload.service, workload.release_number
             ));
         }

@@ -1,7 +1,7 @@
 //! Projects, their grants, services, environment variables and releases.
 use nanoscale_core::api::{
-    CreateGrant, CreateProject, DeployRequest, EnvVar, Grant, Project, Release, ReleaseSelector,
-    RollbackRequest, Service, SetEnvVar, UpdateProject,
+    CreateGrant, CreateProject, DeployRequest, EnvVar, Grant, Instance, Project, Release,
+    ReleaseSelector, RollbackRequest, Service, SetEnvVar, UpdateProject,
 };
 use nanoscale_core::service::{ServicePatch, ServiceSpec};
 use reqwest::Method;
@@ -144,6 +144,12 @@ impl Client {
     /// A service's releases, newest first.
     pub async fn list_releases(&self, service_id: Uuid) -> Result<Vec<Release>> {
         self.get(&format!("/api/v1/services/{service_id}/releases"))
+            .await
+    }
+
+    /// A service's running instances on every node.
+    pub async fn list_instances(&self, service_id: Uuid) -> Result<Vec<Instance>> {
+        self.get(&format!("/api/v1/services/{service_id}/instances"))
             .await
     }
 

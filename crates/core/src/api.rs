@@ -214,6 +214,19 @@ impl ReleaseStatus {
         }
     }
 
+    /// Whether a node's report may move a release from `self` to `next`. Releases
+    /// only move forward; `retired` is set by the control plane alone, when another
+    /// release of the service goes live, and `failed` never becomes anything else.
+    pub fn can_become(self, next: ReleaseStatus) -> bool {
+        use ReleaseStatus::*;
+        match (self, next) {
+            (Queued, Building | Starting | Live | Failed) => true,
+            (Building, Starting | Live | Failed) => true,
+            (Starting, Live | Failed) => true,
+            (Queued | Building | Starting | Live | Failed | Retired, _) => false,
+        }
+    }
+
     pub fn parse(value: &str) -> Option<Self> {
         Some(match value {
             "queued" => ReleaseStatus::Queued,
@@ -288,8 +301,34 @@ pub struct Node {
     pub capacity: NodeCapacity,
     pub desired_version: i64,
     pub applied_version: i64,
+    /// Whether the node runs its document: `applied`, `applying`, `degraded`, or
+    /// `unknown` before its agent first reports.
+    pub convergence: crate::agent::Convergence,
+    /// Why the node is degraded, as its agent last reported.
+    pub problems: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// One running copy of a release on a node, as its agent last reported it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Instance {
+    pub id: String,
+    /// Name of the node it runs on.
+    pub node: String,
+    pub node_id: Uuid,
+    pub service_id: Uuid,
+    /// Id of the release it runs.
+    pub release: Uuid,
+    pub release_number: i64,
+    pub replica: u32,
+    /// The port the app listens on (its `PORT`).
+    pub port: u16,
+    pub pid: Option<i32>,
+    pub status: crate::agent::InstanceStatus,
+    pub restarts: u32,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

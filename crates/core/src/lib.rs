@@ -5,6 +5,7 @@
 //! generated TypeScript) agrees on one shape.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod api;
 pub mod desired;
 pub mod names;

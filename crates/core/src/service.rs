@@ -48,14 +48,18 @@ pub struct RouteSpec {
     pub strip_prefix: bool,
 }
 
-/// How the agent decides an instance is healthy. With no `path` the check is a TCP
-/// connect to `PORT`.
+/// How the agent decides an instance is healthy: an HTTP GET of `path` (2xx or 3xx),
+/// else a `command` run in the release directory (exit 0; `PORT` is set), else a
+/// TCP connect to `PORT`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "/healthz")]
     pub path: Option<String>,
+    /// A shell command instead of an HTTP path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     #[serde(default = "default_interval")]
     pub interval_secs: u32,
     #[serde(default = "default_timeout")]
@@ -83,6 +87,7 @@ impl Default for HealthSpec {
     fn default() -> Self {
         Self {
             path: None,
+            command: None,
             interval_secs: default_interval(),
             timeout_secs: default_timeout(),
             retries: default_retries(),
@@ -486,6 +491,15 @@ pub fn validate_path(field: &str, path: &str) -> Result<(), ValidationError> {
 fn validate_health(health: &HealthSpec) -> Result<(), ValidationError> {
     if let Some(path) = &health.path {
         validate_path("health.path", path)?;
+    }
+    if let Some(command) = &health.command {
+        check_command("health.command", command)?;
+        if health.path.is_some() {
+            return Err(ValidationError::new(
+                "health.command",
+                "give either health.path or health.command, not both",
+            ));
+        }
     }
     check_range("health.interval_secs", health.interval_secs.into(), 1, 3600)?;
     check_range("health.timeout_secs", health.timeout_secs.into(), 1, 600)?;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod cli;
 mod config;
 mod up;
@@ -27,12 +28,39 @@ struct Args {
 enum Command {
     /// Start NanoScale on this machine: control plane (API and dashboard) plus this node.
     Up(up::UpArgs),
+    /// Run the node agent (started and supervised by `up`; not usually run by hand).
+    #[command(hide = true)]
+    Agent(agent::AgentArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
 
 fn main() -> ExitCode {
+    // The shim is dispatched before anything else is set up: it must stay tiny
+    // (no async runtime, no argument parser), one per running instance.
+    let mut raw = std::env::args_os().skip(1);
+    if raw.next().as_deref() == Some(std::ffi::OsStr::new("shim")) {
+        let Some(dir) = raw.next() else {
+            eprintln!("usage: nanoscale shim <DIR> (started by the agent)");
+            return ExitCode::from(64);
+        };
+        let code = nanoscale_agent::runtime::shim::main(std::path::Path::new(&dir));
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let args = Args::parse();
+    if let Command::Agent(agent_args) = args.command {
+        // The agent stays small: one thread is plenty for its loops.
+        return match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(agent::run(agent_args)),
+            Err(error) => {
+                eprintln!("error: cannot start the async runtime: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,6 +73,7 @@ fn main() -> ExitCode {
     };
     match args.command {
         Command::Up(up_args) => runtime.block_on(up::run(up_args)),
+        Command::Agent(_) => ExitCode::FAILURE,
         Command::Client(command) => runtime.block_on(cli::run(args.global, command)),
     }
 }

@@ -112,12 +112,116 @@ async fn serve(config: config::UpConfig) -> anyhow::Result<()> {
         println!("  nanoscale setup {base}");
         println!("or POST {base}/api/v1/setup {{\"username\", \"password\"}}.");
     }
+    let credential = server.issue_node_credential().await?;
+    let agent_dir = config.server.data_dir.join("agent");
+    std::fs::create_dir_all(&agent_dir)?;
+    let credential_file = agent_dir.join("credential");
+    crate::agent::write_credential(&credential_file, &credential)
+        .map_err(|error| anyhow::anyhow!("writing {}: {error}", credential_file.display()))?;
+    let agent = AgentSupervisor::start(AgentLaunch {
+        control_plane: format!("http://{address}"),
+        data_dir: config.server.data_dir.clone(),
+        credential_file,
+        allowed_file_roots: config.server.allowed_file_roots.clone(),
+    })?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    server.serve(shutdown_signal(), grace).await
+    let result = server.serve(shutdown_signal(), grace).await;
+    agent.stop().await;
+    result
+}
+
+/// How `up` starts this host's agent.
+struct AgentLaunch {
+    control_plane: String,
+    data_dir: PathBuf,
+    credential_file: PathBuf,
+    allowed_file_roots: Vec<PathBuf>,
+}
+
+/// Runs the agent as a separate process (so it can crash or be upgraded without
+/// the control plane, and apps outlive both), restarting it with backoff.
+struct AgentSupervisor {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AgentSupervisor {
+    fn start(launch: AgentLaunch) -> anyhow::Result<AgentSupervisor> {
+        let program = std::env::current_exe()?;
+        let mut args = vec![
+            "agent".to_owned(),
+            "--control-plane".to_owned(),
+            launch.control_plane,
+            "--data-dir".to_owned(),
+            launch.data_dir.display().to_string(),
+            "--credential-file".to_owned(),
+            launch.credential_file.display().to_string(),
+        ];
+        for root in launch.allowed_file_roots {
+            args.push("--allow-file-root".to_owned());
+            args.push(root.display().to_string());
+        }
+        let env: Vec<(String, String)> = ["NANOSCALE_LOG", "HOME", "PATH"]
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))
+            .collect();
+        let spec = nanoscale_process::DetachedSpec {
+            program,
+            args,
+            env,
+            cwd: launch.data_dir,
+            inherit_stderr: true,
+        };
+        let (stop, mut stopping) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                let mut child = match nanoscale_process::spawn_detached(&spec) {
+                    Ok(child) => child,
+                    Err(error) => {
+                        tracing::error!(%error, "could not start the agent");
+                        failures += 1;
+                        tokio::time::sleep(Duration::from_secs(1 << failures.min(5))).await;
+                        continue;
+                    }
+                };
+                let started = std::time::Instant::now();
+                tokio::select! {
+                    status = child.wait() => {
+                        if *stopping.borrow() {
+                            return;
+                        }
+                        tracing::warn!(?status, "the agent exited; restarting it");
+                        failures = if started.elapsed() > Duration::from_secs(60) { 0 } else { failures + 1 };
+                        let pause = Duration::from_millis(200 << failures.min(7));
+                        tokio::time::sleep(pause).await;
+                    }
+                    _ = stopping.changed() => {
+                        if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGTERM,
+                            );
+                        }
+                        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+                        let _ = child.start_kill();
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(AgentSupervisor { stop, task })
+    }
+
+    /// Stops the agent (SIGTERM); apps keep running under their shims.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -153,7 +257,7 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NANOSCALE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()

@@ -41,6 +41,8 @@ enum Policy {
     Deployer,
     /// The project's owner (or a grantee) and admins.
     Project,
+    /// Node credentials only (the agent protocol).
+    NodeOnly,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -54,6 +56,8 @@ fn expected(policy: Policy, who: Who) -> Expect {
     match (policy, who) {
         (Policy::Public, _) => Success,
         (Policy::PublicStatus(code), _) => Status(code),
+        // No user, however privileged, speaks the agent protocol.
+        (Policy::NodeOnly, _) => Status(401),
         (_, Who::Anonymous) => Status(401),
         (Policy::Authenticated, _) => Success,
         (Policy::Admin, Who::Admin) => Success,
@@ -115,10 +119,13 @@ const MATRIX: &[(&str, Policy)] = &[
     ("POST /api/v1/services/{id}/deploy", Policy::Project),
     ("POST /api/v1/services/{id}/rollback", Policy::Project),
     ("GET /api/v1/services/{id}/releases", Policy::Authenticated),
+    ("GET /api/v1/services/{id}/instances", Policy::Authenticated),
     ("GET /api/v1/releases/{id}", Policy::Authenticated),
     ("GET /api/v1/nodes", Policy::Authenticated),
     ("GET /api/v1/nodes/{id}", Policy::Authenticated),
     ("GET /api/v1/nodes/{id}/desired-state", Policy::Admin),
+    ("GET /api/v1/agent/desired-state", Policy::NodeOnly),
+    ("POST /api/v1/agent/report", Policy::NodeOnly),
     ("GET /api/v1/events", Policy::Authenticated),
     ("GET /api/v1/events/stream", Policy::Authenticated),
     ("GET /api/v1/audit", Policy::Admin),

@@ -1,9 +1,14 @@
 //! The one place NanoScale (control plane and agent) spawns processes: absolute program path, an
 //! explicit environment (nothing inherited but a fixed PATH and HOME), no shell,
-//! stdin closed, a timeout, and the child killed if the caller goes away.
+//! stdin closed, a timeout, and the child killed if the caller goes away (`run`).
+//! Long-lived processes (the per-instance shim and the app it runs) are started by
+//! `spawn_detached` and `spawn_app`: not killed with their spawner, inheriting nothing.
 #![forbid(unsafe_code)]
 
 pub mod git;
+mod supervised;
+
+pub use supervised::{spawn_app, spawn_detached, AppSpec, DetachedSpec};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,6 +34,8 @@ pub struct CommandOutput {
 pub enum ProcessError {
     #[error("{program} must be an absolute path")]
     NotAbsolute { program: String },
+    #[error("no program given (empty argv)")]
+    EmptyArgv,
     #[error("could not start {program}: {source}")]
     Spawn {
         program: String,

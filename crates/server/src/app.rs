@@ -18,6 +18,8 @@ pub struct Server {
     pub router: Router,
     pub listener: TcpListener,
     pub document: utoipa::openapi::OpenApi,
+    /// This host as a node of its cluster.
+    pub node: nanoscale_core::api::Node,
 }
 
 impl Server {
@@ -34,7 +36,7 @@ impl Server {
             })?;
         let metrics = crate::metrics::install();
         let state = AppState::new(store, config.clone(), metrics);
-        register_local_node(&state)
+        let node = register_local_node(&state)
             .await
             .context("while registering this host as a node")?;
         let (router, document) = crate::api::router(state.clone());
@@ -50,7 +52,20 @@ impl Server {
             router,
             listener,
             document,
+            node,
         })
+    }
+
+    /// Makes a new credential for this host's agent; the previous one stops working
+    /// (so an agent left over from an earlier start gives way to the new one).
+    pub async fn issue_node_credential(&self) -> anyhow::Result<String> {
+        let credential = crate::auth::new_secret(nanoscale_core::agent::NODE_CREDENTIAL_PREFIX);
+        self.state
+            .store
+            .set_node_credential(self.node.id, &crate::auth::hash_secret(&credential))
+            .await
+            .context("while storing the node credential")?;
+        Ok(credential)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -117,7 +132,7 @@ async fn housekeeping(state: AppState, mut stop: tokio::sync::oneshot::Receiver<
 }
 
 /// The control-plane host runs workloads too, so it is always a node of its cluster.
-async fn register_local_node(state: &AppState) -> anyhow::Result<()> {
+async fn register_local_node(state: &AppState) -> anyhow::Result<nanoscale_core::api::Node> {
     let new = NewNode {
         name: state.config.node_name.clone(),
         address: state.config.listen.ip().to_string(),
@@ -142,7 +157,7 @@ async fn register_local_node(state: &AppState) -> anyhow::Result<()> {
             }])
             .await?;
     }
-    Ok(())
+    Ok(node)
 }
 
 /// `MemTotal` from /proc/meminfo, in bytes.

@@ -88,6 +88,7 @@ fn a_converged_node_has_nothing_to_do() {
         sources: BTreeSet::from([("web".into(), "a".repeat(40))]),
         builds: built(&[1]),
         instances: vec![instance("web-1-0", "web", 1, 0, InstanceState::Healthy)],
+        service_dirs: BTreeSet::from(["web".into()]),
     };
     check(
         &desired(vec![workload("web", 1, "a", 1)]),
@@ -105,6 +106,7 @@ fn a_new_release_starts_beside_the_old_one_which_stops_only_once_it_is_healthy()
         sources: BTreeSet::from([("web".into(), "a".repeat(40))]),
         builds: built(&[1]),
         instances: vec![instance("web-1-0", "web", 1, 0, InstanceState::Healthy)],
+        service_dirs: BTreeSet::from(["web".into()]),
     };
     check(
         &desired,
@@ -166,8 +168,8 @@ fn a_failed_build_never_takes_traffic_and_degrades_the_node() {
         &desired(vec![workload("web", 2, "b", 1)]),
         &observed,
         expect![[r#"
-        => Degraded(["web: release 2 failed to build: npm ci exited with 1"])
-    "#]],
+            => Degraded(["web: release 2 failed: npm ci exited with 1"])
+        "#]],
     );
 }
 
@@ -264,6 +266,61 @@ fn an_empty_document_stops_everything() {
         &observed,
         expect![[r#"
         Stop { instance: "web-1-0", reason: Removed }
+        => Applying
+    "#]],
+    );
+}
+
+#[test]
+fn a_release_that_fails_after_starting_is_stopped_and_the_old_one_keeps_serving() {
+    let mut observed = Observed {
+        builds: built(&[1]),
+        instances: vec![
+            instance("web-1-0", "web", 1, 0, InstanceState::Healthy),
+            instance("web-2-0", "web", 2, 0, InstanceState::Starting),
+        ],
+        ..Observed::default()
+    };
+    observed.builds.insert(
+        id(2),
+        BuildState::Failed {
+            reason: "never became healthy".into(),
+        },
+    );
+    check(
+        &desired(vec![workload("web", 2, "b", 1)]),
+        &observed,
+        expect![[r#"
+        Stop { instance: "web-2-0", reason: Failed }
+        => Degraded(["web: release 2 failed: never became healthy"])
+    "#]],
+    );
+}
+
+#[test]
+fn a_removed_service_is_cleaned_only_once_nothing_of_it_runs() {
+    let running = Observed {
+        instances: vec![instance("old-9-0", "old", 9, 0, InstanceState::Healthy)],
+        service_dirs: BTreeSet::from(["old".into()]),
+        ..Observed::default()
+    };
+    check(
+        &desired(vec![]),
+        &running,
+        expect![[r#"
+        Stop { instance: "old-9-0", reason: Removed }
+        => Applying
+    "#]],
+    );
+    let stopped = Observed {
+        service_dirs: BTreeSet::from(["old".into()]),
+        ..Observed::default()
+    };
+    check(
+        &desired(vec![]),
+        &stopped,
+        expect![[r#"
+        Clean { service: "old" }
         => Applying
     "#]],
     );

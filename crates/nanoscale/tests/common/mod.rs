@@ -230,6 +230,7 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        kill_node_processes(&self.data_dir);
     }
 }
 
@@ -388,4 +389,91 @@ fn git_daemon_program() -> std::path::PathBuf {
         .output()
         .expect("git --exec-path");
     std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("git-daemon")
+}
+
+/// Kills what a test's node left running: the agent (its pid is in its lock file)
+/// and every shim and app under the data dir, so no test leaks processes.
+pub fn kill_node_processes(data_dir: &Path) {
+    let kill = |args: &[&str]| {
+        let _ = Command::new("kill")
+            .args(args)
+            .stderr(Stdio::null())
+            .status();
+    };
+    let kill_group = |pid: &str| {
+        kill(&["-KILL", "--", &format!("-{pid}")]);
+        kill(&["-KILL", pid]);
+    };
+    if let Ok(text) = std::fs::read_to_string(data_dir.join("agent/agent.lock")) {
+        if let Some(pid) = text.split_whitespace().next() {
+            kill(&["-KILL", pid]);
+        }
+    }
+    let Ok(services) = std::fs::read_dir(data_dir.join("apps")) else {
+        return;
+    };
+    for service in services.flatten() {
+        for kind in ["instances", "builds"] {
+            let Ok(entries) = std::fs::read_dir(service.path().join(kind)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                for file in ["shim.pid", "app.pid"] {
+                    if let Ok(text) = std::fs::read_to_string(entry.path().join(file)) {
+                        if let Some(pid) = text.split_whitespace().next() {
+                            kill_group(pid);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A git repository whose commits are fixture apps from `tests/fixtures/apps`:
+/// each `(fixture, version)` becomes one commit replacing the whole tree, with a
+/// `VERSION` file. Returns the repository and the commit ids in order.
+pub fn fixture_repo(commits: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf, Vec<String>) {
+    let dir = tempfile::Builder::new()
+        .prefix("nanoscale-fixture-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let path = dir.path().join("app.git");
+    std::fs::create_dir(&path).expect("mkdir");
+    git(&path, &["init", "-q", "-b", "main"]);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/apps");
+    let mut ids = Vec::new();
+    for (fixture, version) in commits {
+        for entry in std::fs::read_dir(&path).expect("read repo").flatten() {
+            if entry.file_name() != ".git" {
+                let target = entry.path();
+                if target.is_dir() {
+                    std::fs::remove_dir_all(target).expect("clear");
+                } else {
+                    std::fs::remove_file(target).expect("clear");
+                }
+            }
+        }
+        copy_tree(&fixtures.join(fixture), &path);
+        std::fs::write(path.join("VERSION"), version).expect("write VERSION");
+        git(&path, &["add", "-A"]);
+        git(
+            &path,
+            &["commit", "-q", "-m", &format!("{fixture} {version}")],
+        );
+        ids.push(git(&path, &["rev-parse", "HEAD"]));
+    }
+    (dir, path, ids)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("fixture exists").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The HTTP API under `/api/v1`, the probes and `/metrics`, with the OpenAPI 3.1
 //! document generated from the handlers themselves.
+pub mod agent;
 pub mod audit;
 mod audit_ctx;
 pub mod auth;
@@ -68,10 +69,13 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(services::deploy))
         .routes(routes!(services::rollback))
         .routes(routes!(services::list_releases))
+        .routes(routes!(services::list_instances))
         .routes(routes!(services::get_release))
         .routes(routes!(nodes::list_nodes))
         .routes(routes!(nodes::get_node))
         .routes(routes!(nodes::get_desired_state))
+        .routes(routes!(agent::desired_state))
+        .routes(routes!(agent::report))
         .routes(routes!(events::list_events))
         .routes(routes!(events::stream_events))
         .routes(routes!(audit::list_audit))

@@ -26,7 +26,7 @@ use utoipa::OpenApi;
         (name = "tokens", description = "API tokens"),
         (name = "users"), (name = "teams"), (name = "projects"), (name = "services"),
         (name = "releases"), (name = "nodes"), (name = "events"), (name = "audit"),
-        (name = "settings"), (name = "health", description = "probes, metrics and this document"),
+        (name = "settings"), (name = "agent", description = "the node agent protocol (node credentials only)"), (name = "health", description = "probes, metrics and this document"),
     )
 )]
 pub struct ApiDoc;
@@ -139,6 +139,12 @@ pub fn finish(document: &mut Document) {
             crate::auth::SESSION_COOKIE,
         ))),
     );
+    // Agents authenticate with the node credential `nanoscale up` (or, later, the
+    // join) gave them, as a bearer token starting with `nsn_`.
+    components.add_security_scheme(
+        "node_credential",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
     let is_api = |path: &str| path.starts_with("/api/");
     for (path, item) in document.paths.paths.iter_mut() {
         let public = PUBLIC.contains(&path.as_str());
@@ -172,7 +178,12 @@ pub fn finish(document: &mut Document) {
                         )
                     });
             }
-            if !public {
+            if path.starts_with("/api/v1/agent/") {
+                operation.security = Some(vec![SecurityRequirement::new(
+                    "node_credential",
+                    Vec::<String>::new(),
+                )]);
+            } else if !public {
                 operation.security = Some(vec![
                     SecurityRequirement::new("bearer", Vec::<String>::new()),
                     SecurityRequirement::new("session", Vec::<String>::new()),

@@ -3,8 +3,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use nanoscale_core::api::{
-    DeployRequest, EnvVar, Release, ReleaseSelector, ReleaseStatus, RollbackRequest, Service,
-    SetEnvVar,
+    DeployRequest, EnvVar, Instance, Release, ReleaseSelector, ReleaseStatus, RollbackRequest,
+    Service, SetEnvVar,
 };
 use nanoscale_core::service::{
     validate_env_var, validate_git_ref, ServicePatch, ServiceSpec, REDACTED,
@@ -452,6 +452,18 @@ pub async fn list_releases(
 ) -> ApiResult<Json<Vec<Release>>> {
     load(&state, id).await?;
     Ok(Json(state.store.list_releases(id).await?))
+}
+
+/// Running copies of the service on every node, as their agents last reported.
+#[utoipa::path(get, path = "/api/v1/services/{id}/instances", tag = "services",
+    params(("id" = Uuid, Path, description = "service id")), responses((status = 200, body = Vec<Instance>)))]
+pub async fn list_instances(
+    State(state): State<AppState>,
+    _principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<Vec<Instance>>> {
+    load(&state, id).await?;
+    Ok(Json(state.store.list_instances(id).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/releases/{id}", tag = "releases",

@@ -3,5 +3,5 @@
 mod principal;
 mod secrets;
 
-pub use principal::{AuthMethod, Principal, SESSION_COOKIE};
+pub use principal::{bearer_token, AuthMethod, Principal, SESSION_COOKIE};
 pub use secrets::{hash_password, hash_secret, new_secret, verify_password, TOKEN_PREFIX};

@@ -72,7 +72,7 @@ impl Principal {
     }
 }
 
-fn bearer_token(parts: &Parts) -> Option<&str> {
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

@@ -36,9 +36,30 @@ const COLUMNS: &str =
     "id, time, kind, severity, message, project_id, service_id, release_id, node_id, actor_id";
 
 pub(super) async fn insert(conn: &mut AnyConnection, new: NewEvent) -> StoreResult<Event> {
+    insert_with(conn, new, None, to_time(now_millis())).await
+}
+
+/// Inserts an event made elsewhere (by a node's agent) under its own id
+/// (`source_id`, unique) and the time it happened. The row still gets a fresh,
+/// ordered `id`, so streams resuming after an id never skip a late delivery.
+pub(super) async fn insert_from_source(
+    conn: &mut AnyConnection,
+    new: NewEvent,
+    source_id: Uuid,
+    time: chrono::DateTime<chrono::Utc>,
+) -> StoreResult<Event> {
+    insert_with(conn, new, Some(source_id), time).await
+}
+
+async fn insert_with(
+    conn: &mut AnyConnection,
+    new: NewEvent,
+    source_id: Option<Uuid>,
+    time: chrono::DateTime<chrono::Utc>,
+) -> StoreResult<Event> {
     let event = Event {
         id: new_id(),
-        time: to_time(now_millis()),
+        time,
         kind: new.kind,
         severity: new.severity.to_owned(),
         message: new.message,
@@ -49,7 +70,7 @@ pub(super) async fn insert(conn: &mut AnyConnection, new: NewEvent) -> StoreResu
         actor_id: new.actor_id,
     };
     sqlx::query(&format!(
-        "INSERT INTO events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        "INSERT INTO events ({COLUMNS}, source_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     ))
     .bind(event.id.to_string())
     .bind(event.time.timestamp_millis())
@@ -61,6 +82,7 @@ pub(super) async fn insert(conn: &mut AnyConnection, new: NewEvent) -> StoreResu
     .bind(event.release_id.map(|id| id.to_string()))
     .bind(event.node_id.map(|id| id.to_string()))
     .bind(event.actor_id.map(|id| id.to_string()))
+    .bind(source_id.map(|id| id.to_string()))
     .execute(&mut *conn)
     .await?;
     Ok(event)

@@ -15,6 +15,7 @@ use sqlx::{AnyConnection, AnyPool, Executor};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+mod agent;
 mod audit;
 mod cache;
 mod desired;

@@ -17,10 +17,12 @@ pub struct NewNode {
     pub memory_bytes: i64,
 }
 
-const COLUMNS: &str = "id, name, address, labels_json, status, security_mode, cpus, memory_bytes, \
-     desired_version, applied_version, created_at, last_seen_at";
+pub(super) const COLUMNS: &str =
+    "id, name, address, labels_json, status, security_mode, cpus, memory_bytes, \
+     desired_version, applied_version, created_at, last_seen_at, convergence, problems_json";
 
-fn node_from_row(row: &AnyRow) -> StoreResult<Node> {
+pub(super) fn node_from_row(row: &AnyRow) -> StoreResult<Node> {
+    let (convergence, problems) = Store::convergence_from_row(row)?;
     Ok(Node {
         id: parse_id(&row.try_get::<String, _>("id")?)?,
         name: row.try_get("name")?,
@@ -34,6 +36,8 @@ fn node_from_row(row: &AnyRow) -> StoreResult<Node> {
         },
         desired_version: row.try_get("desired_version")?,
         applied_version: row.try_get("applied_version")?,
+        convergence,
+        problems,
         created_at: to_time(row.try_get("created_at")?),
         last_seen_at: row.try_get::<Option<i64>, _>("last_seen_at")?.map(to_time),
     })
@@ -68,7 +72,7 @@ impl Store {
             None => {
                 let id = new_id().to_string();
                 sqlx::query(&format!(
-                    "INSERT INTO nodes ({COLUMNS}) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, 0, 0, $8, NULL)"
+                    "INSERT INTO nodes ({COLUMNS}) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, 0, 0, $8, NULL, 'unknown', '[]')"
                 ))
                 .bind(&id)
                 .bind(&new.name)

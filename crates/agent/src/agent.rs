@@ -1,0 +1,283 @@
+//! The agent process: holds the node's lock, restores its state, then runs three
+//! loops until shutdown: fetch the desired-state document (long-poll), reconcile,
+//! and report. Instances run under their shims and outlive the agent; a new agent
+//! re-adopts them (same pids) and only acts on what differs.
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use nanoscale_core::agent::{AgentReport, InstanceReport, ReleaseReport, MAX_EVENTS_PER_REPORT};
+use nanoscale_core::api::ReleaseStatus;
+use rand::Rng;
+
+use crate::builder::create_private_dir;
+use crate::context::{AgentConfig, Context};
+use crate::protocol::{ControlPlane, ProtocolError};
+use crate::store::{event, AgentStore, ReleaseState};
+
+/// Reconcile at least this often (processes can die without telling anyone).
+const TICK: Duration = Duration::from_millis(500);
+/// Report at least this often (the heartbeat).
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    create_private_dir(&config.state_dir).map_err(anyhow::Error::msg)?;
+    create_private_dir(&config.apps_dir).map_err(anyhow::Error::msg)?;
+    let _lock = lock(&config).await?;
+    let store = AgentStore::open(&config.state_dir.join("agent.db"))
+        .await
+        .context("while opening the agent database")?;
+    let control_plane = ControlPlane::new(&config.control_plane, config.credential.clone())?;
+    let context = Arc::new(Context::new(config, store));
+    restore(&context).await?;
+
+    let (fatal_tx, mut fatal) = tokio::sync::mpsc::channel::<anyhow::Error>(2);
+    let fetcher = tokio::spawn(fetch_loop(
+        Arc::clone(&context),
+        control_plane.clone(),
+        fatal_tx.clone(),
+    ));
+    let reporter = tokio::spawn(report_loop(Arc::clone(&context), control_plane, fatal_tx));
+    tokio::pin!(shutdown);
+    let result = loop {
+        if let Err(error) = crate::executor::reconcile(&context).await {
+            tracing::error!(%error, "reconciliation failed; retrying");
+        }
+        tokio::select! {
+            _ = context.wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+            Some(error) = fatal.recv() => break Err(error),
+            _ = &mut shutdown => break Ok(()),
+        }
+    };
+    fetcher.abort();
+    reporter.abort();
+    // Apps keep running under their shims: the next agent re-adopts them.
+    context.store.close().await;
+    result
+}
+
+/// One agent per data directory: a second one waits (a previous agent may be
+/// finishing) and then gives up with a clear message.
+async fn lock(config: &AgentConfig) -> anyhow::Result<std::fs::File> {
+    let path = config.state_dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("while opening {}", path.display()))?;
+    for _ in 0..100 {
+        match file.try_lock() {
+            Ok(()) => {
+                // The holder's pid, for operators (and tests) looking for the agent.
+                use std::io::Write;
+                let mut holder = &file;
+                holder.set_len(0)?;
+                write!(holder, "{}", std::process::id())?;
+                return Ok(file);
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(error).with_context(|| format!("while locking {}", path.display()))
+            }
+        }
+    }
+    anyhow::bail!(
+        "another agent holds {}; stop it first (only one agent may manage a data directory)",
+        path.display()
+    )
+}
+
+/// After a restart: the last document, instances re-adopted with their health
+/// watched again, and builds the previous agent left unfinished started over.
+async fn restore(context: &Arc<Context>) -> anyhow::Result<()> {
+    if let Some((document, _)) = context.store.document().await? {
+        if let Ok(mut current) = context.document.lock() {
+            *current = Some(document);
+        }
+    }
+    let releases = context.store.releases().await?;
+    for release in releases
+        .iter()
+        .filter(|r| r.state == ReleaseState::Building)
+    {
+        context.store.forget_build(release.id).await?;
+    }
+    let mut adopted = 0;
+    for instance in context.store.instances().await? {
+        if let Some(release) = releases.iter().find(|r| r.id == instance.release_id) {
+            crate::supervise::watch_health(context, &instance, release);
+            adopted += 1;
+        }
+    }
+    if adopted > 0 {
+        context
+            .store
+            .record_event(event(
+                "agent.restarted",
+                "info",
+                format!("agent restarted and re-adopted {adopted} instance(s)"),
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn fetch_loop(
+    context: Arc<Context>,
+    control_plane: ControlPlane,
+    fatal: tokio::sync::mpsc::Sender<anyhow::Error>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let known = context.document().map(|d| d.version);
+        match control_plane.desired_state(known).await {
+            Ok(document) => {
+                failures = 0;
+                if Some(document.version) == known {
+                    continue;
+                }
+                if let Err(error) = context.store.save_document(&document).await {
+                    tracing::error!(%error, "could not store the desired state");
+                    backoff(&mut failures).await;
+                    continue;
+                }
+                tracing::info!(version = document.version, "new desired state");
+                if let Ok(mut current) = context.document.lock() {
+                    *current = Some(document);
+                }
+                context.nudge();
+            }
+            Err(ProtocolError::Unauthorized) => {
+                let _ = fatal.send(ProtocolError::Unauthorized.into()).await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "fetching the desired state; keeping the last one");
+                backoff(&mut failures).await;
+            }
+        }
+    }
+}
+
+async fn report_loop(
+    context: Arc<Context>,
+    control_plane: ControlPlane,
+    fatal: tokio::sync::mpsc::Sender<anyhow::Error>,
+) {
+    let mut failures = 0u32;
+    loop {
+        match send_report(&context, &control_plane).await {
+            Ok(more) => {
+                failures = 0;
+                if more {
+                    continue;
+                }
+            }
+            Err(ReportError::Protocol(ProtocolError::Unauthorized)) => {
+                let _ = fatal.send(ProtocolError::Unauthorized.into()).await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reporting to the control plane; events stay queued");
+                backoff(&mut failures).await;
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = context.report_now.notified() => {
+                // Let a burst of changes settle into one report.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ = tokio::time::sleep(REPORT_EVERY) => {}
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReportError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Sends one report; true when more events are waiting.
+async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<bool, ReportError> {
+    let stored = context.store.document().await?;
+    let (target_version, applied_version) = stored
+        .map(|(document, applied)| (document.version, applied))
+        .unwrap_or((0, 0));
+    let status = context.status.lock().map(|s| s.clone()).ok();
+    let instances = context
+        .store
+        .instances()
+        .await?
+        .into_iter()
+        .map(|i| InstanceReport {
+            id: i.id,
+            service_id: i.service_id,
+            release_id: i.release_id,
+            replica: i.replica,
+            port: i.port,
+            pid: (i.status != nanoscale_core::agent::InstanceStatus::Exited)
+                .then_some(i.pid)
+                .flatten(),
+            status: i.status,
+            restarts: i.restarts,
+            started_at: chrono::DateTime::from_timestamp_millis(i.started_at).unwrap_or_default(),
+        })
+        .collect();
+    let releases = context
+        .store
+        .releases()
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            let status = match r.state {
+                ReleaseState::Building => ReleaseStatus::Building,
+                ReleaseState::Built => ReleaseStatus::Starting,
+                ReleaseState::Failed => ReleaseStatus::Failed,
+                ReleaseState::Live => ReleaseStatus::Live,
+                // The control plane retires a release when another goes live.
+                ReleaseState::Retired => return None,
+            };
+            Some(ReleaseReport {
+                release_id: r.id,
+                status,
+                reason: r.reason,
+            })
+        })
+        .collect();
+    let events = context.store.pending_events(MAX_EVENTS_PER_REPORT).await?;
+    let full = events.len() == MAX_EVENTS_PER_REPORT;
+    let report = AgentReport {
+        target_version,
+        applied_version,
+        convergence: status
+            .as_ref()
+            .map_or(nanoscale_core::agent::Convergence::Unknown, |s| {
+                s.convergence
+            }),
+        problems: status.map(|s| s.problems).unwrap_or_default(),
+        instances,
+        releases,
+        events,
+    };
+    let ack = control_plane.report(&report).await?;
+    context.store.acknowledge(&ack.acknowledged).await?;
+    Ok(full)
+}
+
+/// Exponential backoff with jitter, capped at 30 s.
+async fn backoff(failures: &mut u32) {
+    *failures = failures.saturating_add(1);
+    let base = 250u64 << (*failures).min(7);
+    let capped = base.min(30_000);
+    let jitter = rand::rng().random_range(0..=capped / 4);
+    tokio::time::sleep(Duration::from_millis(capped - capped / 8 + jitter)).await;
+}

@@ -1,0 +1,334 @@
+//! Building a release: fetch its exact commit into the service's source cache,
+//! export it into a fresh release directory, decide how to build and run it, and
+//! run the build under a shim (so it has a log, a memory limit, a time limit, and
+//! survives nothing it should not). A release with the same commit and the same
+//! build and run commands as one already built reuses that tree: a rollback or a
+//! redeploy of the same commit does not build again.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nanoscale_core::desired::Workload;
+
+use crate::build::{detect, RunPlan};
+use crate::context::{about, Context};
+use crate::runtime::{self, Limits, ShimSpec, ShimStatus};
+use crate::store::{event, ReleaseState, StoreResult};
+
+/// Lines of build output quoted in a failure reason.
+const REASON_LINES: usize = 12;
+
+/// `<apps>/<service>/releases/<number>`.
+pub fn release_dir(context: &Context, service: &str, number: i64) -> PathBuf {
+    context
+        .service_dir(service)
+        .join("releases")
+        .join(number.to_string())
+}
+
+/// The build's shim directory; its `log/` holds the build output.
+pub fn build_dir(context: &Context, service: &str, number: i64) -> PathBuf {
+    context
+        .service_dir(service)
+        .join("builds")
+        .join(number.to_string())
+}
+
+/// Starts building `workload`'s release in the background, unless it already is.
+pub async fn start(context: &Arc<Context>, workload: &Workload) -> StoreResult<()> {
+    let key = format!("build:{}", workload.release_id);
+    if !context.claim(key.clone()) {
+        return Ok(());
+    }
+    let started = about(
+        event(
+            "build.started",
+            "info",
+            format!(
+                "building {} release {} (commit {})",
+                workload.service,
+                workload.release_number,
+                &workload.commit[..12.min(workload.commit.len())]
+            ),
+        ),
+        workload.service_id,
+        Some(workload.release_id),
+    );
+    if let Err(error) = context.store.begin_build(workload, started).await {
+        context.release(&key);
+        return Err(error);
+    }
+    context.report_now.notify_one();
+    let context = Arc::clone(context);
+    let workload = workload.clone();
+    tokio::spawn(async move {
+        let outcome = build(&context, &workload).await;
+        let store = &context.store;
+        let recorded = match outcome {
+            Ok((dir, run, how)) => {
+                let done = about(
+                    event(
+                        "build.succeeded",
+                        "info",
+                        format!(
+                            "built {} release {} ({how})",
+                            workload.service, workload.release_number
+                        ),
+                    ),
+                    workload.service_id,
+                    Some(workload.release_id),
+                );
+                store
+                    .finish_build(workload.release_id, &dir, &run, done)
+                    .await
+            }
+            Err(reason) => {
+                let failed = about(
+                    event(
+                        "build.failed",
+                        "error",
+                        format!(
+                            "{} release {} failed to build: {reason}",
+                            workload.service, workload.release_number
+                        ),
+                    ),
+                    workload.service_id,
+                    Some(workload.release_id),
+                );
+                store
+                    .set_release_state(
+                        workload.release_id,
+                        ReleaseState::Failed,
+                        Some(&format!("build failed: {reason}")),
+                        Some(failed),
+                    )
+                    .await
+            }
+        };
+        if let Err(error) = recorded {
+            tracing::error!(%error, release = %workload.release_id, "could not record a build outcome");
+        }
+        context.release(&key);
+        context.nudge();
+    });
+    Ok(())
+}
+
+/// Returns the built tree, the run command and how it was decided.
+async fn build(
+    context: &Context,
+    workload: &Workload,
+) -> Result<(PathBuf, String, String), String> {
+    if let Some(reused) = reusable(context, workload).await {
+        return Ok(reused);
+    }
+    context
+        .sources
+        .ensure(
+            &workload.service,
+            &workload.spec.source.git,
+            &workload.commit,
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+    let dir = release_dir(context, &workload.service, workload.release_number);
+    if dir.exists() {
+        // A tree left by an interrupted build: start clean.
+        tokio::fs::remove_dir_all(&dir)
+            .await
+            .map_err(|error| format!("removing the old {}: {error}", dir.display()))?;
+    }
+    if let Some(parent) = dir.parent() {
+        create_private_dir(parent)?;
+    }
+    context
+        .sources
+        .export(&workload.service, &workload.commit, &dir)
+        .await
+        .map_err(|error| error.to_string())?;
+    let spec = &workload.spec;
+    let tools = |program: &str| nanoscale_process::which(program).is_some();
+    let plan = detect(&dir, spec.build.as_deref(), spec.run.as_deref(), &tools)
+        .map_err(|error| error.to_string())?;
+    let run = match plan.run {
+        RunPlan::Command(command) => command,
+        RunPlan::Static { .. } => {
+            return Err("this is a static site: static sites are served by the traffic layer, \
+                        which this node does not run yet; give the service a run command to serve it"
+                .into())
+        }
+    };
+    if let Some(command) = &plan.build {
+        run_build(context, workload, &dir, command).await?;
+    }
+    Ok((dir, run, plan.detected_by))
+}
+
+/// A built tree of the same service with the same commit and commands.
+async fn reusable(context: &Context, workload: &Workload) -> Option<(PathBuf, String, String)> {
+    let releases = context.store.releases().await.ok()?;
+    releases
+        .into_iter()
+        .filter(|release| {
+            release.service == workload.service
+                && release.id != workload.release_id
+                && release.commit == workload.commit
+                && release.spec.build == workload.spec.build
+                && release.spec.run == workload.spec.run
+                && matches!(
+                    release.state,
+                    ReleaseState::Built | ReleaseState::Live | ReleaseState::Retired
+                )
+        })
+        .find_map(|release| {
+            let dir = release.dir?;
+            let run = release.run_plan?;
+            dir.is_dir().then(|| {
+                (
+                    dir,
+                    run,
+                    format!("reused the build of release {}", release.number),
+                )
+            })
+        })
+}
+
+async fn run_build(
+    context: &Context,
+    workload: &Workload,
+    release: &Path,
+    command: &str,
+) -> Result<(), String> {
+    let dir = build_dir(context, &workload.service, workload.release_number);
+    if dir.exists() {
+        // Stop a build left running by a previous agent before reusing its place.
+        let _ = runtime::stop(&dir, Duration::from_secs(1)).await;
+        tokio::fs::remove_dir_all(&dir)
+            .await
+            .map_err(|error| format!("removing {}: {error}", dir.display()))?;
+    }
+    create_private_dir(&dir)?;
+    let spec = ShimSpec {
+        id: format!("build-{}-{}", workload.service, workload.release_number),
+        argv: vec!["/bin/sh".into(), "-c".into(), command.to_owned()],
+        env: environment(context, workload, release, None),
+        cwd: release.to_path_buf(),
+        log_dir: dir.join("log"),
+        log_max_bytes: context.config.log_max_bytes,
+        log_keep: context.config.log_keep,
+        limits: Limits {
+            memory_bytes: context.config.build_memory_bytes,
+            ..Limits::default()
+        },
+        stop_grace_secs: 5,
+        uid: None,
+        gid: None,
+    };
+    runtime::launch(
+        &context.config.shim_program,
+        &shim_args(context),
+        &dir,
+        &spec,
+    )
+    .await
+    .map_err(|error| error.to_string())?;
+    let deadline = Instant::now() + context.config.build_timeout;
+    loop {
+        match runtime::inspect(&dir) {
+            ShimStatus::Exited(exit) => {
+                if exit.code == Some(0) {
+                    return Ok(());
+                }
+                let how = if exit.oom_killed {
+                    "was killed for using more memory than allowed".to_owned()
+                } else if let Some(code) = exit.code {
+                    format!("exited with code {code}")
+                } else {
+                    format!("was killed by signal {}", exit.signal.unwrap_or(0))
+                };
+                return Err(with_log(&format!("`{command}` {how}"), &dir.join("log")));
+            }
+            ShimStatus::Gone | ShimStatus::Orphaned { .. } => {
+                let _ = runtime::stop(&dir, Duration::from_secs(1)).await;
+                return Err(with_log("the build's supervisor died", &dir.join("log")));
+            }
+            ShimStatus::Running(_) | ShimStatus::Starting { .. } => {}
+        }
+        if Instant::now() >= deadline {
+            let _ = runtime::stop(&dir, Duration::from_secs(2)).await;
+            return Err(with_log(
+                &format!(
+                    "timed out after {} s",
+                    context.config.build_timeout.as_secs()
+                ),
+                &dir.join("log"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A reason followed by the last lines of a log.
+pub fn with_log(reason: &str, log_dir: &Path) -> String {
+    let lines = runtime::tail_exit_reason(log_dir, REASON_LINES);
+    if lines.is_empty() {
+        reason.to_owned()
+    } else {
+        format!("{reason}; last output:\n{}", lines.join("\n"))
+    }
+}
+
+pub fn shim_args(context: &Context) -> Vec<&str> {
+    context
+        .config
+        .shim_args
+        .iter()
+        .map(String::as_str)
+        .collect()
+}
+
+/// The environment of builds and instances: the service's env, then what NanoScale
+/// sets (which the service cannot override).
+pub fn environment(
+    context: &Context,
+    workload: &Workload,
+    release: &Path,
+    port: Option<u16>,
+) -> Vec<(String, String)> {
+    let home = context.service_dir(&workload.service).join("home");
+    let _ = create_private_dir(&home);
+    let mut env: Vec<(String, String)> = workload
+        .spec
+        .env
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let ours = [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin".to_owned()),
+        ("HOME", home.display().to_string()),
+        ("LANG", "C.UTF-8".to_owned()),
+        ("NANOSCALE_SERVICE", workload.service.clone()),
+        ("NANOSCALE_RELEASE", workload.release_number.to_string()),
+        ("NANOSCALE_COMMIT", workload.commit.clone()),
+        ("NANOSCALE_RELEASE_DIR", release.display().to_string()),
+    ];
+    env.retain(|(name, _)| name != "PORT" && !ours.iter().any(|(ours, _)| ours == name));
+    env.extend(
+        ours.into_iter()
+            .map(|(name, value)| (name.to_owned(), value)),
+    );
+    if let Some(port) = port {
+        env.push(("PORT".into(), port.to_string()));
+    }
+    env
+}
+
+/// Creates `dir` (and parents) readable by the agent's user only.
+pub fn create_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|error| format!("creating {}: {error}", dir.display()))
+}

@@ -1,0 +1,160 @@
+//! What the agent's tasks share: configuration, its store, the source cache, the
+//! current document, in-memory health, and the work in flight.
+use std::collections::{HashMap, HashSet};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nanoscale_core::agent::AgentEvent;
+use nanoscale_core::desired::DesiredDocument;
+use tokio::sync::Notify;
+
+use crate::source::SourceCache;
+use crate::store::AgentStore;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Base URL of the control plane, e.g. `http://127.0.0.1:7070`.
+    pub control_plane: String,
+    pub credential: String,
+    /// The agent's own state (its SQLite file, its lock).
+    pub state_dir: PathBuf,
+    /// `<data>/apps`: per-service source cache, releases, instances, logs.
+    pub apps_dir: PathBuf,
+    pub allowed_file_roots: Vec<PathBuf>,
+    /// The shim executable and the arguments before the state directory
+    /// (`nanoscale shim <dir>` in production).
+    pub shim_program: PathBuf,
+    pub shim_args: Vec<String>,
+    /// Ports handed to instances as `PORT`.
+    pub ports: RangeInclusive<u16>,
+    pub build_timeout: Duration,
+    pub build_memory_bytes: Option<u64>,
+    pub stop_grace: Duration,
+    pub log_max_bytes: u64,
+    pub log_keep: u32,
+}
+
+impl AgentConfig {
+    /// Defaults for everything but where to reach the control plane and where to
+    /// keep state.
+    pub fn new(control_plane: String, credential: String, data_dir: PathBuf) -> AgentConfig {
+        AgentConfig {
+            control_plane,
+            credential,
+            state_dir: data_dir.join("agent"),
+            apps_dir: data_dir.join("apps"),
+            allowed_file_roots: vec![data_dir],
+            shim_program: PathBuf::from("/proc/self/exe"),
+            shim_args: vec!["shim".into()],
+            ports: 20000..=29999,
+            build_timeout: Duration::from_secs(15 * 60),
+            build_memory_bytes: Some(2 << 30),
+            stop_grace: Duration::from_secs(10),
+            log_max_bytes: 8 << 20,
+            log_keep: 3,
+        }
+    }
+}
+
+/// In-memory health of an instance (rebuilt by checks after an agent restart).
+#[derive(Debug, Clone, Default)]
+pub struct HealthState {
+    pub last_error: Option<String>,
+}
+
+pub struct Context {
+    pub config: AgentConfig,
+    pub store: AgentStore,
+    pub sources: SourceCache,
+    pub document: Mutex<Option<DesiredDocument>>,
+    /// Reconcile now (a new document, a finished build, a health transition).
+    pub wake: Notify,
+    /// Report now (something changed the control plane should see).
+    pub report_now: Notify,
+    /// Work in flight, so a tick never starts it twice: `build:<release>`,
+    /// `stop:<instance>`, `health:<instance>`.
+    pub busy: Mutex<HashSet<String>>,
+    pub health: Mutex<HashMap<String, HealthState>>,
+    /// Where the node stands, for the next report.
+    pub status: Mutex<NodeStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub convergence: nanoscale_core::agent::Convergence,
+    pub problems: Vec<String>,
+}
+
+impl Context {
+    pub fn new(config: AgentConfig, store: AgentStore) -> Context {
+        let sources = SourceCache::new(config.apps_dir.clone(), config.allowed_file_roots.clone());
+        Context {
+            config,
+            store,
+            sources,
+            document: Mutex::new(None),
+            wake: Notify::new(),
+            report_now: Notify::new(),
+            busy: Mutex::new(HashSet::new()),
+            health: Mutex::new(HashMap::new()),
+            status: Mutex::new(NodeStatus {
+                convergence: nanoscale_core::agent::Convergence::Unknown,
+                problems: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn document(&self) -> Option<DesiredDocument> {
+        self.document.lock().map(|d| d.clone()).unwrap_or(None)
+    }
+
+    /// Claims `key`; false when that work is already in flight.
+    pub fn claim(&self, key: String) -> bool {
+        self.busy
+            .lock()
+            .map(|mut busy| busy.insert(key))
+            .unwrap_or(false)
+    }
+
+    pub fn release(&self, key: &str) {
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.remove(key);
+        }
+    }
+
+    pub fn is_busy(&self, key: &str) -> bool {
+        self.busy
+            .lock()
+            .map(|busy| busy.contains(key))
+            .unwrap_or(false)
+    }
+
+    pub fn last_health_error(&self, instance: &str) -> Option<String> {
+        self.health
+            .lock()
+            .ok()
+            .and_then(|health| health.get(instance).and_then(|h| h.last_error.clone()))
+    }
+
+    pub fn service_dir(&self, service: &str) -> PathBuf {
+        self.config.apps_dir.join(service)
+    }
+
+    pub fn nudge(&self) {
+        self.wake.notify_one();
+        self.report_now.notify_one();
+    }
+}
+
+/// Attaches the service and release an event is about.
+pub fn about(
+    mut event: AgentEvent,
+    service_id: uuid::Uuid,
+    release_id: Option<uuid::Uuid>,
+) -> AgentEvent {
+    event.service_id = Some(service_id);
+    event.release_id = release_id;
+    event
+}

@@ -1,0 +1,258 @@
+//! Reading an instance's rotated logs: the last lines (`tail`) and what came after
+//! a position (`read_from`, for `nanoscale logs -f`), across rotations.
+//!
+//! A `LogCursor` names a file by inode, not by name, because rotation renames files
+//! under the reader: the file the cursor was in may be `current.3` by the next call.
+//! The writer renames a file only after its last line, so once the cursor's file is
+//! no longer `current` it is complete, and every file rotated after it is newer.
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::logwriter::{rotated_name, CURRENT};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// RFC 3339 UTC with milliseconds, as the shim wrote it.
+    pub at: String,
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// A position in the log: the file (by inode) and the byte offset after the last
+/// complete line read from it. The default cursor is "before everything".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCursor {
+    inode: u64,
+    offset: u64,
+    /// A hash of the file's first bytes: inode numbers are reused once a file is
+    /// deleted, and a new `current` must not be mistaken for the cursor's old file.
+    head: u64,
+}
+
+impl LogCursor {
+    fn at(file: &mut File, inode: u64, offset: u64) -> LogCursor {
+        LogCursor {
+            inode,
+            offset,
+            head: head_hash(file, offset),
+        }
+    }
+
+    /// Whether `file` is the one this cursor points into.
+    fn is_in(&self, file: &mut File, inode: u64) -> bool {
+        // At offset 0 nothing was read from it, so reading it from the start is right
+        // whatever file it is.
+        inode == self.inode && (self.offset == 0 || head_hash(file, self.offset) == self.head)
+    }
+}
+
+/// FNV-1a of the first `min(limit, 64)` bytes; the first line starts with a
+/// millisecond timestamp, so two files almost never share it.
+fn head_hash(file: &mut File, limit: u64) -> u64 {
+    let mut bytes = [0u8; 64];
+    let wanted = usize::try_from(limit.min(64)).unwrap_or(64);
+    if file.seek(SeekFrom::Start(0)).is_err() || file.read_exact(&mut bytes[..wanted]).is_err() {
+        return 0;
+    }
+    bytes[..wanted]
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// Rotated files kept beyond this are not looked at (the writer keeps far fewer).
+const MAX_ROTATED: u32 = 1000;
+const CHUNK: u64 = 64 * 1024;
+
+/// The last `n` lines across `current` and the rotated files, oldest first, and a
+/// cursor just after them.
+pub fn tail(log_dir: &Path, n: usize) -> (Vec<LogLine>, LogCursor) {
+    let Some((mut file, inode)) = open(&log_dir.join(CURRENT)) else {
+        return (Vec::new(), LogCursor::default());
+    };
+    let end = complete_end(&mut file);
+    let cursor = LogCursor::at(&mut file, inode, end);
+    let mut newest_first: Vec<String> = last_lines(&mut file, end, n);
+    let mut index = 1;
+    while newest_first.len() < n && index <= MAX_ROTATED {
+        let Some((mut rotated, _)) = open(&log_dir.join(rotated_name(index))) else {
+            break;
+        };
+        let length = rotated.metadata().map(|meta| meta.len()).unwrap_or(0);
+        newest_first.extend(last_lines(&mut rotated, length, n - newest_first.len()));
+        index += 1;
+    }
+    let lines = newest_first
+        .iter()
+        .rev()
+        .map(|line| parse_line(line))
+        .collect();
+    (lines, cursor)
+}
+
+/// The complete lines written since `cursor`, oldest first; moves the cursor past
+/// them. After a rotation it finishes the file the cursor was in, reads the files
+/// rotated since, then continues in the new `current`.
+pub fn read_from(log_dir: &Path, cursor: &mut LogCursor) -> Vec<LogLine> {
+    let Some((mut current, current_inode)) = open(&log_dir.join(CURRENT)) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    if !cursor.is_in(&mut current, current_inode) {
+        // Rotated files from newest (current.1) back to the cursor's own file, or
+        // to the oldest kept if the cursor's file is gone (all kept ones are newer).
+        let mut newer = Vec::new();
+        let mut found = None;
+        for index in 1..=MAX_ROTATED {
+            let Some((mut file, inode)) = open(&log_dir.join(rotated_name(index))) else {
+                break;
+            };
+            if cursor.is_in(&mut file, inode) {
+                found = Some(file);
+                break;
+            }
+            newer.push(file);
+        }
+        if let Some(mut file) = found {
+            read_lines(&mut file, cursor.offset, true, &mut lines);
+        }
+        for mut file in newer.into_iter().rev() {
+            read_lines(&mut file, 0, true, &mut lines);
+        }
+        *cursor = LogCursor::at(&mut current, current_inode, 0);
+    }
+    let offset = read_lines(&mut current, cursor.offset, false, &mut lines);
+    *cursor = LogCursor::at(&mut current, current_inode, offset);
+    lines.iter().map(|line| parse_line(line)).collect()
+}
+
+/// Parses `<at> <o|e> <text>`; anything else is kept whole as stdout text.
+pub fn parse_line(line: &str) -> LogLine {
+    let mut parts = line.splitn(3, ' ');
+    let (at, stream, text) = (parts.next(), parts.next(), parts.next());
+    let stream = match stream {
+        Some("o") => Some(Stream::Stdout),
+        Some("e") => Some(Stream::Stderr),
+        _ => None,
+    };
+    match (at, stream) {
+        (Some(at), Some(stream)) => LogLine {
+            at: at.to_owned(),
+            stream,
+            text: text.unwrap_or("").to_owned(),
+        },
+        _ => LogLine {
+            at: String::new(),
+            stream: Stream::Stdout,
+            text: line.to_owned(),
+        },
+    }
+}
+
+fn open(path: &Path) -> Option<(File, u64)> {
+    let file = File::open(path).ok()?;
+    let inode = file.metadata().ok()?.ino();
+    Some((file, inode))
+}
+
+/// Reads from `offset` to the end and appends the lines; a final line without its
+/// newline counts only in a finished (rotated) file. Returns the offset after the
+/// last line taken.
+fn read_lines(file: &mut File, offset: u64, finished: bool, lines: &mut Vec<String>) -> u64 {
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(offset)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return offset;
+    }
+    let complete = match bytes.iter().rposition(|byte| *byte == b'\n') {
+        Some(last) => last + 1,
+        None => 0,
+    };
+    let taken = if finished { bytes.len() } else { complete };
+    let text = &bytes[..taken];
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    if taken > 0 {
+        lines.extend(
+            text.split(|byte| *byte == b'\n')
+                .map(|piece| String::from_utf8_lossy(piece).into_owned()),
+        );
+    }
+    offset + taken as u64
+}
+
+/// The offset just after the last newline of `file` (the writer may be mid-line).
+fn complete_end(file: &mut File) -> u64 {
+    let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    let mut end = length;
+    let mut buffer = vec![0u8; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let size = (end - start) as usize;
+        if file.seek(SeekFrom::Start(start)).is_err()
+            || file.read_exact(&mut buffer[..size]).is_err()
+        {
+            return 0;
+        }
+        if let Some(newline) = buffer[..size].iter().rposition(|byte| *byte == b'\n') {
+            return start + newline as u64 + 1;
+        }
+        end = start;
+    }
+    0
+}
+
+/// Up to `n` lines ending at `end` (a line boundary), newest first, reading backwards
+/// in chunks so a large file is not read whole for a short tail.
+fn last_lines(file: &mut File, end: u64, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut carry: Vec<u8> = Vec::new();
+    let mut position = end;
+    let mut buffer = vec![0u8; CHUNK as usize];
+    while lines.len() < n && position > 0 {
+        let start = position.saturating_sub(CHUNK);
+        let size = (position - start) as usize;
+        if file.seek(SeekFrom::Start(start)).is_err()
+            || file.read_exact(&mut buffer[..size]).is_err()
+        {
+            break;
+        }
+        let mut chunk = buffer[..size].to_vec();
+        chunk.extend_from_slice(&carry);
+        // Everything after the first newline in `chunk` is made of whole lines; the
+        // part before it may continue in the previous chunk.
+        let mut pieces: Vec<&[u8]> = chunk.split(|byte| *byte == b'\n').collect();
+        // Only the chunk at `end` has an empty piece after its final newline; in
+        // later chunks the last piece is the line that `carry` completed.
+        if position == end && chunk.last() == Some(&b'\n') {
+            pieces.pop();
+        }
+        let first = if start > 0 {
+            pieces.remove(0).to_vec()
+        } else {
+            Vec::new()
+        };
+        for piece in pieces.iter().rev() {
+            if lines.len() == n {
+                break;
+            }
+            lines.push(String::from_utf8_lossy(piece).into_owned());
+        }
+        carry = first;
+        position = start;
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests;

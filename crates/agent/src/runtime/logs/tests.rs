@@ -1,0 +1,130 @@
+use super::*;
+use crate::runtime::logwriter::RotatingLog;
+
+fn texts(lines: &[LogLine]) -> Vec<String> {
+    lines.iter().map(|line| line.text.clone()).collect()
+}
+
+fn numbered(from: usize, to: usize) -> Vec<String> {
+    (from..to).map(|index| format!("line {index:04}")).collect()
+}
+
+#[test]
+fn tail_spans_rotated_files_oldest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = RotatingLog::open(dir.path(), 300, 3).expect("open");
+    for index in 0..30 {
+        log.write_line(
+            if index % 2 == 0 { b'o' } else { b'e' },
+            format!("line {index:04}").as_bytes(),
+        );
+    }
+    let (lines, _) = tail(dir.path(), 12);
+    assert_eq!(texts(&lines), numbered(18, 30));
+    assert_eq!(lines[0].stream, Stream::Stdout);
+    assert_eq!(lines[1].stream, Stream::Stderr);
+    assert!(
+        lines[0].at.ends_with('Z') && lines[0].at.len() == 24,
+        "{}",
+        lines[0].at
+    );
+    // More than is kept: everything kept, nothing invented.
+    let (all, _) = tail(dir.path(), 1000);
+    assert_eq!(texts(&all), numbered(30 - all.len(), 30));
+}
+
+#[test]
+fn tail_reads_backwards_across_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = RotatingLog::open(dir.path(), 1 << 30, 1).expect("open");
+    for index in 0..5000 {
+        log.write_line(b'o', format!("line {index:04}").as_bytes());
+    }
+    let (lines, _) = tail(dir.path(), 4000);
+    assert_eq!(texts(&lines), numbered(1000, 5000));
+}
+
+#[test]
+fn read_from_follows_rotations_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = RotatingLog::open(dir.path(), 250, 4).expect("open");
+    let (first, mut cursor) = tail(dir.path(), 10);
+    assert!(first.is_empty());
+    let mut seen = Vec::new();
+    let mut written = 0;
+    // Batches of 1 to 12 lines: from no rotation to several between two reads.
+    for batch in 1..=12 {
+        for _ in 0..batch {
+            log.write_line(b'o', format!("line {written:04}").as_bytes());
+            written += 1;
+        }
+        seen.extend(texts(&read_from(dir.path(), &mut cursor)));
+        assert_eq!(seen, numbered(0, written));
+    }
+    assert!(read_from(dir.path(), &mut cursor).is_empty());
+}
+
+#[test]
+fn a_cursor_whose_file_was_rotated_away_resumes_at_the_oldest_kept_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = RotatingLog::open(dir.path(), 250, 1).expect("open");
+    log.write_line(b'o', b"line 0000");
+    let (_, mut cursor) = tail(dir.path(), 1);
+    for index in 1..40 {
+        log.write_line(b'o', format!("line {index:04}").as_bytes());
+    }
+    let lines = texts(&read_from(dir.path(), &mut cursor));
+    let (kept, _) = tail(dir.path(), 1000);
+    assert_eq!(lines, texts(&kept));
+    assert_eq!(lines.last().map(String::as_str), Some("line 0039"));
+}
+
+#[test]
+fn a_partial_last_line_waits_for_its_newline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join(CURRENT),
+        "2026-01-01T00:00:00.000Z o done\n2026-01-01T00:00:00.001Z e half",
+    )
+    .expect("write");
+    let (lines, mut cursor) = tail(dir.path(), 10);
+    assert_eq!(texts(&lines), vec!["done"]);
+    assert!(read_from(dir.path(), &mut cursor).is_empty());
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join(CURRENT))
+        .expect("open");
+    std::io::Write::write_all(&mut file, b" done\n").expect("append");
+    let rest = read_from(dir.path(), &mut cursor);
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].stream, Stream::Stderr);
+    assert_eq!(rest[0].text, "half done");
+}
+
+#[test]
+fn lines_parse_into_time_stream_and_text() {
+    let line = parse_line("2026-01-01T00:00:00.000Z e two  spaces ");
+    assert_eq!(line.at, "2026-01-01T00:00:00.000Z");
+    assert_eq!(line.stream, Stream::Stderr);
+    assert_eq!(line.text, "two  spaces ");
+    assert_eq!(parse_line("garbage").text, "garbage");
+}
+
+#[test]
+fn a_new_current_with_the_old_inode_is_read_from_its_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join(CURRENT),
+        "2026-01-01T00:00:00.000Z o old one\n2026-01-01T00:00:00.001Z o old two\n",
+    )
+    .expect("write");
+    let (_, mut cursor) = tail(dir.path(), 10);
+    // Same file (so same inode), new content: what a reused inode looks like.
+    std::fs::write(
+        dir.path().join(CURRENT),
+        "2026-01-01T00:00:09.000Z o new one\n2026-01-01T00:00:09.001Z o new two\n2026-01-01T00:00:09.002Z o new three\n",
+    )
+    .expect("rewrite");
+    let lines = read_from(dir.path(), &mut cursor);
+    assert_eq!(texts(&lines), vec!["new one", "new two", "new three"]);
+}

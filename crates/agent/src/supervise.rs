@@ -1,0 +1,275 @@
+//! Instances: start one under its shim with a fresh port, stop one (SIGTERM, grace,
+//! SIGKILL of its process group), and watch its health.
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nanoscale_core::agent::InstanceStatus;
+use nanoscale_core::desired::Workload;
+use rand::Rng;
+
+use crate::builder::{create_private_dir, environment, shim_args};
+use crate::context::{about, Context, HealthState};
+use crate::runtime::{self, Limits, ShimSpec};
+use crate::store::{event, now_ms, InstanceRecord, ReleaseRecord};
+
+/// How often a starting instance is checked until it first passes: fast, so a
+/// deploy goes live as soon as the app answers.
+const START_POLL: Duration = Duration::from_millis(100);
+
+/// Starts replica `replica` of `release`. `restarts` carries over from the instance
+/// it replaces.
+pub async fn start(
+    context: &Arc<Context>,
+    workload: &Workload,
+    release: &ReleaseRecord,
+    replica: u32,
+    restarts: u32,
+) -> Result<(), String> {
+    let (Some(dir), Some(run)) = (&release.dir, &release.run_plan) else {
+        return Err("release is not built".into());
+    };
+    let port = free_port(context).await?;
+    let suffix: u16 = rand::rng().random();
+    let id = format!(
+        "{}-r{}-{}-{:04x}",
+        workload.service, release.number, replica, suffix
+    );
+    let instance_dir = instances_dir(context, &workload.service).join(&id);
+    create_private_dir(&instance_dir)?;
+    let resources = &release.spec.resources;
+    let spec = ShimSpec {
+        id: id.clone(),
+        argv: vec!["/bin/sh".into(), "-c".into(), run.clone()],
+        env: environment(context, workload, dir, Some(port)),
+        cwd: dir.clone(),
+        log_dir: instance_dir.join("log"),
+        log_max_bytes: context.config.log_max_bytes,
+        log_keep: context.config.log_keep,
+        limits: Limits {
+            memory_bytes: resources.memory_mb.map(|mb| u64::from(mb) << 20),
+            cpu_millis: resources.cpu_millis,
+            pids: resources.pids,
+        },
+        stop_grace_secs: u32::try_from(context.config.stop_grace.as_secs()).unwrap_or(10),
+        uid: None,
+        gid: None,
+    };
+    let launched = runtime::launch(
+        &context.config.shim_program,
+        &shim_args(context),
+        &instance_dir,
+        &spec,
+    )
+    .await
+    .map_err(|error| error.to_string())?;
+    let record = InstanceRecord {
+        id: id.clone(),
+        service: workload.service.clone(),
+        service_id: workload.service_id,
+        release_id: release.id,
+        replica,
+        port,
+        dir: instance_dir.clone(),
+        status: InstanceStatus::Starting,
+        restarts,
+        pid: Some(launched.app.pid),
+        started_at: now_ms(),
+        exited_at: None,
+    };
+    let started = about(
+        event(
+            "instance.started",
+            "info",
+            format!(
+                "{id} started (release {}, port {port}, pid {})",
+                release.number, launched.app.pid
+            ),
+        ),
+        workload.service_id,
+        Some(release.id),
+    );
+    if let Err(error) = context.store.insert_instance(&record, started).await {
+        // Never leave a process the store does not know about.
+        let _ = runtime::stop(&instance_dir, Duration::from_secs(1)).await;
+        return Err(error.to_string());
+    }
+    for warning in runtime::warnings(&instance_dir) {
+        let warned = about(
+            event("instance.limits", "warning", format!("{id}: {warning}")),
+            workload.service_id,
+            Some(release.id),
+        );
+        let _ = context.store.record_event(warned).await;
+    }
+    watch_health(context, &record, release);
+    Ok(())
+}
+
+/// `<apps>/<service>/instances`.
+pub fn instances_dir(context: &Context, service: &str) -> PathBuf {
+    context.service_dir(service).join("instances")
+}
+
+/// The lowest port of the range that no instance holds and that binds right now.
+async fn free_port(context: &Context) -> Result<u16, String> {
+    let used = context
+        .store
+        .used_ports()
+        .await
+        .map_err(|error| error.to_string())?;
+    context
+        .config
+        .ports
+        .clone()
+        .filter(|port| !used.contains(port))
+        .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .ok_or_else(|| "no free port left in the instance port range".to_owned())
+}
+
+/// Stops an instance in the background (SIGTERM, grace, SIGKILL), then forgets it.
+pub fn stop(context: &Arc<Context>, instance: &InstanceRecord, why: &str) {
+    let key = format!("stop:{}", instance.id);
+    if !context.claim(key.clone()) {
+        return;
+    }
+    let context = Arc::clone(context);
+    let instance = instance.clone();
+    let why = why.to_owned();
+    tokio::spawn(async move {
+        let grace = context.config.stop_grace;
+        if let Err(error) = runtime::stop(&instance.dir, grace).await {
+            tracing::warn!(%error, instance = %instance.id, "stopping an instance");
+        }
+        let stopped = about(
+            event(
+                "instance.stopped",
+                "info",
+                format!("{} stopped ({why})", instance.id),
+            ),
+            instance.service_id,
+            Some(instance.release_id),
+        );
+        if let Err(error) = context
+            .store
+            .delete_instance(&instance.id, Some(stopped))
+            .await
+        {
+            tracing::error!(%error, instance = %instance.id, "could not record a stop");
+        }
+        let _ = tokio::fs::remove_dir_all(&instance.dir).await;
+        if let Ok(mut health) = context.health.lock() {
+            health.remove(&instance.id);
+        }
+        context.release(&key);
+        context.nudge();
+    });
+}
+
+/// Checks an instance until it is gone: quickly until it first passes (within the
+/// start period failures do not count), then every interval; `retries` failures in
+/// a row make it unhealthy. Transitions are stored with their events.
+pub fn watch_health(context: &Arc<Context>, instance: &InstanceRecord, release: &ReleaseRecord) {
+    let key = format!("health:{}", instance.id);
+    if !context.claim(key.clone()) {
+        return;
+    }
+    let context = Arc::clone(context);
+    let instance = instance.clone();
+    let spec = release.spec.health.clone();
+    let cwd = release.dir.clone().unwrap_or_else(|| instance.dir.clone());
+    let env: Vec<(String, String)> = release
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    tokio::spawn(async move {
+        let begun = Instant::now();
+        let start_period = Duration::from_secs(spec.start_period_secs.into());
+        let interval = Duration::from_secs(spec.interval_secs.max(1).into());
+        let mut status = instance.status;
+        let mut failures = 0u32;
+        loop {
+            let current = context
+                .store
+                .instances()
+                .await
+                .ok()
+                .and_then(|all| all.into_iter().find(|i| i.id == instance.id));
+            let Some(current) = current else { break };
+            if current.status == InstanceStatus::Exited
+                || context.is_busy(&format!("stop:{}", instance.id))
+            {
+                break;
+            }
+            let result = crate::health::check(&spec, instance.port, &cwd, &env).await;
+            let in_start_period = begun.elapsed() < start_period;
+            let next = match &result {
+                Ok(()) => {
+                    failures = 0;
+                    InstanceStatus::Healthy
+                }
+                Err(_) if in_start_period && status == InstanceStatus::Starting => {
+                    InstanceStatus::Starting
+                }
+                Err(_) => {
+                    failures += 1;
+                    if failures >= spec.retries.max(1) {
+                        InstanceStatus::Unhealthy
+                    } else {
+                        status
+                    }
+                }
+            };
+            if let Ok(mut health) = context.health.lock() {
+                health.insert(
+                    instance.id.clone(),
+                    HealthState {
+                        last_error: result.clone().err(),
+                    },
+                );
+            }
+            if next != status {
+                let (kind, severity, message) = match next {
+                    InstanceStatus::Healthy => (
+                        "instance.healthy",
+                        "info",
+                        format!("{} is healthy", instance.id),
+                    ),
+                    _ => (
+                        "instance.unhealthy",
+                        "warning",
+                        format!(
+                            "{} is unhealthy: {}",
+                            instance.id,
+                            result.clone().err().unwrap_or_default()
+                        ),
+                    ),
+                };
+                let changed = about(
+                    event(kind, severity, message),
+                    instance.service_id,
+                    Some(instance.release_id),
+                );
+                if context
+                    .store
+                    .set_instance_status(&instance.id, next, Some(changed))
+                    .await
+                    .is_ok()
+                {
+                    status = next;
+                    context.nudge();
+                }
+            }
+            let pause = if status == InstanceStatus::Starting {
+                START_POLL
+            } else {
+                interval
+            };
+            tokio::time::sleep(pause).await;
+        }
+        context.release(&key);
+    });
+}

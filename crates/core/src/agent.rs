@@ -1,0 +1,172 @@
+//! The agent protocol: what a node's agent and the control plane say to each other.
+//! Today it travels as two HTTP calls over loopback (`GET /api/v1/agent/desired-state`
+//! long-poll, `POST /api/v1/agent/report`); the cluster channel carries the same
+//! messages. The agent authenticates with its node credential (`nsn_…`).
+//!
+//! Events are delivered exactly once: the agent gives each one an id when it
+//! records it in its own outbox, sends it until the control plane acknowledges it,
+//! and the control plane inserts by id, ignoring an id it already has.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::api::ReleaseStatus;
+
+/// Prefix of node credentials, so a leaked one is recognisable.
+pub const NODE_CREDENTIAL_PREFIX: &str = "nsn_";
+/// Events the control plane accepts in one report.
+pub const MAX_EVENTS_PER_REPORT: usize = 500;
+/// Instances and releases one report may describe.
+pub const MAX_ITEMS_PER_REPORT: usize = 5_000;
+/// Longest long-poll the control plane holds a desired-state request.
+pub const MAX_WAIT_SECS: u64 = 60;
+
+/// Where the node stands against its document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Convergence {
+    /// No report yet.
+    Unknown,
+    /// Everything in the document runs healthy.
+    Applied,
+    /// Work in progress, nothing known to be wrong.
+    Applying,
+    /// Something cannot converge; `problems` says what.
+    Degraded,
+}
+
+impl Convergence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Convergence::Unknown => "unknown",
+            Convergence::Applied => "applied",
+            Convergence::Applying => "applying",
+            Convergence::Degraded => "degraded",
+        }
+    }
+
+    pub fn parse(value: &str) -> Convergence {
+        match value {
+            "applied" => Convergence::Applied,
+            "applying" => Convergence::Applying,
+            "degraded" => Convergence::Degraded,
+            _ => Convergence::Unknown,
+        }
+    }
+}
+
+/// Lifecycle of one running copy of a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    /// Started; its health check has not passed yet.
+    Starting,
+    Healthy,
+    Unhealthy,
+    /// The process is gone; a restart is pending (with backoff).
+    Exited,
+}
+
+impl InstanceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Starting => "starting",
+            InstanceStatus::Healthy => "healthy",
+            InstanceStatus::Unhealthy => "unhealthy",
+            InstanceStatus::Exited => "exited",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<InstanceStatus> {
+        Some(match value {
+            "starting" => InstanceStatus::Starting,
+            "healthy" => InstanceStatus::Healthy,
+            "unhealthy" => InstanceStatus::Unhealthy,
+            "exited" => InstanceStatus::Exited,
+            _ => return None,
+        })
+    }
+}
+
+/// Query of `GET /api/v1/agent/desired-state`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredStateQuery {
+    /// The version the agent already has: the call waits (up to `wait_secs`) until
+    /// the document moves past it.
+    pub after_version: Option<i64>,
+    /// Longest wait in seconds (at most 60).
+    pub wait_secs: Option<u64>,
+}
+
+/// One instance as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceReport {
+    /// Unique on the node, e.g. `web-r3-0-k2j4`.
+    pub id: String,
+    pub service_id: Uuid,
+    pub release_id: Uuid,
+    pub replica: u32,
+    pub port: u16,
+    /// The app's process id while it runs.
+    pub pid: Option<i32>,
+    pub status: InstanceStatus,
+    pub restarts: u32,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A release's status as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseReport {
+    pub release_id: Uuid,
+    pub status: ReleaseStatus,
+    pub reason: Option<String>,
+}
+
+/// A transition the agent observed, recorded in its outbox until acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEvent {
+    /// Made by the agent; the control plane ignores an id it already has.
+    pub id: Uuid,
+    pub time: DateTime<Utc>,
+    /// Dotted kind: `build.started`, `instance.crashed`, `document.applied`, …
+    pub kind: String,
+    /// `info`, `warning` or `error`.
+    pub severity: String,
+    pub message: String,
+    pub service_id: Option<Uuid>,
+    pub release_id: Option<Uuid>,
+}
+
+/// `POST /api/v1/agent/report`: the node's whole state (level-triggered: each report
+/// replaces the last) plus the events not yet acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentReport {
+    /// The document version the agent is converging to.
+    pub target_version: i64,
+    /// The last document version the agent fully applied.
+    pub applied_version: i64,
+    pub convergence: Convergence,
+    /// Why the node is degraded, one line per problem.
+    #[serde(default)]
+    pub problems: Vec<String>,
+    #[serde(default)]
+    pub instances: Vec<InstanceReport>,
+    #[serde(default)]
+    pub releases: Vec<ReleaseReport>,
+    #[serde(default)]
+    pub events: Vec<AgentEvent>,
+}
+
+/// The control plane's answer to a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReportAck {
+    /// Ids of the events now stored (including ones stored by an earlier report):
+    /// the agent drops them from its outbox.
+    pub acknowledged: Vec<Uuid>,
+}

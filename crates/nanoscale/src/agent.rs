@@ -1,0 +1,87 @@
+//! `nanoscale agent` (the node agent, started and supervised by `nanoscale up`) and
+//! `nanoscale shim` (the per-instance shim the agent starts; never run by hand).
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use nanoscale_agent::context::AgentConfig;
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Base URL of the control plane, e.g. http://127.0.0.1:4000.
+    #[arg(long, value_name = "URL")]
+    control_plane: String,
+    /// The node's data directory (agent state, apps, logs).
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// File holding the node credential (mode 0600; never pass secrets as arguments).
+    #[arg(long, value_name = "FILE")]
+    credential_file: PathBuf,
+    /// Directory file:// repositories may live under (repeatable).
+    #[arg(long = "allow-file-root", value_name = "DIR")]
+    allowed_file_roots: Vec<PathBuf>,
+}
+
+/// Runs the agent until SIGTERM or Ctrl-C; apps keep running under their shims.
+pub async fn run(args: AgentArgs) -> ExitCode {
+    crate::up::init_logging(crate::config::LogFormat::Text);
+    let credential = match read_credential(&args.credential_file) {
+        Ok(credential) => credential,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(64);
+        }
+    };
+    let mut config = AgentConfig::new(args.control_plane, credential, args.data_dir.clone());
+    config.allowed_file_roots.extend(args.allowed_file_roots);
+    match std::env::current_exe() {
+        Ok(exe) => config.shim_program = exe,
+        Err(error) => {
+            eprintln!("error: cannot find this program's own path for the shim: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match nanoscale_agent::agent::run(config, crate::up::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_credential(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path)
+        .map_err(|error| format!("credential_file {}: {error}", path.display()))?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "credential_file {} must be readable by its owner only (chmod 600)",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("credential_file {}: {error}", path.display()))?;
+    let credential = text.trim().to_owned();
+    if !credential.starts_with(nanoscale_core::agent::NODE_CREDENTIAL_PREFIX) {
+        return Err(format!(
+            "credential_file {} does not hold a node credential (nsn_…)",
+            path.display()
+        ));
+    }
+    Ok(credential)
+}
+
+/// Writes the node credential for the agent, owner-only from the first byte.
+pub fn write_credential(path: &Path, credential: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(credential.as_bytes())
+}

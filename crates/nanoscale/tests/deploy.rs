@@ -1,0 +1,463 @@
+//! Whole-system tests of the deploy engine: the real `nanoscale up` (control plane +
+//! agent + shims), real git repositories served by `git daemon` and `file://`, real
+//! app processes from `tests/fixtures/apps`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code panics on purpose
+#![allow(clippy::disallowed_methods)] // tests signal processes directly
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{fixture_repo, GitDaemon, TestServer};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+struct App<'a> {
+    server: &'a TestServer,
+    token: String,
+    service: String,
+}
+
+impl App<'_> {
+    async fn releases(&self) -> Vec<Value> {
+        let body = self
+            .server
+            .get(
+                &format!("/api/v1/services/{}/releases", self.service),
+                &self.token,
+            )
+            .await;
+        body.as_array().cloned().unwrap_or_default()
+    }
+
+    async fn release(&self, number: i64) -> Value {
+        self.releases()
+            .await
+            .into_iter()
+            .find(|r| r["number"] == number)
+            .expect("release exists")
+    }
+
+    async fn instances(&self) -> Vec<Value> {
+        let body = self
+            .server
+            .get(
+                &format!("/api/v1/services/{}/instances", self.service),
+                &self.token,
+            )
+            .await;
+        body.as_array().cloned().unwrap_or_default()
+    }
+
+    async fn deploy(&self, git_ref: &str) -> i64 {
+        let release = self
+            .server
+            .post(
+                &format!("/api/v1/services/{}/deploy", self.service),
+                &self.token,
+                json!({"ref": git_ref}),
+            )
+            .await;
+        release["number"].as_i64().expect("number")
+    }
+
+    /// Waits until release `number` is `status`; returns it.
+    async fn wait_release(&self, number: i64, status: &str) -> Value {
+        wait_for(&format!("release {number} {status}"), async || {
+            let release = self.release(number).await;
+            (release["status"] == status).then_some(release)
+        })
+        .await
+    }
+
+    /// The single healthy instance of release `number`.
+    async fn healthy_instance(&self, number: i64) -> Value {
+        wait_for(
+            &format!("a healthy instance of release {number}"),
+            async || {
+                let instances = self.instances().await;
+                instances
+                    .into_iter()
+                    .find(|i| i["release_number"] == number && i["status"] == "healthy")
+            },
+        )
+        .await
+    }
+}
+
+async fn get_text(port: u64, path: &str) -> Option<String> {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .ok()?;
+    response.status().is_success().then_some(())?;
+    response.text().await.ok()
+}
+
+fn kill9(pid: i64) {
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -9 {pid}");
+}
+
+fn pid_file(path: &Path) -> i64 {
+    std::fs::read_to_string(path)
+        .expect("pid file")
+        .split_whitespace()
+        .next()
+        .expect("pid")
+        .parse()
+        .expect("numeric pid")
+}
+
+async fn create_service(server: &TestServer, token: &str, spec: Value) -> String {
+    let project = server
+        .post("/api/v1/projects", token, json!({"name": "shop"}))
+        .await;
+    let service = server
+        .post(
+            &format!(
+                "/api/v1/projects/{}/services",
+                project["id"].as_str().expect("id")
+            ),
+            token,
+            spec,
+        )
+        .await;
+    service["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn python_app_over_git_daemon_deploys_heals_redeploys_rolls_back_and_is_removed() {
+    let (_keep, repo, commits) = fixture_repo(&[("python-http", "v1"), ("python-http", "v2")]);
+    let daemon = GitDaemon::serve(repo.parent().expect("parent"));
+    let server = TestServer::start();
+    let token = server.bootstrap().await;
+    let service = create_service(
+        &server,
+        &token,
+        json!({
+            "name": "web",
+            "source": {"git": format!("git://127.0.0.1:{}/app.git", daemon.port), "ref": commits[0]},
+            "env": {"GREETING": "hi $(touch /tmp/nanoscale-pwned) `id`; echo"},
+            "health": {"path": "/healthz", "start_period_secs": 20, "interval_secs": 1},
+        }),
+    )
+    .await;
+    let app = App {
+        server: &server,
+        token: token.clone(),
+        service: service.clone(),
+    };
+
+    // Deploy: built, started, healthy, live; it answers with its version.
+    let first = app.deploy(&commits[0]).await;
+    app.wait_release(first, "live").await;
+    let instance = app.healthy_instance(first).await;
+    let port = instance["port"].as_u64().expect("port");
+    let body = get_text(port, "/").await.expect("app answers");
+    assert!(body.contains("v1"), "{body}");
+    // Env values reach the app verbatim, never through a shell.
+    assert!(
+        body.contains("hi $(touch /tmp/nanoscale-pwned) `id`; echo"),
+        "{body}"
+    );
+    assert!(!Path::new("/tmp/nanoscale-pwned").exists());
+    assert!(instance["node"].as_str().is_some_and(|node| !node.is_empty()));
+
+    // kill -9 of the app: a new process takes over.
+    let pid = instance["pid"].as_i64().expect("pid");
+    kill9(pid);
+    let healed = wait_for("the killed app to be replaced", async || {
+        let instances = app.instances().await;
+        instances
+            .into_iter()
+            .find(|i| i["status"] == "healthy" && i["pid"].as_i64() != Some(pid))
+    })
+    .await;
+    assert!(
+        healed["restarts"].as_u64().expect("restarts") >= 1,
+        "{healed}"
+    );
+
+    // kill -9 of the shim: the orphaned app is stopped and the instance restarted.
+    let instance_dir = server
+        .data_dir
+        .join("apps/web/instances")
+        .join(healed["id"].as_str().expect("id"));
+    let shim = pid_file(&instance_dir.join("shim.pid"));
+    let app_pid = healed["pid"].as_i64().expect("pid");
+    kill9(shim);
+    let after_shim = wait_for("an instance after the shim was killed", async || {
+        let instances = app.instances().await;
+        instances
+            .into_iter()
+            .find(|i| i["status"] == "healthy" && i["pid"].as_i64() != Some(app_pid))
+    })
+    .await;
+    assert!(
+        !Path::new(&format!("/proc/{app_pid}")).exists() || {
+            // A zombie reparented to a non-reaping init still has a /proc entry.
+            std::fs::read_to_string(format!("/proc/{app_pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z"))
+        }
+    );
+
+    // kill -9 of the agent: `up` restarts it; it re-adopts the app (same pid).
+    let agent = pid_file(&server.data_dir.join("agent/agent.lock"));
+    kill9(agent);
+    let steady_pid = after_shim["pid"].as_i64().expect("pid");
+    wait_for("a new agent", async || {
+        let now = std::fs::read_to_string(server.data_dir.join("agent/agent.lock")).ok()?;
+        (now.trim() != agent.to_string() && !now.trim().is_empty()).then_some(())
+    })
+    .await;
+    let events = wait_for("the re-adoption event", async || {
+        let events = server
+            .get("/api/v1/events?kind=agent.restarted", &token)
+            .await;
+        (!events.as_array()?.is_empty()).then_some(events)
+    })
+    .await;
+    assert!(events.to_string().contains("re-adopted 1"), "{events}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let instances = app.instances().await;
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert_eq!(
+        instances[0]["pid"].as_i64(),
+        Some(steady_pid),
+        "the agent restart restarted the app"
+    );
+    assert_eq!(instances[0]["status"], "healthy");
+
+    // A second commit: the new release goes live, the old one retires.
+    let second = app.deploy(&commits[1]).await;
+    app.wait_release(second, "live").await;
+    app.wait_release(first, "retired").await;
+    let instance = app.healthy_instance(second).await;
+    let body = get_text(instance["port"].as_u64().expect("port"), "/")
+        .await
+        .expect("answers");
+    assert!(body.contains("v2"), "{body}");
+    wait_for("only the new release running", async || {
+        let instances = app.instances().await;
+        (instances.len() == 1).then_some(())
+    })
+    .await;
+
+    // Rollback to release 1: a new release with its commit, not rebuilt.
+    let rolled = server
+        .post(
+            &format!("/api/v1/services/{service}/rollback"),
+            &token,
+            json!({"release": first}),
+        )
+        .await;
+    let third = rolled["number"].as_i64().expect("number");
+    app.wait_release(third, "live").await;
+    let instance = app.healthy_instance(third).await;
+    let body = get_text(instance["port"].as_u64().expect("port"), "/")
+        .await
+        .expect("answers");
+    assert!(body.contains("v1"), "{body}");
+    let builds = server
+        .get("/api/v1/events?kind=build.succeeded", &token)
+        .await;
+    assert!(
+        builds.to_string().contains("reused the build of release 1"),
+        "{builds}"
+    );
+
+    // Every transition arrived once.
+    let all = server
+        .get(
+            &format!("/api/v1/events?service_id={service}&limit=1000"),
+            &token,
+        )
+        .await;
+    let live_events = all
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "release.live")
+        .count();
+    assert_eq!(live_events, 3, "{all}");
+
+    // The node reports what it applied.
+    let nodes = server.get("/api/v1/nodes", &token).await;
+    let node = &nodes[0];
+    wait_for("the node to be applied", async || {
+        let nodes = server.get("/api/v1/nodes", &token).await;
+        (nodes[0]["convergence"] == "applied"
+            && nodes[0]["applied_version"] == nodes[0]["desired_version"])
+            .then_some(())
+    })
+    .await;
+    assert_eq!(node["status"], "ready");
+
+    // Removing the service stops it and deletes its files.
+    let (status, _) = server
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/services/{service}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(status.is_success());
+    let gone_port = instance["port"].as_u64().expect("port");
+    wait_for("the service's files to be cleaned", async || {
+        (!server.data_dir.join("apps/web").exists()).then_some(())
+    })
+    .await;
+    assert!(
+        get_text(gone_port, "/").await.is_none(),
+        "the removed app still answers"
+    );
+}
+
+#[tokio::test]
+async fn releases_that_fail_to_build_start_or_become_healthy_never_replace_the_live_one() {
+    let (_keep, repo, commits) = fixture_repo(&[
+        ("node-http", "good"),
+        ("fail-build", "bad-build"),
+        ("never-healthy", "bad-health"),
+        ("crash-at-start", "bad-start"),
+    ]);
+    let server = TestServer::start();
+    let token = server.bootstrap().await;
+    let service = create_service(
+        &server,
+        &token,
+        json!({
+            "name": "api",
+            "source": {"git": format!("file://{}", repo.display()), "ref": commits[0]},
+            "health": {"path": "/healthz", "start_period_secs": 3, "interval_secs": 1, "retries": 2},
+        }),
+    )
+    .await;
+    let app = App {
+        server: &server,
+        token: token.clone(),
+        service,
+    };
+    let good = app.deploy(&commits[0]).await;
+    app.wait_release(good, "live").await;
+    let serving = app.healthy_instance(good).await;
+    let port = serving["port"].as_u64().expect("port");
+    assert!(get_text(port, "/").await.expect("answers").contains("good"));
+
+    let cases = [
+        (1, "intentional build failure"),
+        (2, "never became healthy"),
+        (3, "crashed"),
+    ];
+    for (index, expected) in cases {
+        let number = app.deploy(&commits[index]).await;
+        let failed = app.wait_release(number, "failed").await;
+        let reason = failed["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(expected), "release {number}: {reason}");
+        // The good release still serves, untouched.
+        assert_eq!(app.release(good).await["status"], "live");
+        assert!(get_text(port, "/")
+            .await
+            .expect("still answers")
+            .contains("good"));
+        wait_for("the failed release's instances to go", async || {
+            let instances = app.instances().await;
+            instances
+                .iter()
+                .all(|i| i["release_number"] == good)
+                .then_some(())
+        })
+        .await;
+    }
+    let nodes = server.get("/api/v1/nodes", &token).await;
+    assert_eq!(nodes[0]["convergence"], "degraded", "{nodes}");
+    assert!(nodes[0]["problems"].to_string().contains("api"), "{nodes}");
+}
+
+#[tokio::test]
+async fn hostile_sources_and_names_are_refused_with_the_field_named() {
+    let server = TestServer::start();
+    let token = server.bootstrap().await;
+    let project = server
+        .post("/api/v1/projects", &token, json!({"name": "evil"}))
+        .await;
+    let path = format!(
+        "/api/v1/projects/{}/services",
+        project["id"].as_str().expect("id")
+    );
+    let cases = [
+        (
+            json!({"name": "a", "source": {"git": "ext::sh -c touch% /tmp/pwned"}}),
+            "source.git",
+        ),
+        (
+            json!({"name": "a", "source": {"git": "--upload-pack=touch /tmp/pwned"}}),
+            "source.git",
+        ),
+        (
+            json!({"name": "a", "source": {"git": "file:///etc/../root/repo"}}),
+            "source.git",
+        ),
+        (
+            json!({"name": "a", "source": {"git": "https://x/y.git", "ref": "--output=/tmp/x"}}),
+            "source.ref",
+        ),
+        (
+            json!({"name": "a", "source": {"git": "https://x/y.git", "ref": "main\nevil"}}),
+            "source.ref",
+        ),
+        (
+            json!({"name": "a", "source": {"git": "https://x/y.git", "ref": "../../etc"}}),
+            "source.ref",
+        ),
+        (
+            json!({"name": "../etc", "source": {"git": "https://x/y.git"}}),
+            "name",
+        ),
+        (
+            json!({"name": "a;b", "source": {"git": "https://x/y.git"}}),
+            "name",
+        ),
+        (
+            json!({"name": "a", "source": {"git": "https://x/y.git"}, "run": "a\u{0}b"}),
+            "run",
+        ),
+    ];
+    for (spec, field) in cases {
+        let (status, body) = server
+            .call(Method::POST, &path, Some(&token), Some(spec.clone()))
+            .await;
+        assert_eq!(status.as_u16(), 422, "{spec} -> {body}");
+        assert_eq!(body["error"]["field"], field, "{spec} -> {body}");
+    }
+    // Nothing was created and nothing ran.
+    let services = server.get("/api/v1/services", &token).await;
+    assert_eq!(services.as_array().map(Vec::len), Some(0));
+    assert!(!Path::new("/tmp/pwned").exists());
+    // The agent protocol refuses users, and forged node credentials.
+    for credential in [token.as_str(), "nsn_forged"] {
+        let status = server
+            .status_of(Method::GET, "/api/v1/agent/desired-state", Some(credential))
+            .await;
+        assert_eq!(status.as_u16(), 401);
+    }
+}

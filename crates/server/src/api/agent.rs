@@ -1,0 +1,164 @@
+//! The agent protocol over HTTP: a node's agent long-polls its desired-state
+//! document and reports what it runs. Only node credentials (`nsn_…`) are accepted;
+//! user tokens and sessions get 401 here, and node credentials get 401 everywhere
+//! else.
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::Json;
+use nanoscale_core::agent::{
+    AgentReport, DesiredStateQuery, ReportAck, MAX_EVENTS_PER_REPORT, MAX_ITEMS_PER_REPORT,
+    MAX_WAIT_SECS, NODE_CREDENTIAL_PREFIX,
+};
+use nanoscale_core::api::Node;
+use nanoscale_core::desired::DesiredDocument;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiQuery};
+use crate::auth::{bearer_token, hash_secret};
+use crate::state::AppState;
+
+const MAX_EVENT_KIND: usize = 100;
+const MAX_EVENT_MESSAGE: usize = 8 * 1024;
+const MAX_PROBLEM: usize = 4 * 1024;
+
+/// The node whose credential authenticated the request.
+pub struct NodeIdentity(pub Node);
+
+impl FromRequestParts<AppState> for NodeIdentity {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let credential = bearer_token(parts)
+            .filter(|token| token.starts_with(NODE_CREDENTIAL_PREFIX))
+            .ok_or(ApiError::Unauthorized)?;
+        state
+            .store
+            .node_by_credential(&hash_secret(credential))
+            .await?
+            .map(NodeIdentity)
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The calling node's document, with secrets (the agent needs them to run apps).
+/// With `after_version`, waits up to `wait_secs` until the document moves past it.
+#[utoipa::path(get, path = "/api/v1/agent/desired-state", tag = "agent",
+    params(DesiredStateQuery), responses((status = 200, body = DesiredDocument)))]
+pub async fn desired_state(
+    State(state): State<AppState>,
+    NodeIdentity(node): NodeIdentity,
+    ApiQuery(query): ApiQuery<DesiredStateQuery>,
+) -> ApiResult<Json<DesiredDocument>> {
+    let wait = query.wait_secs.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::field(
+            "wait_secs",
+            format!("must be at most {MAX_WAIT_SECS}"),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    // Subscribed before compiling, so a change between the two is not missed.
+    let mut changes = state.store.subscribe();
+    loop {
+        let document = crate::desired::document(&state.store, &node).await?;
+        let moved = query
+            .after_version
+            .is_none_or(|known| document.version > known);
+        if moved || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(document));
+        }
+        tokio::select! {
+            received = changes.recv() => {
+                if let Err(RecvError::Closed) = received {
+                    return Ok(Json(document));
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return Ok(Json(document)),
+        }
+    }
+}
+
+/// The node's whole state and its unacknowledged events. The answer lists the event
+/// ids now stored, which the agent drops from its outbox.
+#[utoipa::path(post, path = "/api/v1/agent/report", tag = "agent",
+    request_body = AgentReport, responses((status = 200, body = ReportAck)))]
+pub async fn report(
+    State(state): State<AppState>,
+    NodeIdentity(node): NodeIdentity,
+    ApiJson(report): ApiJson<AgentReport>,
+) -> ApiResult<Json<ReportAck>> {
+    validate(&report)?;
+    let acknowledged = state.store.apply_report(&node, &report).await?;
+    Ok(Json(ReportAck { acknowledged }))
+}
+
+fn validate(report: &AgentReport) -> Result<(), ApiError> {
+    if report.events.len() > MAX_EVENTS_PER_REPORT {
+        return Err(ApiError::field(
+            "events",
+            format!("at most {MAX_EVENTS_PER_REPORT} per report"),
+        ));
+    }
+    for (field, count) in [
+        ("instances", report.instances.len()),
+        ("releases", report.releases.len()),
+        ("problems", report.problems.len()),
+    ] {
+        if count > MAX_ITEMS_PER_REPORT {
+            return Err(ApiError::field(
+                field,
+                format!("at most {MAX_ITEMS_PER_REPORT} per report"),
+            ));
+        }
+    }
+    if report.target_version < 0 || report.applied_version < 0 {
+        return Err(ApiError::field(
+            "target_version",
+            "versions are never negative",
+        ));
+    }
+    for (index, event) in report.events.iter().enumerate() {
+        let kind_ok = !event.kind.is_empty()
+            && event.kind.len() <= MAX_EVENT_KIND
+            && event
+                .kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
+        if !kind_ok {
+            return Err(ApiError::field(
+                &format!("events[{index}].kind"),
+                "a dotted lowercase kind such as instance.crashed",
+            ));
+        }
+        if event.message.len() > MAX_EVENT_MESSAGE {
+            return Err(ApiError::field(
+                &format!("events[{index}].message"),
+                format!("at most {MAX_EVENT_MESSAGE} bytes"),
+            ));
+        }
+    }
+    for (index, instance) in report.instances.iter().enumerate() {
+        if instance.id.is_empty()
+            || instance.id.len() > 100
+            || !instance
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(ApiError::field(
+                &format!("instances[{index}].id"),
+                "letters, digits and '-' only, at most 100",
+            ));
+        }
+    }
+    if let Some(index) = report.problems.iter().position(|p| p.len() > MAX_PROBLEM) {
+        return Err(ApiError::field(
+            &format!("problems[{index}]"),
+            format!("at most {MAX_PROBLEM} bytes"),
+        ));
+    }
+    Ok(())
+}
