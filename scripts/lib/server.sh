@@ -46,7 +46,9 @@ server_start() {
   # setsid: own process group, so server_stop also gets anything it spawns.
   # (Non-interactive bash does not make background jobs group leaders, so
   # setsid does not fork and $! is the server itself.)
-  NANOSCALE_LOG="${NANOSCALE_LOG:-warn}" setsid "$SERVER_BIN" up --data-dir "$SERVER_TMP/data" --listen "127.0.0.1:$port" \
+  # --no-agent: the fuzzer deploys services with arbitrary git URLs; an agent would
+  # try to fetch them from the internet. The agent has its own whole-system tests.
+  NANOSCALE_LOG="${NANOSCALE_LOG:-warn}" setsid "$SERVER_BIN" up --no-agent --data-dir "$SERVER_TMP/data" --listen "127.0.0.1:$port" \
     >"$SERVER_LOG" 2>&1 </dev/null &
   SERVER_PID=$!
   _server_wait_ready

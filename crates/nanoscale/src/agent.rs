@@ -20,11 +20,22 @@ pub struct AgentArgs {
     /// Directory file:// repositories may live under (repeatable).
     #[arg(long = "allow-file-root", value_name = "DIR")]
     allowed_file_roots: Vec<PathBuf>,
+    /// text or json (as `up`'s log format).
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: String,
 }
 
 /// Runs the agent until SIGTERM or Ctrl-C; apps keep running under their shims.
 pub async fn run(args: AgentArgs) -> ExitCode {
-    crate::up::init_logging(crate::config::LogFormat::Text);
+    let format = match args.log_format.as_str() {
+        "json" => crate::config::LogFormat::Json,
+        "text" => crate::config::LogFormat::Text,
+        other => {
+            eprintln!("error: invalid --log-format {other:?}: use text or json");
+            return ExitCode::from(64);
+        }
+    };
+    crate::up::init_logging(format);
     let credential = match read_credential(&args.credential_file) {
         Ok(credential) => credential,
         Err(message) => {

@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub login_attempts_per_minute: Option<u32>,
     pub allowed_file_roots: Option<Vec<PathBuf>>,
     pub shutdown_grace_secs: Option<u64>,
+    /// Run this host's node agent (default true; false = control plane only).
+    pub agent: Option<bool>,
 }
 
 /// A configuration problem, naming the key.
@@ -49,6 +51,8 @@ pub struct UpConfig {
     pub server: ServerConfig,
     pub log_format: LogFormat,
     pub shutdown_grace_secs: u64,
+    /// Whether `up` runs this host's node agent.
+    pub agent: bool,
 }
 
 /// What flags and environment gave (clap resolves flag > env); `None` = not given.
@@ -63,6 +67,8 @@ pub struct Overrides {
     pub login_attempts_per_minute: Option<u32>,
     pub allowed_file_roots: Vec<PathBuf>,
     pub shutdown_grace_secs: Option<u64>,
+    /// `--no-agent`.
+    pub no_agent: bool,
 }
 
 pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -206,6 +212,7 @@ pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, Confi
         },
         log_format,
         shutdown_grace_secs,
+        agent: !overrides.no_agent && file.agent.unwrap_or(true),
     })
 }
 

@@ -47,6 +47,10 @@ pub struct UpArgs {
     /// Directory file:// repositories may live under (repeatable) [default: data dir, $HOME, /tmp].
     #[arg(long = "allow-file-root", value_name = "DIR")]
     allowed_file_roots: Vec<PathBuf>,
+    /// Run only the control plane: no node agent on this host, so nothing is built
+    /// or run here (config key `agent = false`).
+    #[arg(long, env = "NANOSCALE_NO_AGENT")]
+    no_agent: bool,
     /// Seconds to let in-flight requests finish on SIGTERM [default: 10].
     #[arg(long, env = "NANOSCALE_SHUTDOWN_GRACE_SECS", value_name = "SECONDS")]
     shutdown_grace_secs: Option<u64>,
@@ -70,6 +74,7 @@ pub async fn run(args: UpArgs) -> ExitCode {
         login_attempts_per_minute: args.login_attempts_per_minute,
         allowed_file_roots: args.allowed_file_roots,
         shutdown_grace_secs: args.shutdown_grace_secs,
+        no_agent: args.no_agent,
     };
     let config = match config::resolve(overrides, file) {
         Ok(config) => config,
@@ -112,6 +117,11 @@ async fn serve(config: config::UpConfig) -> anyhow::Result<()> {
         println!("  nanoscale setup {base}");
         println!("or POST {base}/api/v1/setup {{\"username\", \"password\"}}.");
     }
+    if !config.agent {
+        println!("  agent:     off (--no-agent): this host builds and runs nothing");
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        return server.serve(shutdown_signal(), grace).await;
+    }
     let credential = server.issue_node_credential().await?;
     let agent_dir = config.server.data_dir.join("agent");
     std::fs::create_dir_all(&agent_dir)?;
@@ -120,7 +130,10 @@ async fn serve(config: config::UpConfig) -> anyhow::Result<()> {
         .map_err(|error| anyhow::anyhow!("writing {}: {error}", credential_file.display()))?;
     let agent = AgentSupervisor::start(AgentLaunch {
         control_plane: format!("http://{address}"),
-        data_dir: config.server.data_dir.clone(),
+        // The agent runs with the data dir as its working directory: give it an
+        // absolute path so a relative --data-dir means the same thing there.
+        data_dir: std::fs::canonicalize(&config.server.data_dir)?,
+        log_format: config.log_format,
         credential_file,
         allowed_file_roots: config.server.allowed_file_roots.clone(),
     })?;
@@ -134,6 +147,7 @@ async fn serve(config: config::UpConfig) -> anyhow::Result<()> {
 struct AgentLaunch {
     control_plane: String,
     data_dir: PathBuf,
+    log_format: LogFormat,
     credential_file: PathBuf,
     allowed_file_roots: Vec<PathBuf>,
 }
@@ -157,6 +171,9 @@ impl AgentSupervisor {
             "--credential-file".to_owned(),
             launch.credential_file.display().to_string(),
         ];
+        if launch.log_format == LogFormat::Json {
+            args.extend(["--log-format".to_owned(), "json".to_owned()]);
+        }
         for root in launch.allowed_file_roots {
             args.push("--allow-file-root".to_owned());
             args.push(root.display().to_string());

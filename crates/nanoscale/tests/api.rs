@@ -854,7 +854,7 @@ async fn postgres_backend_serves_the_same_api() {
     let Some(url) = common::postgres_database().await else {
         return;
     };
-    let server = TestServer::start_with(&[], &[("NANOSCALE_DATABASE_URL", &url)]);
+    let server = TestServer::start_with(&["--no-agent"], &[("NANOSCALE_DATABASE_URL", &url)]);
     let admin = server.bootstrap().await;
     let project = server
         .post("/api/v1/projects", &admin, json!({"name": "pg"}))
@@ -894,7 +894,7 @@ async fn postgres_backend_serves_the_same_api() {
 async fn data_survives_a_restart_and_sigterm_is_graceful() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut server = TestServer::spawn(&data, &[], &[]);
+    let mut server = TestServer::spawn(&data, &["--no-agent"], &[]);
     let admin = server.bootstrap().await;
     server
         .post("/api/v1/projects", &admin, json!({"name": "kept"}))
@@ -909,7 +909,7 @@ async fn data_survives_a_restart_and_sigterm_is_graceful() {
         & 0o777;
     assert_eq!(mode, 0o700, "the data dir is private");
 
-    let server = TestServer::spawn(&data, &[], &[]);
+    let server = TestServer::spawn(&data, &["--no-agent"], &[]);
     let projects = server.get("/api/v1/projects", &admin).await;
     assert_eq!(projects[0]["name"], "kept");
     let (_, setup) = server.call(Method::GET, "/api/v1/setup", None, None).await;

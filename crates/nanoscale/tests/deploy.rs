@@ -147,7 +147,7 @@ async fn create_service(server: &TestServer, token: &str, spec: Value) -> String
 async fn python_app_over_git_daemon_deploys_heals_redeploys_rolls_back_and_is_removed() {
     let (_keep, repo, commits) = fixture_repo(&[("python-http", "v1"), ("python-http", "v2")]);
     let daemon = GitDaemon::serve(repo.parent().expect("parent"));
-    let server = TestServer::start();
+    let server = TestServer::start_with_agent();
     let token = server.bootstrap().await;
     let service = create_service(
         &server,
@@ -340,7 +340,7 @@ async fn releases_that_fail_to_build_start_or_become_healthy_never_replace_the_l
         ("never-healthy", "bad-health"),
         ("crash-at-start", "bad-start"),
     ]);
-    let server = TestServer::start();
+    let server = TestServer::start_with_agent();
     let token = server.bootstrap().await;
     let service = create_service(
         &server,

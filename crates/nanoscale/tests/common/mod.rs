@@ -21,8 +21,16 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts `nanoscale up` on a free loopback port (SQLite in a temp dir).
+    /// Starts `nanoscale up --no-agent` on a free loopback port (SQLite in a temp
+    /// dir). No agent: these tests create services with made-up remote git URLs,
+    /// which an agent would try to fetch from the internet.
     pub fn start() -> TestServer {
+        Self::start_with(&["--no-agent"], &[])
+    }
+
+    /// `nanoscale up` with this host's agent, for deploy-engine tests (local
+    /// repositories only).
+    pub fn start_with_agent() -> TestServer {
         Self::start_with(&[], &[])
     }
 
