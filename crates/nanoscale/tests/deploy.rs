@@ -179,7 +179,9 @@ async fn python_app_over_git_daemon_deploys_heals_redeploys_rolls_back_and_is_re
         "{body}"
     );
     assert!(!Path::new("/tmp/nanoscale-pwned").exists());
-    assert!(instance["node"].as_str().is_some_and(|node| !node.is_empty()));
+    assert!(instance["node"]
+        .as_str()
+        .is_some_and(|node| !node.is_empty()));
 
     // kill -9 of the app: a new process takes over.
     let pid = instance["pid"].as_i64().expect("pid");

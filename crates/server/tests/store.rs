@@ -109,6 +109,7 @@ store_tests!(
     settings_and_nodes,
     migrations_are_recorded,
     project_list_sees_every_write,
+    agent_reports_apply_once_and_move_releases_forward,
 );
 
 async fn users_and_last_admin(store: Store) {
@@ -375,7 +376,15 @@ async fn projects_services_and_grants(store: Store) {
         .is_empty());
 }
 
-async fn releases_are_numbered(store: Store) {
+/// An admin, a project `p` and a service in it.
+async fn admin_project_service(
+    store: &Store,
+    service: &str,
+) -> (
+    nanoscale_core::api::User,
+    nanoscale_core::api::Project,
+    nanoscale_core::api::Service,
+) {
     let admin = store
         .create_first_admin("root", "hash", |_| change("setup"))
         .await
@@ -385,9 +394,14 @@ async fn releases_are_numbered(store: Store) {
         .await
         .expect("project");
     let service = store
-        .create_service(project.id, &spec("api"), admin.id, |_| change("c"))
+        .create_service(project.id, &spec(service), admin.id, |_| change("c"))
         .await
         .expect("service");
+    (admin, project, service)
+}
+
+async fn releases_are_numbered(store: Store) {
+    let (admin, _, service) = admin_project_service(&store, "api").await;
     let new = |commit: &str, rollback_of: Option<Uuid>| NewRelease {
         service_id: service.id,
         commit: commit.into(),
@@ -613,4 +627,154 @@ async fn project_list_sees_every_write(store: Store) {
         .await
         .expect("delete");
     assert!(store.list_projects().await.expect("list").is_empty());
+}
+
+async fn agent_reports_apply_once_and_move_releases_forward(store: Store) {
+    use nanoscale_core::agent::{
+        AgentEvent, AgentReport, Convergence, InstanceReport, InstanceStatus, ReleaseReport,
+    };
+    let (admin, project, service) = admin_project_service(&store, "web").await;
+    let release = |commit: char| NewRelease {
+        service_id: service.id,
+        commit: commit.to_string().repeat(40),
+        git_ref: "main".into(),
+        spec: spec("web"),
+        rollback_of: None,
+        created_by: admin.id,
+    };
+    let first = store
+        .create_release(release('a'), |_| change("d"))
+        .await
+        .expect("r1");
+    let second = store
+        .create_release(release('b'), |_| change("d"))
+        .await
+        .expect("r2");
+    let (node, _) = store
+        .upsert_node(NewNode {
+            name: "n1".into(),
+            address: "127.0.0.1".into(),
+            labels: BTreeMap::new(),
+            security_mode: "A".into(),
+            cpus: 1,
+            memory_bytes: 1 << 30,
+        })
+        .await
+        .expect("node");
+    store
+        .set_node_credential(node.id, "hash-of-credential")
+        .await
+        .expect("credential");
+    assert_eq!(
+        store
+            .node_by_credential("hash-of-credential")
+            .await
+            .expect("lookup")
+            .map(|n| n.id),
+        Some(node.id)
+    );
+    assert!(store
+        .node_by_credential("other")
+        .await
+        .expect("lookup")
+        .is_none());
+
+    let event = AgentEvent {
+        id: Uuid::now_v7(),
+        time: chrono::Utc::now(),
+        kind: "release.live".into(),
+        severity: "info".into(),
+        message: "web release 1 is live".into(),
+        service_id: Some(service.id),
+        release_id: Some(first.id),
+    };
+    let report = |status_first: ReleaseStatus, events: Vec<AgentEvent>| AgentReport {
+        target_version: 3,
+        applied_version: 3,
+        convergence: Convergence::Applied,
+        problems: vec![],
+        instances: vec![InstanceReport {
+            id: "web-r1-0-abcd".into(),
+            service_id: service.id,
+            release_id: first.id,
+            replica: 0,
+            port: 20000,
+            pid: Some(4242),
+            status: InstanceStatus::Healthy,
+            restarts: 1,
+            started_at: chrono::Utc::now(),
+        }],
+        releases: vec![
+            ReleaseReport {
+                release_id: first.id,
+                status: status_first,
+                reason: None,
+            },
+            ReleaseReport {
+                release_id: Uuid::now_v7(),
+                status: ReleaseStatus::Live,
+                reason: None,
+            },
+        ],
+        events,
+    };
+    let node = store.get_node(node.id).await.expect("node");
+    // The same report twice (a lost acknowledgement): the event is stored once.
+    for _ in 0..2 {
+        let acknowledged = store
+            .apply_report(&node, &report(ReleaseStatus::Live, vec![event.clone()]))
+            .await
+            .expect("report");
+        assert_eq!(acknowledged, vec![event.id]);
+    }
+    let stored = store
+        .list_events(&EventFilter {
+            kind: Some("release.live".into()),
+            ..EventFilter::default()
+        })
+        .await
+        .expect("events");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].node_id, Some(node.id));
+    assert_eq!(stored[0].project_id, Some(project.id));
+    let reported = store.get_node(node.id).await.expect("node");
+    assert_eq!(
+        (reported.status.as_str(), reported.applied_version),
+        ("ready", 3)
+    );
+    assert_eq!(reported.convergence, Convergence::Applied);
+    let instances = store.list_instances(service.id).await.expect("instances");
+    assert_eq!(instances.len(), 1);
+    assert_eq!(
+        (instances[0].pid, instances[0].release_number),
+        (Some(4242), 1)
+    );
+    assert_eq!(instances[0].node, "n1");
+    let status = |id| {
+        let store = store.clone();
+        async move { store.get_release(id).await.expect("release").status }
+    };
+    assert_eq!(status(first.id).await, ReleaseStatus::Live);
+
+    // Releases never move backwards; a new live one retires the old.
+    store
+        .apply_report(&node, &report(ReleaseStatus::Building, vec![]))
+        .await
+        .expect("report");
+    assert_eq!(status(first.id).await, ReleaseStatus::Live);
+    let mut newer = report(ReleaseStatus::Live, vec![]);
+    newer.releases = vec![ReleaseReport {
+        release_id: second.id,
+        status: ReleaseStatus::Live,
+        reason: None,
+    }];
+    newer.instances.clear();
+    store.apply_report(&node, &newer).await.expect("report");
+    assert_eq!(status(second.id).await, ReleaseStatus::Live);
+    assert_eq!(status(first.id).await, ReleaseStatus::Retired);
+    assert!(store
+        .list_instances(service.id)
+        .await
+        .expect("instances")
+        .is_empty());
 }

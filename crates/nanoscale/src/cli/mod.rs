@@ -74,6 +74,8 @@ pub enum ClientCommand {
     Deploy(releases::DeployArgs),
     /// List a service's releases, newest first.
     Releases(releases::ReleasesArgs),
+    /// List a service's running instances (node, release, port, pid, status, restarts).
+    Instances(releases::ReleasesArgs),
     /// Return a service to an earlier release.
     Rollback(releases::RollbackArgs),
     /// Show a service's instance logs.
@@ -118,6 +120,7 @@ async fn dispatch(global: GlobalArgs, command: ClientCommand) -> CliResult {
         ClientCommand::Env(command) => env::run(&connect(&global)?, command).await,
         ClientCommand::Deploy(args) => releases::deploy(&connect(&global)?, args).await,
         ClientCommand::Releases(args) => releases::list(&connect(&global)?, args).await,
+        ClientCommand::Instances(args) => releases::instances(&connect(&global)?, args).await,
         ClientCommand::Rollback(args) => releases::rollback(&connect(&global)?, args).await,
         ClientCommand::Logs(args) => releases::logs(args),
         ClientCommand::Events(args) => events::run(&connect(&global)?, args).await,

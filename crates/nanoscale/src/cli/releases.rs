@@ -63,6 +63,33 @@ pub async fn deploy(context: &Context, args: DeployArgs) -> CliResult {
     Ok(())
 }
 
+pub async fn instances(context: &Context, args: ReleasesArgs) -> CliResult {
+    let service = resolve_service(&context.client, &args.service).await?;
+    let instances = context.client.list_instances(service.id).await?;
+    if context.json() {
+        return print_json(&instances);
+    }
+    let mut table = Table::new(&["ID", "NODE", "RELEASE", "PORT", "PID", "STATUS", "RESTARTS"]);
+    for instance in &instances {
+        table.row(vec![
+            instance.id.clone(),
+            instance.node.clone(),
+            instance.release_number.to_string(),
+            instance.port.to_string(),
+            instance
+                .pid
+                .map_or_else(|| "-".into(), |pid| pid.to_string()),
+            instance.status.as_str().to_owned(),
+            instance.restarts.to_string(),
+        ]);
+    }
+    table.print_or(&format!(
+        "No instances of {} are running (deploy it with `nanoscale deploy {}`).",
+        service.spec.name, service.spec.name
+    ));
+    Ok(())
+}
+
 pub async fn list(context: &Context, args: ReleasesArgs) -> CliResult {
     let service = resolve_service(&context.client, &args.service).await?;
     let releases = context.client.list_releases(service.id).await?;
