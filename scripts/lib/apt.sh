@@ -99,6 +99,12 @@ ensure_python_venv_support() {
 
 ensure_test_apt_packages() {
   ensure_apt_packages "${NS_TEST_APT_PACKAGES[@]}"
+  # The deploy-engine tests build and run fixture apps in Python and Node. Only
+  # installed when missing: a machine may have Node from elsewhere (nodesource).
+  command -v python3 >/dev/null || ensure_apt_packages python3
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    ensure_apt_packages nodejs npm
+  fi
   command -v promtool >/dev/null || die "promtool not on PATH after installing prometheus"
   ensure_python_venv_support
 }
