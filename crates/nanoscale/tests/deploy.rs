@@ -126,6 +126,15 @@ fn pid_file(path: &Path) -> i64 {
         .expect("numeric pid")
 }
 
+/// A project `shop` with the service `spec`, ready to deploy.
+async fn deployable<'a>(server: &'a TestServer, token: &str, spec: Value) -> App<'a> {
+    App {
+        server,
+        token: token.to_owned(),
+        service: create_service(server, token, spec).await,
+    }
+}
+
 async fn create_service(server: &TestServer, token: &str, spec: Value) -> String {
     let project = server
         .post("/api/v1/projects", token, json!({"name": "shop"}))
@@ -149,22 +158,13 @@ async fn python_app_over_git_daemon_deploys_heals_redeploys_rolls_back_and_is_re
     let daemon = GitDaemon::serve(repo.parent().expect("parent"));
     let server = TestServer::start_with_agent();
     let token = server.bootstrap().await;
-    let service = create_service(
-        &server,
-        &token,
-        json!({
+    let app = deployable(&server, &token, json!({
             "name": "web",
             "source": {"git": format!("git://127.0.0.1:{}/app.git", daemon.port), "ref": commits[0]},
             "env": {"GREETING": "hi $(touch /tmp/nanoscale-pwned) `id`; echo"},
             "health": {"path": "/healthz", "start_period_secs": 20, "interval_secs": 1},
-        }),
-    )
-    .await;
-    let app = App {
-        server: &server,
-        token: token.clone(),
-        service: service.clone(),
-    };
+        })).await;
+    let service = app.service.clone();
 
     // Deploy: built, started, healthy, live; it answers with its version.
     let first = app.deploy(&commits[0]).await;
@@ -344,21 +344,11 @@ async fn releases_that_fail_to_build_start_or_become_healthy_never_replace_the_l
     ]);
     let server = TestServer::start_with_agent();
     let token = server.bootstrap().await;
-    let service = create_service(
-        &server,
-        &token,
-        json!({
+    let app = deployable(&server, &token, json!({
             "name": "api",
             "source": {"git": format!("file://{}", repo.display()), "ref": commits[0]},
             "health": {"path": "/healthz", "start_period_secs": 3, "interval_secs": 1, "retries": 2},
-        }),
-    )
-    .await;
-    let app = App {
-        server: &server,
-        token: token.clone(),
-        service,
-    };
+        })).await;
     let good = app.deploy(&commits[0]).await;
     app.wait_release(good, "live").await;
     let serving = app.healthy_instance(good).await;
@@ -462,4 +452,73 @@ async fn hostile_sources_and_names_are_refused_with_the_field_named() {
             .await;
         assert_eq!(status.as_u16(), 401);
     }
+}
+
+/// Whether this kernel gives us a memory cgroup controller (v1 or v2).
+fn memory_controller() -> bool {
+    Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
+        || std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .is_ok_and(|controllers| controllers.split_whitespace().any(|c| c == "memory"))
+}
+
+#[tokio::test]
+async fn a_memory_limit_from_the_spec_is_enforced_and_the_event_says_so() {
+    if !memory_controller() {
+        eprintln!("skipped: this kernel has no memory cgroup controller to enforce limits with");
+        return;
+    }
+    let (_keep, repo, commits) = fixture_repo(&[("leak-memory", "greedy")]);
+    let server = TestServer::start_with_agent();
+    let token = server.bootstrap().await;
+    let app = deployable(
+        &server,
+        &token,
+        json!({
+            "name": "greedy",
+            "source": {"git": format!("file://{}", repo.display()), "ref": commits[0]},
+            "resources": {"memory_mb": 64},
+            "health": {"path": "/healthz", "start_period_secs": 30, "interval_secs": 1},
+        }),
+    )
+    .await;
+    let service = app.service.clone();
+    let number = app.deploy(&commits[0]).await;
+    let crashed = wait_for("an out-of-memory kill", async || {
+        let events = server
+            .get(
+                &format!("/api/v1/events?service_id={service}&kind=instance."),
+                &token,
+            )
+            .await;
+        let text = events.to_string();
+        text.contains("more memory than its limit").then_some(text)
+    })
+    .await;
+    assert!(crashed.contains("greedy-r1-0"), "{crashed}");
+    // It was healthy before the leak reached the limit, so it went live; now it
+    // keeps dying, is restarted with backoff, and the crash loop is reported with
+    // the app's last output.
+    let looping = wait_for("a crash-loop event", async || {
+        let events = server
+            .get(
+                &format!("/api/v1/events?service_id={service}&kind=instance.crash_loop"),
+                &token,
+            )
+            .await;
+        let first = events.as_array()?.first()?.clone();
+        Some(first)
+    })
+    .await;
+    let message = looping["message"].as_str().unwrap_or_default();
+    assert!(message.contains("5 exits in a row"), "{message}");
+    assert!(
+        message.contains("listening on 127.0.0.1"),
+        "no log lines: {message}"
+    );
+    let instances = app.instances().await;
+    assert!(
+        instances.iter().any(|i| i["restarts"].as_u64() >= Some(4)),
+        "{instances:?}"
+    );
+    assert_eq!(app.release(number).await["number"], number);
 }
