@@ -233,7 +233,8 @@ fn observe(
         })
         .collect();
     let now = now_ms();
-    let instances = instances
+    let all = instances;
+    let instances = all
         .iter()
         // Instances being stopped are already on their way out.
         .filter(|i| !context.is_busy(&format!("stop:{}", i.id)))
@@ -252,12 +253,21 @@ fn observe(
             },
         })
         .collect();
+    // A service whose instances are still stopping is not ready to be cleaned:
+    // hiding its files from the planner until they are gone keeps `Clean` from
+    // deleting a directory under a running shim.
+    let stopping: BTreeSet<&str> = all
+        .iter()
+        .filter(|i| context.is_busy(&format!("stop:{}", i.id)))
+        .map(|i| i.service.as_str())
+        .collect();
     let service_dirs: BTreeSet<String> = std::fs::read_dir(&context.config.apps_dir)
         .map(|entries| {
             entries
                 .flatten()
                 .filter(|entry| entry.path().is_dir())
                 .filter_map(|entry| entry.file_name().into_string().ok())
+                .filter(|service| !stopping.contains(service.as_str()))
                 .collect()
         })
         .unwrap_or_default();

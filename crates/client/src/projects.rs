@@ -1,7 +1,7 @@
 //! Projects, their grants, services, environment variables and releases.
 use nanoscale_core::api::{
-    CreateGrant, CreateProject, DeployRequest, EnvVar, Grant, Instance, Project, Release,
-    ReleaseSelector, RollbackRequest, Service, SetEnvVar, UpdateProject,
+    CreateGrant, CreateProject, DeployRequest, EnvVar, Grant, Instance, LogEntry, LogQuery,
+    Project, Release, ReleaseSelector, RollbackRequest, Service, SetEnvVar, UpdateProject,
 };
 use nanoscale_core::service::{ServicePatch, ServiceSpec};
 use reqwest::Method;
@@ -150,6 +150,12 @@ impl Client {
     /// A service's running instances on every node.
     pub async fn list_instances(&self, service_id: Uuid) -> Result<Vec<Instance>> {
         self.get(&format!("/api/v1/services/{service_id}/instances"))
+            .await
+    }
+
+    /// The newest log lines of a service's instances (or of one release's build).
+    pub async fn service_logs(&self, service_id: Uuid, query: &LogQuery) -> Result<Vec<LogEntry>> {
+        self.get_query(&format!("/api/v1/services/{service_id}/logs"), query)
             .await
     }
 

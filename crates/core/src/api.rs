@@ -310,6 +310,28 @@ pub struct Node {
     pub last_seen_at: Option<DateTime<Utc>>,
 }
 
+/// One line of an instance's or a build's output.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogEntry {
+    /// When the line was written (RFC 3339, UTC, milliseconds).
+    pub at: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The instance id, or `build-<number>` for build output.
+    pub source: String,
+    pub text: String,
+}
+
+/// Query of `GET /api/v1/services/{id}/logs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// How many of the newest lines (1–10000, default 100).
+    pub tail: Option<u32>,
+    /// The build output of this release number instead of the instances' logs.
+    pub build: Option<i64>,
+}
+
 /// One running copy of a release on a node, as its agent last reported it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Instance {

@@ -179,6 +179,34 @@ async fn python_app_over_git_daemon_deploys_heals_redeploys_rolls_back_and_is_re
         "{body}"
     );
     assert!(!Path::new("/tmp/nanoscale-pwned").exists());
+    // Its output is in the logs API, with the instance and a timestamp.
+    let logs = wait_for("the app's first log line", async || {
+        let logs = server
+            .get(&format!("/api/v1/services/{service}/logs?tail=10"), &token)
+            .await;
+        logs.to_string()
+            .contains("listening on 127.0.0.1")
+            .then_some(logs)
+    })
+    .await;
+    assert_eq!(logs[0]["source"], instance["id"], "{logs}");
+    assert!(
+        logs[0]["at"].as_str().is_some_and(|at| at.ends_with('Z')),
+        "{logs}"
+    );
+    let (status, body) = server
+        .call(
+            Method::GET,
+            &format!("/api/v1/services/{service}/logs?tail=0"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), body["error"]["field"].as_str()),
+        (400, Some("tail")),
+        "{body}"
+    );
     assert!(instance["node"]
         .as_str()
         .is_some_and(|node| !node.is_empty()));
@@ -365,6 +393,20 @@ async fn releases_that_fail_to_build_start_or_become_healthy_never_replace_the_l
         let failed = app.wait_release(number, "failed").await;
         let reason = failed["reason"].as_str().unwrap_or_default();
         assert!(reason.contains(expected), "release {number}: {reason}");
+        if index == 1 {
+            let build = server
+                .get(
+                    &format!("/api/v1/services/{}/logs?build={number}", app.service),
+                    &token,
+                )
+                .await;
+            let text = build.to_string();
+            assert!(
+                text.contains("building") && text.contains("intentional build failure"),
+                "{text}"
+            );
+            assert!(text.contains(&format!("build-{number}")), "{text}");
+        }
         // The good release still serves, untouched.
         assert_eq!(app.release(good).await["status"], "live");
         assert!(get_text(port, "/")

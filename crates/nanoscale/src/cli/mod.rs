@@ -78,7 +78,7 @@ pub enum ClientCommand {
     Instances(releases::ReleasesArgs),
     /// Return a service to an earlier release.
     Rollback(releases::RollbackArgs),
-    /// Show a service's instance logs.
+    /// Show a service's instance logs (or a build's output with --build).
     Logs(releases::LogsArgs),
     /// Show the event timeline, and follow it live with -f.
     Events(events::EventsArgs),
@@ -122,7 +122,7 @@ async fn dispatch(global: GlobalArgs, command: ClientCommand) -> CliResult {
         ClientCommand::Releases(args) => releases::list(&connect(&global)?, args).await,
         ClientCommand::Instances(args) => releases::instances(&connect(&global)?, args).await,
         ClientCommand::Rollback(args) => releases::rollback(&connect(&global)?, args).await,
-        ClientCommand::Logs(args) => releases::logs(args),
+        ClientCommand::Logs(args) => releases::logs(&connect(&global)?, args).await,
         ClientCommand::Events(args) => events::run(&connect(&global)?, args).await,
         ClientCommand::Token(command) => tokens::run(&connect(&global)?, command).await,
         ClientCommand::Node(command) => cluster::node(&connect(&global)?, command).await,

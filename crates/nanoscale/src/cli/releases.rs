@@ -34,9 +34,15 @@ pub struct RollbackArgs {
 pub struct LogsArgs {
     /// The service's name or id.
     service: String,
-    /// Keep printing new lines as they come.
+    /// Keep printing new lines as they come (not yet available).
     #[arg(long, short)]
     follow: bool,
+    /// The build output of this release number instead of the instances' logs.
+    #[arg(long, value_name = "RELEASE")]
+    build: Option<i64>,
+    /// How many of the newest lines to show.
+    #[arg(long, default_value_t = 100)]
+    tail: u32,
 }
 
 pub async fn deploy(context: &Context, args: DeployArgs) -> CliResult {
@@ -161,14 +167,37 @@ pub async fn rollback(context: &Context, args: RollbackArgs) -> CliResult {
     Ok(())
 }
 
-/// Instance logs come with the deploy engine; until then, say so plainly and
-/// point at what exists. Replace this function when the logs API lands.
-pub fn logs(args: LogsArgs) -> CliResult {
-    let _ = args.follow;
-    Err(CliError::usage(format!(
-        "instance logs arrive with the deploy engine; until then use `nanoscale events --service {} -f`",
-        args.service
-    )))
+/// The newest lines of a service's instances, or of one build. Following live is
+/// not there yet: say so plainly instead of pretending.
+pub async fn logs(context: &Context, args: LogsArgs) -> CliResult {
+    if args.follow {
+        return Err(CliError::usage(format!(
+            "following logs live (-f) is not available yet; run `nanoscale logs {}` again, or follow `nanoscale events --service {} -f`",
+            args.service, args.service
+        )));
+    }
+    let service = resolve_service(&context.client, &args.service).await?;
+    let query = nanoscale_client::api::LogQuery {
+        tail: Some(args.tail),
+        build: args.build,
+    };
+    let entries = context.client.service_logs(service.id, &query).await?;
+    if context.json() {
+        return print_json(&entries);
+    }
+    for entry in &entries {
+        println!(
+            "{} {} {} {}",
+            entry.at,
+            entry.source,
+            if entry.stream == "stderr" { "!" } else { " " },
+            super::output::printable(&entry.text)
+        );
+    }
+    if entries.is_empty() {
+        eprintln!("No log lines yet for {}.", service.spec.name);
+    }
+    Ok(())
 }
 
 /// A release number, or a full id; `None` for anything else (maybe a short id).
@@ -209,19 +238,5 @@ mod tests {
         );
         assert_eq!(parse_release("456789ab").unwrap(), None);
         assert_eq!(parse_release("0").unwrap_err().exit_code(), 2);
-    }
-
-    #[test]
-    fn logs_are_an_honest_usage_error() {
-        let error = logs(LogsArgs {
-            service: "web".into(),
-            follow: true,
-        })
-        .unwrap_err();
-        assert_eq!(error.exit_code(), 2);
-        assert_eq!(
-            error.message,
-            "instance logs arrive with the deploy engine; until then use `nanoscale events --service web -f`"
-        );
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod logs;
 mod middleware;
 pub mod nodes;
 mod openapi;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(services::rollback))
         .routes(routes!(services::list_releases))
         .routes(routes!(services::list_instances))
+        .routes(routes!(logs::list_logs))
         .routes(routes!(services::get_release))
         .routes(routes!(nodes::list_nodes))
         .routes(routes!(nodes::get_node))
