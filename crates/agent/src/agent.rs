@@ -208,10 +208,7 @@ enum ReportError {
 
 /// Sends one report; true when more events are waiting.
 async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<bool, ReportError> {
-    let stored = context.store.document().await?;
-    let (target_version, applied_version) = stored
-        .map(|(document, applied)| (document.version, applied))
-        .unwrap_or((0, 0));
+    let (target_version, applied_version) = context.store.versions().await?;
     let status = context.status.lock().map(|s| s.clone()).ok();
     let instances = context
         .store

@@ -462,11 +462,7 @@ async fn record_convergence(
             convergence: Reported::Unknown,
             problems: Vec::new(),
         });
-    let applied = context
-        .store
-        .document()
-        .await?
-        .map_or(0, |(_, applied)| applied);
+    let (_, applied) = context.store.versions().await?;
     if reported == Reported::Applied && applied != document.version {
         let done = event(
             "document.applied",

@@ -124,6 +124,18 @@ impl AgentStore {
         Ok(Some((document, row.try_get("applied_version")?)))
     }
 
+    /// The stored document's version and the last applied version, without reading
+    /// the document itself (the reconcile and report loops ask every round).
+    pub async fn versions(&self) -> StoreResult<(i64, i64)> {
+        let row = sqlx::query("SELECT version, applied_version FROM document WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => (row.try_get("version")?, row.try_get("applied_version")?),
+            None => (0, 0),
+        })
+    }
+
     pub async fn save_document(&self, document: &DesiredDocument) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO document (id, version, sha256, body) VALUES (1, $1, $2, $3) \
@@ -262,6 +274,14 @@ impl AgentStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(instance_from_row).collect()
+    }
+
+    pub async fn instance(&self, id: &str) -> StoreResult<Option<InstanceRecord>> {
+        let row = sqlx::query("SELECT * FROM instances WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(instance_from_row).transpose()
     }
 
     pub async fn used_ports(&self) -> StoreResult<Vec<u16>> {

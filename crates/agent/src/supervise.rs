@@ -192,12 +192,7 @@ pub fn watch_health(context: &Arc<Context>, instance: &InstanceRecord, release: 
         let mut status = instance.status;
         let mut failures = 0u32;
         loop {
-            let current = context
-                .store
-                .instances()
-                .await
-                .ok()
-                .and_then(|all| all.into_iter().find(|i| i.id == instance.id));
+            let current = context.store.instance(&instance.id).await.ok().flatten();
             let Some(current) = current else { break };
             if current.status == InstanceStatus::Exited
                 || context.is_busy(&format!("stop:{}", instance.id))
