@@ -10,6 +10,7 @@ pub mod api;
 pub mod desired;
 pub mod names;
 pub mod role;
+pub mod route;
 pub mod service;
 pub mod validation;
 

@@ -1,0 +1,1 @@
+//! Internal DNS responder (being written).

@@ -1,0 +1,15 @@
+//! The traffic layer: `nanoscale proxy`, a separate process the agent starts and
+//! feeds with a [`RouteTable`](nanoscale_core::route::RouteTable) over a Unix
+//! socket. See docs/ARCHITECTURE.md, "Traffic layer".
+#![forbid(unsafe_code)]
+
+pub mod dns;
+pub mod static_files;
+
+use bytes::Bytes;
+
+/// Errors a response body may end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type every handler of the proxy answers with.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
