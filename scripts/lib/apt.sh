@@ -15,7 +15,9 @@ _NS_APT_SH=1
 #   prometheus      only for /usr/bin/promtool (scripts/promtool.sh); no daemon
 #   wrk             HTTP load generator used by the benchmark/soak tests
 #   git, curl, ca-certificates   basics the scripts and tests call
-NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates)
+#   bind9-dnsutils  dig, for the internal DNS responder's tests
+#   nghttp2-client  h2load, an HTTP/2 client for the proxy's tests
+NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates bind9-dnsutils nghttp2-client)
 
 apt_pkg_installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

@@ -39,6 +39,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         fatal_tx.clone(),
     ));
     let reporter = tokio::spawn(report_loop(Arc::clone(&context), control_plane, fatal_tx));
+    // The proxy is its own process and outlives this agent; this only watches it.
+    let proxy = tokio::spawn(crate::traffic::supervise_proxy(Arc::clone(&context)));
     tokio::pin!(shutdown);
     let result = loop {
         if let Err(error) = crate::executor::reconcile(&context).await {
@@ -53,6 +55,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     };
     fetcher.abort();
     reporter.abort();
+    proxy.abort();
     // Apps keep running under their shims: the next agent re-adopts them.
     context.store.close().await;
     result

@@ -150,18 +150,42 @@ async fn build(
     let tools = |program: &str| nanoscale_process::which(program).is_some();
     let plan = detect(&dir, spec.build.as_deref(), spec.run.as_deref(), &tools)
         .map_err(|error| error.to_string())?;
-    let run = match plan.run {
-        RunPlan::Command(command) => command,
-        RunPlan::Static { .. } => {
-            return Err("this is a static site: static sites are served by the traffic layer, \
-                        which this node does not run yet; give the service a run command to serve it"
-                .into())
-        }
-    };
     if let Some(command) = &plan.build {
         run_build(context, workload, &dir, command).await?;
     }
+    let run = match plan.run {
+        RunPlan::Command(command) => command,
+        RunPlan::Static { root } => {
+            if context.config.proxy.is_none() {
+                return Err(
+                    "this is a static site, served by the traffic layer, which this \
+                            node does not run; give the service a run command to serve it"
+                        .into(),
+                );
+            }
+            // Checked again after the build, which may have made (or swapped) it.
+            let root = crate::build::static_root(&dir, &root).map_err(|e| e.to_string())?;
+            static_run_plan(&root)
+        }
+    };
     Ok((dir, run, plan.detected_by))
+}
+
+/// How a static release is recorded in place of a run command: the JSON of
+/// [`RunPlan::Static`] with the absolute root (no shell command looks like it).
+pub fn static_run_plan(root: &Path) -> String {
+    serde_json::to_string(&RunPlan::Static {
+        root: root.to_path_buf(),
+    })
+    .unwrap_or_default()
+}
+
+/// The files a static release serves, when `run_plan` is one.
+pub fn static_root_of(run_plan: &str) -> Option<PathBuf> {
+    match serde_json::from_str::<RunPlan>(run_plan) {
+        Ok(RunPlan::Static { root }) if root.is_absolute() => Some(root),
+        _ => None,
+    }
 }
 
 /// A built tree of the same service with the same commit and commands.
@@ -319,6 +343,26 @@ pub fn environment(
     );
     if let Some(port) = port {
         env.push(("PORT".into(), port.to_string()));
+    }
+    // SERVICE_<NAME>_URL for every service of the project (the internal proxy
+    // routes by that host), unless the service's own env sets it.
+    if let (Some(proxy), Some(document)) = (&context.config.proxy, context.document()) {
+        for other in document
+            .state
+            .workloads
+            .iter()
+            .filter(|w| w.project == workload.project)
+        {
+            let name = format!(
+                "SERVICE_{}_URL",
+                other.service.to_ascii_uppercase().replace('-', "_")
+            );
+            if let Some(url) = proxy.internal_url(&other.service) {
+                if !env.iter().any(|(existing, _)| *existing == name) {
+                    env.push((name, url));
+                }
+            }
+        }
     }
     env
 }

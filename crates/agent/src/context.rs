@@ -34,6 +34,13 @@ pub struct AgentConfig {
     pub stop_grace: Duration,
     pub log_max_bytes: u64,
     pub log_keep: u32,
+    /// The traffic layer, when this node runs one (`nanoscale up` does).
+    pub proxy: Option<crate::traffic::ProxySettings>,
+    /// The proxy's state directory (`<data>/proxy`).
+    pub proxy_dir: PathBuf,
+    /// How long a stopping instance keeps running after leaving the route table,
+    /// so requests already sent to it finish before it gets SIGTERM.
+    pub drain: Duration,
 }
 
 impl AgentConfig {
@@ -45,7 +52,7 @@ impl AgentConfig {
             credential,
             state_dir: data_dir.join("agent"),
             apps_dir: data_dir.join("apps"),
-            allowed_file_roots: vec![data_dir],
+            allowed_file_roots: vec![data_dir.clone()],
             shim_program: PathBuf::from("/proc/self/exe"),
             shim_args: vec!["shim".into()],
             ports: 20000..=29999,
@@ -54,6 +61,9 @@ impl AgentConfig {
             stop_grace: Duration::from_secs(10),
             log_max_bytes: 8 << 20,
             log_keep: 3,
+            proxy: None,
+            proxy_dir: data_dir.join("proxy"),
+            drain: Duration::from_secs(2),
         }
     }
 }
@@ -79,6 +89,8 @@ pub struct Context {
     pub health: Mutex<HashMap<String, HealthState>>,
     /// Where the node stands, for the next report.
     pub status: Mutex<NodeStatus>,
+    /// The route table last handed to the proxy.
+    pub published: tokio::sync::Mutex<crate::traffic::Published>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +115,7 @@ impl Context {
                 convergence: nanoscale_core::agent::Convergence::Unknown,
                 problems: Vec::new(),
             }),
+            published: tokio::sync::Mutex::new(crate::traffic::Published::default()),
         }
     }
 

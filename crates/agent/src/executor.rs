@@ -53,6 +53,9 @@ pub async fn reconcile(context: &Arc<Context>) -> StoreResult<()> {
         execute(context, &document, &releases, &instances, action).await?;
     }
     promote(context, &document, &releases).await?;
+    // Before the round ends: the next round may stop what this table no longer
+    // routes to.
+    crate::traffic::publish(context).await;
     record_convergence(context, &document, &observed).await
 }
 
@@ -226,7 +229,16 @@ fn observe(
                     reason: release.reason.clone().unwrap_or_default(),
                 },
                 ReleaseState::Built | ReleaseState::Live | ReleaseState::Retired => {
-                    BuildState::Built
+                    let is_static = release
+                        .run_plan
+                        .as_deref()
+                        .and_then(crate::builder::static_root_of)
+                        .is_some();
+                    if is_static {
+                        BuildState::Static
+                    } else {
+                        BuildState::Built
+                    }
                 }
             };
             (release.id, state)
@@ -412,7 +424,12 @@ async fn promote(
             .iter()
             .filter(|i| i.release_id == release.id && i.status == InstanceStatus::Healthy)
             .count();
-        if (healthy as u32) < workload.replicas {
+        let is_static = release
+            .run_plan
+            .as_deref()
+            .and_then(crate::builder::static_root_of)
+            .is_some();
+        if (healthy as u32) < workload.replicas && !is_static {
             continue;
         }
         for old in releases.values().filter(|r| {

@@ -16,3 +16,4 @@ pub mod runtime;
 pub mod source;
 pub mod store;
 pub mod supervise;
+pub mod traffic;

@@ -29,7 +29,11 @@ pub struct Observed {
 pub enum BuildState {
     Building,
     Built,
-    Failed { reason: String },
+    /// Built, and served as files by the proxy: no instances.
+    Static,
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +149,21 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Vec<Action> {
                 continue;
             }
             Some(BuildState::Building) => continue,
+            Some(BuildState::Static) => {
+                // Served by the proxy from the moment it is built: whatever ran
+                // before (an earlier release with processes) is replaced.
+                for old in observed
+                    .instances
+                    .iter()
+                    .filter(|i| i.service == workload.service && i.state != InstanceState::Exited)
+                {
+                    stops.push(Action::Stop {
+                        instance: old.id.clone(),
+                        reason: StopReason::Replaced,
+                    });
+                }
+                continue;
+            }
             Some(BuildState::Built) => {}
             None => {
                 let source = (workload.service.clone(), workload.commit.clone());
@@ -244,6 +263,16 @@ pub fn convergence(desired: &DesiredState, observed: &Observed) -> Convergence {
     if !problems.is_empty() {
         return Convergence::Degraded(problems);
     }
+    let is_static = |workload: &Workload| {
+        observed.builds.get(&workload.release_id) == Some(&BuildState::Static)
+    };
+    let wanted_replicas = |workload: &Workload| {
+        if is_static(workload) {
+            0
+        } else {
+            workload.replicas
+        }
+    };
     let all_healthy = desired.workloads.iter().all(|workload| {
         let healthy = observed
             .instances
@@ -251,13 +280,9 @@ pub fn convergence(desired: &DesiredState, observed: &Observed) -> Convergence {
             .filter(|i| i.service == workload.service && i.release_id == workload.release_id)
             .filter(|i| i.state == InstanceState::Healthy)
             .count();
-        healthy as u32 == workload.replicas
+        healthy as u32 == wanted_replicas(workload)
     });
-    let total: u32 = desired
-        .workloads
-        .iter()
-        .map(|workload| workload.replicas)
-        .sum();
+    let total: u32 = desired.workloads.iter().map(wanted_replicas).sum();
     let nothing_else = observed.instances.len() as u32 == total;
     if all_healthy && nothing_else && plan(desired, observed).is_empty() {
         Convergence::Applied

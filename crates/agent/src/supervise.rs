@@ -138,6 +138,12 @@ pub fn stop(context: &Arc<Context>, instance: &InstanceRecord, why: &str) {
     let instance = instance.clone();
     let why = why.to_owned();
     tokio::spawn(async move {
+        // Out of the route table first (the claim above makes `publish` leave it
+        // out), then time for requests already sent to it to finish.
+        if context.config.proxy.is_some() && instance.status == InstanceStatus::Healthy {
+            crate::traffic::publish(&context).await;
+            tokio::time::sleep(context.config.drain).await;
+        }
         let grace = context.config.stop_grace;
         if let Err(error) = runtime::stop(&instance.dir, grace).await {
             tracing::warn!(%error, instance = %instance.id, "stopping an instance");

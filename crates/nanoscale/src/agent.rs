@@ -20,6 +20,18 @@ pub struct AgentArgs {
     /// Directory file:// repositories may live under (repeatable).
     #[arg(long = "allow-file-root", value_name = "DIR")]
     allowed_file_roots: Vec<PathBuf>,
+    /// The node's external proxy listener (`off` for none); with the two below,
+    /// the agent runs `nanoscale proxy` when any of them is given.
+    #[arg(long, value_name = "ADDR:PORT|off", value_parser = crate::proxy::parse_listen)]
+    proxy_listen: Option<crate::proxy::Listener>,
+    #[arg(long, value_name = "ADDR:PORT|off", value_parser = crate::proxy::parse_listen)]
+    internal_listen: Option<crate::proxy::Listener>,
+    #[arg(long, value_name = "ADDR:PORT|off", value_parser = crate::proxy::parse_listen)]
+    dns_listen: Option<crate::proxy::Listener>,
+    /// Keep a marked block naming the internal services in this hosts file
+    /// (`/etc/hosts`), for resolvers that cannot ask the DNS responder.
+    #[arg(long, value_name = "FILE")]
+    hosts_file: Option<PathBuf>,
     /// text or json (as `up`'s log format).
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: String,
@@ -27,11 +39,10 @@ pub struct AgentArgs {
 
 /// Runs the agent until SIGTERM or Ctrl-C; apps keep running under their shims.
 pub async fn run(args: AgentArgs) -> ExitCode {
-    let format = match args.log_format.as_str() {
-        "json" => crate::config::LogFormat::Json,
-        "text" => crate::config::LogFormat::Text,
-        other => {
-            eprintln!("error: invalid --log-format {other:?}: use text or json");
+    let format = match crate::config::LogFormat::from_flag(&args.log_format) {
+        Ok(format) => format,
+        Err(message) => {
+            eprintln!("error: {message}");
             return ExitCode::from(64);
         }
     };
@@ -46,7 +57,24 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     let mut config = AgentConfig::new(args.control_plane, credential, args.data_dir.clone());
     config.allowed_file_roots.extend(args.allowed_file_roots);
     match std::env::current_exe() {
-        Ok(exe) => config.shim_program = exe,
+        Ok(exe) => {
+            config.shim_program = exe.clone();
+            if args.proxy_listen.is_some()
+                || args.internal_listen.is_some()
+                || args.dns_listen.is_some()
+            {
+                let address = |given: Option<crate::proxy::Listener>| given.and_then(|l| l.0);
+                config.proxy = Some(nanoscale_agent::traffic::ProxySettings {
+                    program: exe,
+                    args: vec!["proxy".to_owned()],
+                    listen: address(args.proxy_listen),
+                    internal_listen: address(args.internal_listen),
+                    dns_listen: address(args.dns_listen),
+                    workers: None,
+                    hosts_file: args.hosts_file.clone(),
+                });
+            }
+        }
         Err(error) => {
             eprintln!("error: cannot find this program's own path for the shim: {error}");
             return ExitCode::FAILURE;

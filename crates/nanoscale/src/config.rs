@@ -23,6 +23,10 @@ pub struct FileConfig {
     pub shutdown_grace_secs: Option<u64>,
     /// Run this host's node agent (default true; false = control plane only).
     pub agent: Option<bool>,
+    pub proxy_listen: Option<String>,
+    pub internal_listen: Option<String>,
+    pub dns_listen: Option<String>,
+    pub hosts_file: Option<String>,
 }
 
 /// A configuration problem, naming the key.
@@ -46,6 +50,18 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// `--log-format` of the hidden verbs (`agent`, `proxy`): a message naming
+    /// the fix on a bad value.
+    pub fn from_flag(value: &str) -> Result<LogFormat, String> {
+        match value {
+            "json" => Ok(LogFormat::Json),
+            "text" => Ok(LogFormat::Text),
+            other => Err(format!("invalid --log-format {other:?}: use text or json")),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct UpConfig {
     pub server: ServerConfig,
@@ -53,6 +69,21 @@ pub struct UpConfig {
     pub shutdown_grace_secs: u64,
     /// Whether `up` runs this host's node agent.
     pub agent: bool,
+    pub traffic: Traffic,
+}
+
+/// The traffic layer's listeners (`None` = off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traffic {
+    /// External proxy [default: 127.0.0.1:8080].
+    pub proxy_listen: Option<SocketAddr>,
+    /// Internal service network [default: 127.0.0.1:80 as root, else off].
+    pub internal_listen: Option<SocketAddr>,
+    /// DNS responder for `*.svc.internal` [default: 127.0.0.153:53 as root, else off].
+    pub dns_listen: Option<SocketAddr>,
+    /// Hosts file the agent keeps the internal names in [default: /etc/hosts as
+    /// root with an internal listener, else off].
+    pub hosts_file: Option<PathBuf>,
 }
 
 /// What flags and environment gave (clap resolves flag > env); `None` = not given.
@@ -69,6 +100,10 @@ pub struct Overrides {
     pub shutdown_grace_secs: Option<u64>,
     /// `--no-agent`.
     pub no_agent: bool,
+    pub proxy_listen: Option<String>,
+    pub internal_listen: Option<String>,
+    pub dns_listen: Option<String>,
+    pub hosts_file: Option<String>,
 }
 
 pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -200,7 +235,69 @@ pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, Confi
         *root = root.clone();
     }
 
+    let root = nix::unistd::geteuid().is_root();
+    let listener = |key: &str, given: Option<String>, default: Option<&str>| match given
+        .as_deref()
+        .or(default)
+    {
+        None | Some("off") => Ok(None),
+        Some(text) => text.parse::<SocketAddr>().map(Some).map_err(|_| {
+            invalid(
+                key,
+                format!("{text:?} is not ADDRESS:PORT or off; use for example 127.0.0.1:8080"),
+            )
+        }),
+    };
+    let traffic = Traffic {
+        proxy_listen: listener(
+            "proxy_listen",
+            overrides.proxy_listen.or(file.proxy_listen),
+            Some("127.0.0.1:8080"),
+        )?,
+        internal_listen: listener(
+            "internal_listen",
+            overrides.internal_listen.or(file.internal_listen),
+            root.then_some("127.0.0.1:80"),
+        )?,
+        dns_listen: listener(
+            "dns_listen",
+            overrides.dns_listen.or(file.dns_listen),
+            root.then_some("127.0.0.153:53"),
+        )?,
+        hosts_file: None,
+    };
+    let hosts_file = match overrides.hosts_file.or(file.hosts_file).as_deref() {
+        Some("off") => None,
+        Some(path) if path.starts_with('/') => Some(PathBuf::from(path)),
+        Some(other) => {
+            return Err(invalid(
+                "hosts_file",
+                format!("{other:?} is not an absolute path or off"),
+            ))
+        }
+        None => (root && traffic.internal_listen.is_some()).then(|| PathBuf::from("/etc/hosts")),
+    };
+    let traffic = Traffic {
+        hosts_file,
+        ..traffic
+    };
+    if traffic.proxy_listen.is_some() && traffic.proxy_listen == traffic.internal_listen {
+        return Err(invalid(
+            "internal_listen",
+            "must differ from proxy_listen (the internal network routes other names)",
+        ));
+    }
+    if let Some(internal) = traffic.internal_listen {
+        if !internal.ip().is_loopback() {
+            return Err(invalid(
+                "internal_listen",
+                "must be a loopback address: the internal service network is not reachable from outside",
+            ));
+        }
+    }
+
     Ok(UpConfig {
+        traffic,
         server: ServerConfig {
             listen,
             data_dir,

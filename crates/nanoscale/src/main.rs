@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod cli;
 mod config;
+mod proxy;
 mod up;
 
 #[derive(Debug, Parser)]
@@ -31,6 +32,9 @@ enum Command {
     /// Run the node agent (started and supervised by `up`; not usually run by hand).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
+    /// Run the traffic layer (started and supervised by the agent).
+    #[command(hide = true)]
+    Proxy(proxy::ProxyArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -48,6 +52,9 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let args = Args::parse();
+    if let Command::Proxy(proxy_args) = args.command {
+        return proxy::main(proxy_args);
+    }
     if let Command::Agent(agent_args) = args.command {
         // The agent stays small: one thread is plenty for its loops.
         return match tokio::runtime::Builder::new_current_thread()
@@ -73,7 +80,7 @@ fn main() -> ExitCode {
     };
     match args.command {
         Command::Up(up_args) => runtime.block_on(up::run(up_args)),
-        Command::Agent(_) => ExitCode::FAILURE,
+        Command::Agent(_) | Command::Proxy(_) => ExitCode::FAILURE,
         Command::Client(command) => runtime.block_on(cli::run(args.global, command)),
     }
 }

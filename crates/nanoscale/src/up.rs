@@ -51,6 +51,20 @@ pub struct UpArgs {
     /// or run here (config key `agent = false`).
     #[arg(long, env = "NANOSCALE_NO_AGENT")]
     no_agent: bool,
+    /// External proxy listener, or `off` [default: 127.0.0.1:8080].
+    #[arg(long, env = "NANOSCALE_PROXY_LISTEN", value_name = "ADDR:PORT")]
+    proxy_listen: Option<String>,
+    /// Internal service network (`http://<service>.svc.internal`), a loopback
+    /// address, or `off` [default: 127.0.0.1:80 as root, else off].
+    #[arg(long, env = "NANOSCALE_INTERNAL_LISTEN", value_name = "ADDR:PORT")]
+    internal_listen: Option<String>,
+    /// DNS responder for `*.svc.internal`, or `off` [default: 127.0.0.153:53 as root, else off].
+    #[arg(long, env = "NANOSCALE_DNS_LISTEN", value_name = "ADDR:PORT")]
+    dns_listen: Option<String>,
+    /// Hosts file the agent keeps `<service>.svc.internal` names in, or `off`
+    /// [default: /etc/hosts as root with an internal listener, else off].
+    #[arg(long, env = "NANOSCALE_HOSTS_FILE", value_name = "FILE")]
+    hosts_file: Option<String>,
     /// Seconds to let in-flight requests finish on SIGTERM [default: 10].
     #[arg(long, env = "NANOSCALE_SHUTDOWN_GRACE_SECS", value_name = "SECONDS")]
     shutdown_grace_secs: Option<u64>,
@@ -75,6 +89,10 @@ pub async fn run(args: UpArgs) -> ExitCode {
         allowed_file_roots: args.allowed_file_roots,
         shutdown_grace_secs: args.shutdown_grace_secs,
         no_agent: args.no_agent,
+        proxy_listen: args.proxy_listen,
+        internal_listen: args.internal_listen,
+        dns_listen: args.dns_listen,
+        hosts_file: args.hosts_file,
     };
     let config = match config::resolve(overrides, file) {
         Ok(config) => config,
@@ -111,6 +129,20 @@ async fn serve(config: config::UpConfig) -> anyhow::Result<()> {
     println!("  API:       {base}/api/v1  (OpenAPI: {base}/api/v1/openapi.json)");
     println!("  data:      {}", config.server.data_dir.display());
     println!("  node:      {}", config.server.node_name);
+    if config.agent {
+        let show = |address: Option<std::net::SocketAddr>| {
+            address.map_or_else(|| "off".to_owned(), |a| a.to_string())
+        };
+        println!(
+            "  proxy:     {} (internal {}, DNS {})",
+            config
+                .traffic
+                .proxy_listen
+                .map_or_else(|| "off".to_owned(), |a| format!("http://{a}")),
+            show(config.traffic.internal_listen),
+            show(config.traffic.dns_listen)
+        );
+    }
     if server.state.store.count_users().await? == 0 {
         println!();
         println!("First start: no admin exists yet. Create one with");
@@ -136,6 +168,7 @@ async fn serve(config: config::UpConfig) -> anyhow::Result<()> {
         log_format: config.log_format,
         credential_file,
         allowed_file_roots: config.server.allowed_file_roots.clone(),
+        traffic: config.traffic.clone(),
     })?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let result = server.serve(shutdown_signal(), grace).await;
@@ -150,6 +183,7 @@ struct AgentLaunch {
     log_format: LogFormat,
     credential_file: PathBuf,
     allowed_file_roots: Vec<PathBuf>,
+    traffic: config::Traffic,
 }
 
 /// Runs the agent as a separate process (so it can crash or be upgraded without
@@ -173,6 +207,20 @@ impl AgentSupervisor {
         ];
         if launch.log_format == LogFormat::Json {
             args.extend(["--log-format".to_owned(), "json".to_owned()]);
+        }
+        let show = |address: Option<std::net::SocketAddr>| {
+            address.map_or_else(|| "off".to_owned(), |a| a.to_string())
+        };
+        args.extend([
+            "--proxy-listen".to_owned(),
+            show(launch.traffic.proxy_listen),
+            "--internal-listen".to_owned(),
+            show(launch.traffic.internal_listen),
+            "--dns-listen".to_owned(),
+            show(launch.traffic.dns_listen),
+        ]);
+        if let Some(hosts) = &launch.traffic.hosts_file {
+            args.extend(["--hosts-file".to_owned(), hosts.display().to_string()]);
         }
         for root in launch.allowed_file_roots {
             args.push("--allow-file-root".to_owned());

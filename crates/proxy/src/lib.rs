@@ -3,8 +3,13 @@
 //! socket. See docs/ARCHITECTURE.md, "Traffic layer".
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod dns;
+pub mod forward;
+pub mod metrics;
+pub mod server;
 pub mod static_files;
+pub mod table;
 
 use bytes::Bytes;
 
@@ -13,3 +18,5 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type every handler of the proxy answers with.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+pub use server::{run, ControlClient, ControlRequest, ControlResponse, ProxyConfig};

@@ -325,3 +325,32 @@ fn a_removed_service_is_cleaned_only_once_nothing_of_it_runs() {
     "#]],
     );
 }
+
+#[test]
+fn a_static_release_runs_nothing_replaces_processes_and_converges_with_no_instance() {
+    let doc = desired(vec![workload("site", 2, "b", 1)]);
+    let mut builds = built(&[1]);
+    builds.insert(id(2), BuildState::Static);
+    check(
+        &doc,
+        &Observed {
+            builds: builds.clone(),
+            instances: vec![instance("site-r1-0", "site", 1, 0, InstanceState::Healthy)],
+            ..Observed::default()
+        },
+        expect![[r#"
+            Stop { instance: "site-r1-0", reason: Replaced }
+            => Applying
+        "#]],
+    );
+    check(
+        &doc,
+        &Observed {
+            builds,
+            ..Observed::default()
+        },
+        expect![[r#"
+            => Applied
+        "#]],
+    );
+}

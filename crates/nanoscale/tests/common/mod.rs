@@ -16,6 +16,8 @@ pub struct TestServer {
     child: Child,
     pub url: String,
     pub data_dir: PathBuf,
+    /// The node proxy's external listener, when the test chose it.
+    pub proxy_url: Option<String>,
     _dir: Option<tempfile::TempDir>,
     pub http: reqwest::Client,
 }
@@ -29,9 +31,24 @@ impl TestServer {
     }
 
     /// `nanoscale up` with this host's agent, for deploy-engine tests (local
-    /// repositories only).
+    /// repositories only). Its proxy listens on a free loopback port
+    /// ([`TestServer::proxy_url`]); no internal network or DNS (tests that need
+    /// them pass their own addresses to [`TestServer::start_with`]).
     pub fn start_with_agent() -> TestServer {
-        Self::start_with(&[], &[])
+        let proxy = format!("127.0.0.1:{}", free_port());
+        let mut server = Self::start_with(
+            &[
+                "--proxy-listen",
+                &proxy,
+                "--internal-listen",
+                "off",
+                "--dns-listen",
+                "off",
+            ],
+            &[],
+        );
+        server.proxy_url = Some(format!("http://{proxy}"));
+        server
     }
 
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> TestServer {
@@ -79,6 +96,7 @@ impl TestServer {
             child,
             url,
             data_dir: data_dir.to_path_buf(),
+            proxy_url: None,
             _dir: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -345,6 +363,21 @@ impl Drop for GitDaemon {
     }
 }
 
+/// How long whole-system tests wait for a state (builds included).
+pub const WAIT: Duration = Duration::from_secs(90);
+
+/// Polls `probe` every 200 ms until it returns a value, failing after [`WAIT`].
+pub async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -412,9 +445,31 @@ pub fn kill_node_processes(data_dir: &Path) {
         kill(&["-KILL", "--", &format!("-{pid}")]);
         kill(&["-KILL", pid]);
     };
-    if let Ok(text) = std::fs::read_to_string(data_dir.join("agent/agent.lock")) {
-        if let Some(pid) = text.split_whitespace().next() {
-            kill(&["-KILL", pid]);
+    for lock in ["agent/agent.lock", "proxy/proxy.lock"] {
+        if let Ok(text) = std::fs::read_to_string(data_dir.join(lock)) {
+            if let Some(pid) = text.split_whitespace().next() {
+                kill(&["-KILL", pid]);
+            }
+        }
+    }
+    // A node's marked block in /etc/hosts (tests that turn it on), even when the
+    // test failed before its services were removed.
+    let marker = format!("nanoscale {}", data_dir.join("proxy").display());
+    if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+        if hosts.contains(&marker) {
+            let mut inside = false;
+            let kept: String = hosts
+                .lines()
+                .filter(|line| {
+                    if line.ends_with(&marker) {
+                        inside = line.starts_with("# BEGIN");
+                        return false;
+                    }
+                    !inside
+                })
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let _ = std::fs::write("/etc/hosts", kept);
         }
     }
     let Ok(services) = std::fs::read_dir(data_dir.join("apps")) else {

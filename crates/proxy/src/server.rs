@@ -1,0 +1,479 @@
+//! The proxy process: its listeners, the DNS responder, the control socket, and
+//! graceful shutdown. State lives in one directory (mode 0700):
+//! `proxy.lock` (held while running, holds the pid), `control.sock` (0600) and
+//! `table.json` (the last table applied, loaded at start so a restarted proxy
+//! serves at once, before the agent speaks to it).
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use nanoscale_core::route::RouteTable;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+
+use crate::access_log::{AccessLog, Destination};
+use crate::dns::DnsAnswers;
+use crate::forward::{handle, Listener, Proxy};
+use crate::table::{compile, validate, Compiled};
+
+pub const CONTROL_SOCKET: &str = "control.sock";
+pub const TABLE_FILE: &str = "table.json";
+pub const LOCK_FILE: &str = "proxy.lock";
+/// How long in-flight requests may take to finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(30);
+/// Idle keep-alive connections and slow request headers are closed after this.
+const IDLE: Duration = Duration::from_secs(60);
+/// Largest control message (a route table).
+const MAX_CONTROL_MESSAGE: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub state_dir: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub internal_listen: Option<SocketAddr>,
+    pub dns_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub access_log: Destination,
+}
+
+/// A request on the control socket (one JSON object per line).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ControlRequest {
+    /// Replace the route table.
+    Apply { table: RouteTable },
+    /// Version served, pid, open connections.
+    Status,
+    /// Prometheus text.
+    Metrics,
+}
+
+/// The answer to a control request.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ControlResponse {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub version: u64,
+    #[serde(default)]
+    pub pid: u32,
+    #[serde(default)]
+    pub connections: usize,
+    /// The listeners it was started with (`None` = off), so a supervisor can tell
+    /// a proxy started with other settings.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub internal_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub dns_listen: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+}
+
+struct Running {
+    proxy: Arc<Proxy>,
+    dns: Arc<ArcSwap<DnsAnswers>>,
+    listen: Option<SocketAddr>,
+    internal_listen: Option<SocketAddr>,
+    dns_listen: Option<SocketAddr>,
+    state_dir: PathBuf,
+    /// Serializes applies (each one swaps and persists).
+    apply: tokio::sync::Mutex<()>,
+}
+
+/// Runs the proxy until `shutdown` resolves, then drains in-flight requests.
+pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let _lock = prepare_state_dir(&config.state_dir)?;
+    let table = load_table(&config.state_dir);
+    let compiled = compile(table, &Compiled::default());
+    let access_log = AccessLog::open(&config.access_log).context("opening the access log")?;
+    let proxy = Arc::new(Proxy::new(compiled, access_log));
+    let dns = Arc::new(ArcSwap::from_pointee(DnsAnswers::default()));
+    let running = Arc::new(Running {
+        proxy: proxy.clone(),
+        dns: dns.clone(),
+        listen: config.listen,
+        internal_listen: config.internal_listen,
+        dns_listen: config.dns_listen,
+        state_dir: config.state_dir.clone(),
+        apply: tokio::sync::Mutex::new(()),
+    });
+    running.refresh_dns();
+
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (address, listener) in [
+        (config.listen, Listener::External),
+        (config.internal_listen, Listener::Internal),
+    ] {
+        let Some(address) = address else { continue };
+        let socket = TcpListener::bind(address).await.with_context(|| {
+            format!(
+                "cannot listen on {address} ({} listener)",
+                listener.as_str()
+            )
+        })?;
+        tracing::info!(%address, listener = listener.as_str(), "proxy listening");
+        tasks.spawn(accept(socket, listener, proxy.clone(), graceful.clone()));
+    }
+    if let Some(address) = config.dns_listen {
+        let server = crate::dns::bind(address, dns.clone()).await?;
+        tracing::info!(%address, "DNS responder listening");
+        tasks.spawn(async move {
+            if let Err(error) = server.run().await {
+                tracing::error!("DNS responder on {address} stopped: {error:#}");
+            }
+        });
+    }
+    if let Some(address) = config.metrics_listen {
+        let socket = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} (metrics)"))?;
+        tasks.spawn(serve_metrics(socket, proxy.clone()));
+    }
+    let control_path = config.state_dir.join(CONTROL_SOCKET);
+    let _ = std::fs::remove_file(&control_path);
+    let control = UnixListener::bind(&control_path)
+        .with_context(|| format!("cannot bind {}", control_path.display()))?;
+    set_mode(&control_path, 0o600)?;
+    tasks.spawn(serve_control(control, running.clone()));
+
+    shutdown.await;
+    tracing::info!("proxy stopping: no new connections, draining in-flight requests");
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&control_path);
+    match Arc::try_unwrap(graceful) {
+        Ok(graceful) => {
+            if tokio::time::timeout(DRAIN, graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("some connections did not finish within {DRAIN:?}");
+            }
+        }
+        Err(_) => tracing::warn!("listeners still held; not draining"),
+    }
+    Ok(())
+}
+
+/// Creates the state directory owner-only and takes the lock (one proxy per
+/// directory; the agent tells a running proxy by the held lock).
+fn prepare_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    set_mode(dir, 0o700)?;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            anyhow::bail!(
+                "another proxy (pid {}) runs on {}; stop it first",
+                holder.trim(),
+                dir.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            return Err(error).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+    use std::io::Write;
+    let mut holder = &file;
+    holder.set_len(0)?;
+    write!(holder, "{}", std::process::id())?;
+    Ok(file)
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", path.display()))
+}
+
+/// The persisted table, or an empty one (a broken file is logged, not fatal:
+/// the agent sends a fresh table right away).
+fn load_table(dir: &Path) -> RouteTable {
+    let path = dir.join(TABLE_FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return RouteTable::default();
+    };
+    match serde_json::from_slice::<RouteTable>(&bytes) {
+        Ok(table) => match validate(&table) {
+            Ok(()) => table,
+            Err(error) => {
+                tracing::warn!("ignoring {}: {error}", path.display());
+                RouteTable::default()
+            }
+        },
+        Err(error) => {
+            tracing::warn!("ignoring {}: {error}", path.display());
+            RouteTable::default()
+        }
+    }
+}
+
+async fn accept(
+    socket: TcpListener,
+    listener: Listener,
+    proxy: Arc<Proxy>,
+    graceful: Arc<GracefulShutdown>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(IDLE)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(IDLE / 2))
+        .max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = match socket.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!("accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let service_proxy = proxy.clone();
+        let service =
+            service_fn(move |request| handle(service_proxy.clone(), listener, peer, request));
+        let builder = builder.clone();
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            proxy
+                .connections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Err(error) = connection.await {
+                tracing::trace!(%peer, "connection ended: {error}");
+            }
+            proxy
+                .connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+}
+
+impl Running {
+    fn apply(&self, table: RouteTable) -> Result<u64, String> {
+        validate(&table).map_err(|error| error.to_string())?;
+        let version = table.version;
+        let bytes = serde_json::to_vec(&table).map_err(|error| error.to_string())?;
+        let previous = self.proxy.table.load();
+        let compiled = compile(table, &previous);
+        self.proxy.table.store(Arc::new(compiled));
+        self.refresh_dns();
+        // Persist after the swap: a failed write loses only the warm start.
+        let path = self.state_dir.join(TABLE_FILE);
+        let temporary = self.state_dir.join("table.json.tmp");
+        if let Err(error) =
+            std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, &path))
+        {
+            tracing::warn!("cannot save {}: {error}", path.display());
+        }
+        Ok(version)
+    }
+
+    fn refresh_dns(&self) {
+        let table = self.proxy.table.load();
+        let names = table
+            .source
+            .internal
+            .iter()
+            .filter_map(|route| route.host.clone())
+            .collect();
+        let (v4, v6) = match self.internal_listen {
+            Some(SocketAddr::V4(address)) => (Some(*address.ip()), None),
+            Some(SocketAddr::V6(address)) => (None, Some(*address.ip())),
+            None => (None, None),
+        };
+        self.dns.store(Arc::new(DnsAnswers { names, v4, v6 }));
+    }
+
+    fn status(&self) -> ControlResponse {
+        ControlResponse {
+            ok: true,
+            version: self.proxy.table.load().source.version,
+            pid: std::process::id(),
+            connections: self
+                .proxy
+                .connections
+                .load(std::sync::atomic::Ordering::Relaxed),
+            listen: self.listen,
+            internal_listen: self.internal_listen,
+            dns_listen: self.dns_listen,
+            ..ControlResponse::default()
+        }
+    }
+}
+
+async fn serve_control(listener: UnixListener, running: Arc<Running>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        tokio::spawn(control_connection(stream, running.clone()));
+    }
+}
+
+async fn control_connection(stream: UnixStream, running: Arc<Running>) {
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_CONTROL_MESSAGE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await;
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let response = if line.len() > MAX_CONTROL_MESSAGE {
+            control_error(format!("message larger than {MAX_CONTROL_MESSAGE} bytes"))
+        } else {
+            match serde_json::from_slice::<ControlRequest>(&line) {
+                Err(error) => control_error(format!("invalid request: {error}")),
+                Ok(ControlRequest::Status) => running.status(),
+                Ok(ControlRequest::Metrics) => ControlResponse {
+                    metrics: Some(metrics_text(&running.proxy)),
+                    ..running.status()
+                },
+                Ok(ControlRequest::Apply { table }) => {
+                    let _serial = running.apply.lock().await;
+                    match running.apply(table) {
+                        Ok(_) => running.status(),
+                        Err(message) => control_error(message),
+                    }
+                }
+            }
+        };
+        let mut bytes = serde_json::to_vec(&response).unwrap_or_default();
+        bytes.push(b'\n');
+        if writer.write_all(&bytes).await.is_err() {
+            return;
+        }
+        if line.len() > MAX_CONTROL_MESSAGE {
+            return;
+        }
+    }
+}
+
+fn control_error(message: String) -> ControlResponse {
+    ControlResponse {
+        ok: false,
+        error: Some(message),
+        pid: std::process::id(),
+        ..ControlResponse::default()
+    }
+}
+
+fn metrics_text(proxy: &Proxy) -> String {
+    crate::metrics::render(
+        &proxy.table.load(),
+        &proxy.unrouted,
+        proxy.connections.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// `GET /metrics` on its own listener (loopback, for Prometheus).
+async fn serve_metrics(socket: TcpListener, proxy: Arc<Proxy>) {
+    loop {
+        let Ok((stream, _)) = socket.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let proxy = proxy.clone();
+        let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let proxy = proxy.clone();
+            async move {
+                use http_body_util::BodyExt;
+                let (status, body) = if request.uri().path() == "/metrics" {
+                    (200, metrics_text(&proxy))
+                } else {
+                    (404, "not found: try /metrics\n".to_owned())
+                };
+                let mut response = http::Response::new(
+                    http_body_util::Full::new(bytes::Bytes::from(body))
+                        .map_err(crate::BoxError::from)
+                        .boxed_unsync(),
+                );
+                *response.status_mut() = http::StatusCode::from_u16(status)
+                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// A client of a running proxy's control socket (used by the agent and tests).
+pub struct ControlClient {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl ControlClient {
+    pub async fn connect(state_dir: &Path) -> std::io::Result<ControlClient> {
+        let stream = UnixStream::connect(state_dir.join(CONTROL_SOCKET)).await?;
+        let (reader, writer) = stream.into_split();
+        Ok(ControlClient {
+            reader: BufReader::new(reader),
+            writer,
+        })
+    }
+
+    pub async fn call(&mut self, request: &ControlRequest) -> anyhow::Result<ControlResponse> {
+        let mut bytes = serde_json::to_vec(request)?;
+        bytes.push(b'\n');
+        self.writer.write_all(&bytes).await?;
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).await? == 0 {
+            anyhow::bail!("the proxy closed its control connection");
+        }
+        let response: ControlResponse = serde_json::from_str(&line)?;
+        if !response.ok {
+            anyhow::bail!(
+                "the proxy refused: {}",
+                response.error.as_deref().unwrap_or("no reason given")
+            );
+        }
+        Ok(response)
+    }
+}
