@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use nanoscale_bench::{free_port, rss_kib, wait_ready, Killed};
+use nanoscale_bench::{free_port, rss_kib, wait_ready, wrk, Killed, Wrk};
 use nanoscale_client::Client;
 use nanoscale_core::api::{CreateProject, CreateToken, Credentials};
 use nanoscale_core::service::ServiceSpec;
@@ -99,11 +99,12 @@ async fn main() -> Result<()> {
     let _nginx = start_nginx(work.path(), &root, nginx_port)?;
 
     let auth = format!("Authorization: Bearer {token}");
-    let ours = wrk(&format!("{url}/api/v1/projects"), Some(&auth))?;
-    let peer = wrk(
+    let ours = wrk(&Wrk::new(&format!("{url}/api/v1/projects"), CONNECTIONS, DURATION_SECS).header(&auth))?;
+    let peer = wrk(&Wrk::new(
         &format!("http://127.0.0.1:{nginx_port}/projects.json"),
-        None,
-    )?;
+        CONNECTIONS,
+        DURATION_SECS,
+    ))?;
     let rss_after_load = rss_kib(server.0.id())?;
 
     println!(
@@ -181,69 +182,3 @@ fn start_nginx(work: &Path, root: &Path, port: u16) -> Result<Killed> {
     Ok(Killed(child))
 }
 
-struct WrkResult {
-    p50_ms: f64,
-    p99_ms: f64,
-    requests_per_sec: f64,
-    errors: u64,
-}
-
-fn wrk(url: &str, header: Option<&str>) -> Result<WrkResult> {
-    let mut command = Command::new("wrk");
-    command.args([
-        "-t2",
-        &format!("-c{CONNECTIONS}"),
-        &format!("-d{DURATION_SECS}s"),
-        "--latency",
-        "--timeout",
-        "5s",
-    ]);
-    if let Some(header) = header {
-        command.args(["-H", header]);
-    }
-    let output = command
-        .arg(url)
-        .output()
-        .context("running wrk (apt-get install wrk)")?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    if !output.status.success() {
-        bail!("wrk failed: {text}");
-    }
-    let percentile = |label: &str| -> Result<f64> {
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with(label))
-            .with_context(|| format!("no {label} in wrk output:\n{text}"))?;
-        parse_duration_ms(line.split_whitespace().nth(1).context("value")?)
-    };
-    let requests_per_sec = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .context("no Requests/sec")?
-        .parse()?;
-    let errors = text
-        .lines()
-        .find(|l| l.contains("Non-2xx or 3xx responses:"))
-        .and_then(|l| l.split(':').nth(1))
-        .map_or(Ok(0), |n| n.trim().parse())?;
-    Ok(WrkResult {
-        p50_ms: percentile("50%")?,
-        p99_ms: percentile("99%")?,
-        requests_per_sec,
-        errors,
-    })
-}
-
-fn parse_duration_ms(value: &str) -> Result<f64> {
-    let (number, factor) = if let Some(n) = value.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = value.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = value.strip_suffix('s') {
-        (n, 1000.0)
-    } else {
-        bail!("unknown duration {value}");
-    };
-    Ok(number.parse::<f64>()? * factor)
-}

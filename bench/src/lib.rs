@@ -89,3 +89,134 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
+
+/// One wrk run: `threads` threads, `connections` connections for `duration_secs`,
+/// optionally pinned with `taskset -c <cpus>`.
+pub struct Wrk {
+    pub url: String,
+    pub threads: u32,
+    pub connections: u32,
+    pub duration_secs: u32,
+    pub headers: Vec<String>,
+    pub cpus: Option<String>,
+}
+
+impl Wrk {
+    pub fn new(url: &str, connections: u32, duration_secs: u32) -> Wrk {
+        Wrk {
+            url: url.to_owned(),
+            threads: 2,
+            connections,
+            duration_secs,
+            headers: Vec::new(),
+            cpus: None,
+        }
+    }
+
+    pub fn header(mut self, header: &str) -> Wrk {
+        self.headers.push(header.to_owned());
+        self
+    }
+}
+
+pub struct WrkResult {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub requests_per_sec: f64,
+    pub transfer_mib_per_sec: f64,
+    /// Non-2xx/3xx responses plus socket errors.
+    pub errors: u64,
+}
+
+pub fn wrk(run: &Wrk) -> Result<WrkResult> {
+    let mut command = match &run.cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", cpus, "wrk"]);
+            command
+        }
+        None => Command::new("wrk"),
+    };
+    command.args([
+        format!("-t{}", run.threads),
+        format!("-c{}", run.connections),
+        format!("-d{}s", run.duration_secs),
+        "--latency".to_owned(),
+        "--timeout".to_owned(),
+        "5s".to_owned(),
+    ]);
+    for header in &run.headers {
+        command.args(["-H", header]);
+    }
+    let output = command
+        .arg(&run.url)
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!("wrk failed: {text}");
+    }
+    let percentile = |label: &str| -> Result<f64> {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .with_context(|| format!("no {label} in wrk output:\n{text}"))?;
+        parse_duration_ms(line.split_whitespace().nth(1).context("value")?)
+    };
+    let field = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_owned)
+    };
+    let requests_per_sec = field("Requests/sec:").context("no Requests/sec")?.parse()?;
+    let transfer = field("Transfer/sec:").unwrap_or_default();
+    let transfer_mib_per_sec = parse_size_mib(&transfer).unwrap_or(0.0);
+    let non_2xx: u64 = text
+        .lines()
+        .find(|l| l.contains("Non-2xx or 3xx responses:"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or(Ok(0), |n| n.trim().parse())?;
+    // "Socket errors: connect 0, read 0, write 0, timeout 0"
+    let socket_errors: u64 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Socket errors:"))
+        .map(|l| {
+            l.split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Ok(WrkResult {
+        p50_ms: percentile("50%")?,
+        p99_ms: percentile("99%")?,
+        requests_per_sec,
+        transfer_mib_per_sec,
+        errors: non_2xx + socket_errors,
+    })
+}
+
+fn parse_duration_ms(value: &str) -> Result<f64> {
+    let (number, factor) = if let Some(n) = value.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = value.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = value.strip_suffix('m') {
+        (n, 60_000.0)
+    } else if let Some(n) = value.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        bail!("unknown duration {value}");
+    };
+    Ok(number.parse::<f64>()? * factor)
+}
+
+fn parse_size_mib(value: &str) -> Option<f64> {
+    let units = [("GB", 1024.0), ("MB", 1.0), ("KB", 1.0 / 1024.0), ("B", 1.0 / 1048576.0)];
+    units.iter().find_map(|(unit, factor)| {
+        value
+            .strip_suffix(unit)
+            .and_then(|n| n.parse::<f64>().ok())
+            .map(|n| n * factor)
+    })
+}
