@@ -99,7 +99,12 @@ async fn main() -> Result<()> {
     let _nginx = start_nginx(work.path(), &root, nginx_port)?;
 
     let auth = format!("Authorization: Bearer {token}");
-    let ours = wrk(&Wrk::new(&format!("{url}/api/v1/projects"), CONNECTIONS, DURATION_SECS).header(&auth))?;
+    let ours = wrk(&Wrk::new(
+        &format!("{url}/api/v1/projects"),
+        CONNECTIONS,
+        DURATION_SECS,
+    )
+    .header(&auth))?;
     let peer = wrk(&Wrk::new(
         &format!("http://127.0.0.1:{nginx_port}/projects.json"),
         CONNECTIONS,
@@ -181,4 +186,3 @@ fn start_nginx(work: &Path, root: &Path, port: u16) -> Result<Killed> {
     }
     Ok(Killed(child))
 }
-

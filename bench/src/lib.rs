@@ -212,7 +212,12 @@ fn parse_duration_ms(value: &str) -> Result<f64> {
 }
 
 fn parse_size_mib(value: &str) -> Option<f64> {
-    let units = [("GB", 1024.0), ("MB", 1.0), ("KB", 1.0 / 1024.0), ("B", 1.0 / 1048576.0)];
+    let units = [
+        ("GB", 1024.0),
+        ("MB", 1.0),
+        ("KB", 1.0 / 1024.0),
+        ("B", 1.0 / 1048576.0),
+    ];
     units.iter().find_map(|(unit, factor)| {
         value
             .strip_suffix(unit)

@@ -46,15 +46,21 @@ async fn main() -> Result<()> {
     std::fs::write(dir.join("big.bin"), vec![b'x'; 1 << 20])?;
 
     let upstream_port = free_port()?;
-    let _upstream = nginx(dir, "upstream", LOAD_CPU, &upstream_conf(dir, upstream_port))?;
+    let _upstream = nginx(
+        dir,
+        "upstream",
+        LOAD_CPU,
+        &upstream_conf(dir, upstream_port),
+    )?;
     wait_port(upstream_port)?;
-    let nginx_version = String::from_utf8_lossy(
-        &Command::new("/usr/sbin/nginx").arg("-v").output()?.stderr,
-    )
-    .trim()
-    .replace("nginx version: ", "");
+    let nginx_version =
+        String::from_utf8_lossy(&Command::new("/usr/sbin/nginx").arg("-v").output()?.stderr)
+            .trim()
+            .replace("nginx version: ", "");
 
-    println!("proxy benchmark: NanoScale proxy vs {nginx_version} as a reverse proxy, same upstream");
+    println!(
+        "proxy benchmark: NanoScale proxy vs {nginx_version} as a reverse proxy, same upstream"
+    );
     println!(
         "  pinning: each proxy on CPU {PROXY_CPU} with 1 worker; upstream nginx and wrk on CPU {LOAD_CPU}"
     );
@@ -108,7 +114,11 @@ async fn main() -> Result<()> {
             throughput >= 1.0,
             format!("{throughput:.2}x"),
         ));
-        verdicts.push((format!("{name}: p99 ≤ 1.0x"), p99 <= 1.0, format!("{p99:.2}x")));
+        verdicts.push((
+            format!("{name}: p99 ≤ 1.0x"),
+            p99 <= 1.0,
+            format!("{p99:.2}x"),
+        ));
     }
     drop(ours);
     drop(peer);
