@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nanoscale_core::agent::InstanceStatus;
-use nanoscale_core::desired::{DesiredDocument, INTERNAL_DOMAIN};
+use nanoscale_core::desired::{DesiredDocument, SecurityMode, INTERNAL_DOMAIN};
 use nanoscale_core::route::{Backend, Route, RoutePolicy, RouteTable, Target};
 use nanoscale_proxy::{ControlClient, ControlRequest};
 use uuid::Uuid;
@@ -33,12 +33,28 @@ pub struct ProxySettings {
     pub listen: Option<SocketAddr>,
     pub internal_listen: Option<SocketAddr>,
     pub dns_listen: Option<SocketAddr>,
+    /// Prometheus `/metrics` of the proxy (per-route requests, latency, errors).
+    pub metrics_listen: Option<SocketAddr>,
     pub workers: Option<usize>,
     /// Where to keep this node's internal names (`/etc/hosts`), if anywhere.
     pub hosts_file: Option<PathBuf>,
 }
 
 impl ProxySettings {
+    /// The external listener the node's security mode allows: in mode C (nothing
+    /// inbound, a tunnel in front) only loopback, on the same port.
+    pub fn external_listen(&self, mode: Option<SecurityMode>) -> Option<SocketAddr> {
+        let listen = self.listen?;
+        if mode == Some(SecurityMode::C) && !listen.ip().is_loopback() {
+            let loopback = match listen {
+                SocketAddr::V4(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                SocketAddr::V6(_) => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            };
+            return Some(SocketAddr::new(loopback, listen.port()));
+        }
+        Some(listen)
+    }
+
     /// The origin apps use for another service: `http://<name>.svc.internal`
     /// (with the port when the internal listener is not on 80).
     pub fn internal_url(&self, service: &str) -> Option<String> {
@@ -265,7 +281,8 @@ pub async fn supervise_proxy(context: Arc<Context>) {
                 let pause = Duration::from_millis(250 << failures.min(7));
                 tokio::time::sleep(pause).await;
             }
-            match start_proxy(&settings, &state_dir).await {
+            let mode = context.document().map(|d| d.state.security_mode);
+            match start_proxy(&settings, mode, &state_dir).await {
                 Ok(()) => {
                     failures = 0;
                     announced = true;
@@ -292,13 +309,21 @@ pub async fn supervise_proxy(context: Arc<Context>) {
         }
         // A proxy left running with other listeners (`up` restarted with new
         // flags) is replaced: stopped gracefully, then started by the next turn.
+        let mode = context.document().map(|d| d.state.security_mode);
         if let Some(status) = status(&state_dir).await {
             let wanted = (
-                settings.listen,
+                settings.external_listen(mode),
                 settings.internal_listen,
                 settings.dns_listen,
+                settings.metrics_listen,
             );
-            if (status.listen, status.internal_listen, status.dns_listen) != wanted {
+            let running = (
+                status.listen,
+                status.internal_listen,
+                status.dns_listen,
+                status.metrics_listen,
+            );
+            if running != wanted {
                 tracing::info!("the running proxy has other listeners; restarting it");
                 stop_proxy(&state_dir, status.pid).await;
                 continue;
@@ -378,7 +403,11 @@ async fn stop_proxy(state_dir: &std::path::Path, pid: u32) {
     }
 }
 
-async fn start_proxy(settings: &ProxySettings, state_dir: &std::path::Path) -> anyhow::Result<()> {
+async fn start_proxy(
+    settings: &ProxySettings,
+    mode: Option<SecurityMode>,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<()> {
     crate::builder::create_private_dir(state_dir).map_err(anyhow::Error::msg)?;
     let off = || "off".to_owned();
     let show = |address: Option<SocketAddr>| address.map_or_else(off, |a| a.to_string());
@@ -387,11 +416,13 @@ async fn start_proxy(settings: &ProxySettings, state_dir: &std::path::Path) -> a
         "--state-dir".to_owned(),
         state_dir.display().to_string(),
         "--listen".to_owned(),
-        show(settings.listen),
+        show(settings.external_listen(mode)),
         "--internal-listen".to_owned(),
         show(settings.internal_listen),
         "--dns-listen".to_owned(),
         show(settings.dns_listen),
+        "--metrics-listen".to_owned(),
+        show(settings.metrics_listen),
         "--access-log".to_owned(),
         state_dir.join("access.log").display().to_string(),
     ]);
@@ -483,6 +514,43 @@ pub fn sync_hosts_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mode_c_keeps_the_external_listener_on_loopback() {
+        let settings = |listen: &str| ProxySettings {
+            program: PathBuf::from("/x"),
+            args: vec![],
+            listen: Some(listen.parse().unwrap()),
+            internal_listen: None,
+            dns_listen: None,
+            metrics_listen: None,
+            workers: None,
+            hosts_file: None,
+        };
+        let public = settings("0.0.0.0:80");
+        assert_eq!(
+            public.external_listen(Some(SecurityMode::A)),
+            Some("0.0.0.0:80".parse().unwrap())
+        );
+        assert_eq!(
+            public.external_listen(None),
+            Some("0.0.0.0:80".parse().unwrap())
+        );
+        assert_eq!(
+            public.external_listen(Some(SecurityMode::C)),
+            Some("127.0.0.1:80".parse().unwrap())
+        );
+        let v6 = settings("[::]:443");
+        assert_eq!(
+            v6.external_listen(Some(SecurityMode::C)),
+            Some("[::1]:443".parse().unwrap())
+        );
+        let local = settings("127.0.0.1:8080");
+        assert_eq!(
+            local.external_listen(Some(SecurityMode::C)),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+    }
 
     #[test]
     fn the_hosts_block_is_added_replaced_and_removed_without_touching_other_lines() {

@@ -28,6 +28,8 @@ pub struct AgentArgs {
     internal_listen: Option<crate::proxy::Listener>,
     #[arg(long, value_name = "ADDR:PORT|off", value_parser = crate::proxy::parse_listen)]
     dns_listen: Option<crate::proxy::Listener>,
+    #[arg(long, value_name = "ADDR:PORT|off", value_parser = crate::proxy::parse_listen)]
+    proxy_metrics_listen: Option<crate::proxy::Listener>,
     /// Keep a marked block naming the internal services in this hosts file
     /// (`/etc/hosts`), for resolvers that cannot ask the DNS responder.
     #[arg(long, value_name = "FILE")]
@@ -70,6 +72,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
                     listen: address(args.proxy_listen),
                     internal_listen: address(args.internal_listen),
                     dns_listen: address(args.dns_listen),
+                    metrics_listen: address(args.proxy_metrics_listen),
                     workers: None,
                     hosts_file: args.hosts_file.clone(),
                 });

@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub internal_listen: Option<String>,
     pub dns_listen: Option<String>,
     pub hosts_file: Option<String>,
+    pub proxy_metrics_listen: Option<String>,
 }
 
 /// A configuration problem, naming the key.
@@ -81,6 +82,8 @@ pub struct Traffic {
     pub internal_listen: Option<SocketAddr>,
     /// DNS responder for `*.svc.internal` [default: 127.0.0.153:53 as root, else off].
     pub dns_listen: Option<SocketAddr>,
+    /// The proxy's Prometheus `/metrics` listener [default: off].
+    pub proxy_metrics_listen: Option<SocketAddr>,
     /// Hosts file the agent keeps the internal names in [default: /etc/hosts as
     /// root with an internal listener, else off].
     pub hosts_file: Option<PathBuf>,
@@ -104,6 +107,7 @@ pub struct Overrides {
     pub internal_listen: Option<String>,
     pub dns_listen: Option<String>,
     pub hosts_file: Option<String>,
+    pub proxy_metrics_listen: Option<String>,
 }
 
 pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -263,6 +267,11 @@ pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, Confi
             "dns_listen",
             overrides.dns_listen.or(file.dns_listen),
             root.then_some("127.0.0.153:53"),
+        )?,
+        proxy_metrics_listen: listener(
+            "proxy_metrics_listen",
+            overrides.proxy_metrics_listen.or(file.proxy_metrics_listen),
+            None,
         )?,
         hosts_file: None,
     };

@@ -61,6 +61,10 @@ pub struct UpArgs {
     /// DNS responder for `*.svc.internal`, or `off` [default: 127.0.0.153:53 as root, else off].
     #[arg(long, env = "NANOSCALE_DNS_LISTEN", value_name = "ADDR:PORT")]
     dns_listen: Option<String>,
+    /// Prometheus `/metrics` of the proxy (per-route requests, latency, upstream
+    /// errors), or `off` [default: off].
+    #[arg(long, env = "NANOSCALE_PROXY_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    proxy_metrics_listen: Option<String>,
     /// Hosts file the agent keeps `<service>.svc.internal` names in, or `off`
     /// [default: /etc/hosts as root with an internal listener, else off].
     #[arg(long, env = "NANOSCALE_HOSTS_FILE", value_name = "FILE")]
@@ -93,6 +97,7 @@ pub async fn run(args: UpArgs) -> ExitCode {
         internal_listen: args.internal_listen,
         dns_listen: args.dns_listen,
         hosts_file: args.hosts_file,
+        proxy_metrics_listen: args.proxy_metrics_listen,
     };
     let config = match config::resolve(overrides, file) {
         Ok(config) => config,
@@ -218,6 +223,8 @@ impl AgentSupervisor {
             show(launch.traffic.internal_listen),
             "--dns-listen".to_owned(),
             show(launch.traffic.dns_listen),
+            "--proxy-metrics-listen".to_owned(),
+            show(launch.traffic.proxy_metrics_listen),
         ]);
         if let Some(hosts) = &launch.traffic.hosts_file {
             args.extend(["--hosts-file".to_owned(), hosts.display().to_string()]);

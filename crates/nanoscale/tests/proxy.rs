@@ -497,6 +497,18 @@ async fn websocket_sse_http2_and_large_uploads_stream_through() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "2 200");
+    // h2load: 200 requests as 10 concurrent streams on each of 2 connections.
+    let output = Command::new("h2load")
+        .args(["-n", "200", "-c", "2", "-m", "10"])
+        .arg(format!("{}/echo", proxy.url))
+        .output()
+        .expect("h2load (Debian nghttp2-client; scripts/test installs it)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        report.contains("200 succeeded, 0 failed, 0 errored"),
+        "{report}"
+    );
+    assert!(report.contains("status codes: 200 2xx"), "{report}");
 
     // A 32 MiB upload streams through (the default limit is 64 MiB).
     let dir = tempfile::tempdir().unwrap();

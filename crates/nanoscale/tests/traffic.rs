@@ -73,8 +73,11 @@ async fn services_are_routed_switched_without_failed_requests_and_reach_each_oth
     }
     let ip = private_loopback();
     let proxy = format!("127.0.0.1:{}", common::free_port());
+    let metrics = format!("127.0.0.1:{}", common::free_port());
     let server = TestServer::start_with(
         &[
+            "--proxy-metrics-listen",
+            &metrics,
             "--proxy-listen",
             &proxy,
             "--internal-listen",
@@ -325,6 +328,25 @@ async fn services_are_routed_switched_without_failed_requests_and_reach_each_oth
         "{seen:?}"
     );
     eprintln!("{total} requests through a redeploy and an agent kill -9, none failed");
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let served: u64 = text
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "nanoscale_proxy_requests_total{listener=\"external\",route=\"web:web.test/\",class=\"2xx\"}",
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no 2xx count for web in\n{text}"));
+    assert!(
+        served >= total,
+        "metrics count {served} < {total} requests made"
+    );
 
     // Removing the services removes their routes and their /etc/hosts lines.
     for id in [web_id, api_id, site_id.as_str()] {

@@ -77,6 +77,8 @@ pub struct ControlResponse {
     pub internal_listen: Option<SocketAddr>,
     #[serde(default)]
     pub dns_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
 }
@@ -87,6 +89,7 @@ struct Running {
     listen: Option<SocketAddr>,
     internal_listen: Option<SocketAddr>,
     dns_listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
     state_dir: PathBuf,
     /// Serializes applies (each one swaps and persists).
     apply: tokio::sync::Mutex<()>,
@@ -106,6 +109,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> any
         listen: config.listen,
         internal_listen: config.internal_listen,
         dns_listen: config.dns_listen,
+        metrics_listen: config.metrics_listen,
         state_dir: config.state_dir.clone(),
         apply: tokio::sync::Mutex::new(()),
     });
@@ -328,6 +332,7 @@ impl Running {
             listen: self.listen,
             internal_listen: self.internal_listen,
             dns_listen: self.dns_listen,
+            metrics_listen: self.metrics_listen,
             ..ControlResponse::default()
         }
     }
