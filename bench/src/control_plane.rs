@@ -36,6 +36,8 @@ async fn main() -> Result<()> {
         Command::new(&binary)
             .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(work.path().join("data"))
+            // The control plane alone: its services are never deployed.
+            .arg("--no-agent")
             .env("NANOSCALE_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

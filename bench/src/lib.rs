@@ -20,17 +20,42 @@ impl Drop for Killed {
     }
 }
 
-/// `nanoscale up` on a free loopback port with its data under `data_dir`.
-pub fn start_up(binary: &Path, data_dir: &Path) -> Result<(Killed, String)> {
+/// A running `nanoscale up`; dropping it stops it and the node's agent and proxy
+/// (which outlive `up` by design).
+pub struct Up {
+    _child: Killed,
+    data_dir: std::path::PathBuf,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        for lock in ["agent/agent.lock", "proxy/proxy.lock"] {
+            if let Ok(text) = std::fs::read_to_string(self.data_dir.join(lock)) {
+                let _ = Command::new("kill").args(["-KILL", text.trim()]).status();
+            }
+        }
+    }
+}
+
+/// `nanoscale up` on a free loopback port with its data under `data_dir`, its
+/// proxy on another free loopback port, no internal network or DNS.
+pub fn start_up(binary: &Path, data_dir: &Path) -> Result<(Up, String)> {
     let port = free_port()?;
+    let proxy = free_port()?;
     let child = Command::new(binary)
         .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data_dir)
+        .args(["--proxy-listen", &format!("127.0.0.1:{proxy}")])
+        .args(["--internal-listen", "off", "--dns-listen", "off"])
         .env("NANOSCALE_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
-    Ok((Killed(child), format!("http://127.0.0.1:{port}")))
+    let up = Up {
+        _child: Killed(child),
+        data_dir: data_dir.to_path_buf(),
+    };
+    Ok((up, format!("http://127.0.0.1:{port}")))
 }
 
 /// Creates the admin and returns a client with an admin token.

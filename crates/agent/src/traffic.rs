@@ -36,6 +36,8 @@ pub struct ProxySettings {
     /// Prometheus `/metrics` of the proxy (per-route requests, latency, errors).
     pub metrics_listen: Option<SocketAddr>,
     pub workers: Option<usize>,
+    /// Diagnostics as JSON lines (as the agent's own).
+    pub log_json: bool,
     /// Where to keep this node's internal names (`/etc/hosts`), if anywhere.
     pub hosts_file: Option<PathBuf>,
 }
@@ -426,6 +428,9 @@ async fn start_proxy(
         "--access-log".to_owned(),
         state_dir.join("access.log").display().to_string(),
     ]);
+    if settings.log_json {
+        args.extend(["--log-format".to_owned(), "json".to_owned()]);
+    }
     if let Some(workers) = settings.workers {
         args.extend(["--workers".to_owned(), workers.to_string()]);
     }
@@ -525,6 +530,7 @@ mod tests {
             dns_listen: None,
             metrics_listen: None,
             workers: None,
+            log_json: false,
             hosts_file: None,
         };
         let public = settings("0.0.0.0:80");

@@ -74,6 +74,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
                     dns_listen: address(args.dns_listen),
                     metrics_listen: address(args.proxy_metrics_listen),
                     workers: None,
+                    log_json: format == crate::config::LogFormat::Json,
                     hosts_file: args.hosts_file.clone(),
                 });
             }

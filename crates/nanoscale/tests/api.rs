@@ -939,6 +939,36 @@ fn bad_configuration_exits_64_naming_the_key() {
             "log_format",
         ),
         (
+            vec!["--proxy-listen".into(), "port 80".into()],
+            vec![],
+            "proxy_listen",
+        ),
+        (
+            vec!["--internal-listen".into(), "0.0.0.0:80".into()],
+            vec![],
+            "internal_listen",
+        ),
+        (
+            vec![
+                "--proxy-listen".into(),
+                "127.0.0.1:8080".into(),
+                "--internal-listen".into(),
+                "127.0.0.1:8080".into(),
+            ],
+            vec![],
+            "internal_listen",
+        ),
+        (
+            vec!["--dns-listen".into(), "53".into()],
+            vec![],
+            "dns_listen",
+        ),
+        (
+            vec!["--hosts-file".into(), "etc/hosts".into()],
+            vec![],
+            "hosts_file",
+        ),
+        (
             vec![],
             vec![("NANOSCALE_DATABASE_URL", "mysql://x")],
             "database_url",
@@ -1077,6 +1107,7 @@ fn json_logs_are_one_object_per_line_with_the_request_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("stderr.log");
     let port = common::free_port();
+    let proxy = format!("127.0.0.1:{}", common::free_port());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nanoscale"))
         .args([
             "up",
@@ -1084,6 +1115,13 @@ fn json_logs_are_one_object_per_line_with_the_request_id() {
             "json",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            // The agent and its proxy log too: their lines must be JSON as well.
+            "--proxy-listen",
+            &proxy,
+            "--internal-listen",
+            "off",
+            "--dns-listen",
+            "off",
             "--data-dir",
         ])
         .arg(dir.path().join("data"))
@@ -1116,6 +1154,7 @@ fn json_logs_are_one_object_per_line_with_the_request_id() {
         .status();
     let status = child.wait().expect("wait");
     assert!(status.success());
+    common::kill_node_processes(&dir.path().join("data"));
     let lines: Vec<String> = BufReader::new(std::fs::File::open(&log).expect("open"))
         .lines()
         .map_while(Result::ok)
