@@ -349,10 +349,15 @@ async fn one_request(port: u16) -> Result<tokio::net::TcpStream> {
 fn raise_fd_limit() -> Result<()> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    let wanted = 65_536.min(hard);
-    setrlimit(Resource::RLIMIT_NOFILE, wanted, hard)?;
-    if wanted < 2 * IDLE_CONNECTIONS as u64 + 1000 {
-        bail!("RLIMIT_NOFILE hard limit {hard} is too low for {IDLE_CONNECTIONS} connections");
+    // Root may raise the hard limit too; otherwise use what there is. Each process
+    // (this client, each proxy) needs one descriptor per connection plus a few.
+    let wanted = 65_536u64;
+    if setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted.max(hard)).is_err() {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < IDLE_CONNECTIONS as u64 + 1000 {
+        bail!("RLIMIT_NOFILE {soft} is too low for {IDLE_CONNECTIONS} connections");
     }
     Ok(())
 }

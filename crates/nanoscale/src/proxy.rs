@@ -65,11 +65,19 @@ pub fn main(args: ProxyArgs) -> ExitCode {
         eprintln!("error: --workers must be between 1 and 1024");
         return ExitCode::from(64);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-    {
+    // One worker: a current-thread runtime (the same single thread, without the
+    // work-stealing scheduler's cross-thread bookkeeping).
+    let built = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -195,11 +195,17 @@ pub async fn handle(
         listener,
     );
     let path_and_query = match forwarded_path {
-        Some(path) => path,
-        None => parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
+        Some(path) => http::uri::PathAndQuery::try_from(path).ok(),
+        None => parts.uri.path_and_query().cloned(),
+    };
+    let Some(path_and_query) = path_and_query else {
+        let response = page(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            "the request path cannot be forwarded",
+            Some(&route.route.name),
+        );
+        return Ok(finish(&proxy, response, log, Some(active), None));
     };
     let bodyless = incoming.is_end_stream();
     let mut body = Some(incoming);
@@ -234,9 +240,9 @@ pub async fn handle(
         let target = route.targets[index].clone();
         log.upstream = Some(target.clone());
         let uri = Uri::builder()
-            .scheme("http")
-            .authority(target.addr.to_string())
-            .path_and_query(path_and_query.as_str())
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(target.authority.clone())
+            .path_and_query(path_and_query.clone())
             .build();
         let Ok(uri) = uri else {
             let response = page(
@@ -257,7 +263,12 @@ pub async fn handle(
         *outbound.method_mut() = parts.method.clone();
         *outbound.uri_mut() = uri;
         *outbound.version_mut() = Version::HTTP_11;
-        *outbound.headers_mut() = headers.clone();
+        // Only a request that may be retried needs its headers kept.
+        *outbound.headers_mut() = if idempotent && bodyless && policy.retries > 0 {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
         target.active.fetch_add(1, Ordering::Relaxed);
         let target_guard = ActiveGuard::target(target.clone());
         let timeout = Duration::from_millis(policy.response_timeout_ms);

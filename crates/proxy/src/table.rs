@@ -18,6 +18,8 @@ pub const EJECT_FOR: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct TargetState {
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, made once.
+    pub authority: http::uri::Authority,
     pub instance: String,
     /// Requests in flight (least-connections and the metrics).
     pub active: AtomicUsize,
@@ -29,8 +31,11 @@ pub struct TargetState {
 
 impl TargetState {
     fn new(addr: SocketAddr, instance: String) -> TargetState {
+        let authority = http::uri::Authority::try_from(addr.to_string())
+            .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"));
         TargetState {
             addr,
+            authority,
             instance,
             active: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
