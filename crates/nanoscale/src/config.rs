@@ -124,14 +124,18 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 /// Where data lives when nothing says otherwise: `/var/lib/nanoscale` for an
 /// installed binary (under /usr), `./.nanoscale` in development.
 pub fn default_data_dir() -> PathBuf {
-    let installed = std::env::current_exe()
-        .map(|exe| exe.starts_with("/usr/"))
-        .unwrap_or(false);
-    if installed {
+    if installed() {
         PathBuf::from("/var/lib/nanoscale")
     } else {
         PathBuf::from(".nanoscale")
     }
+}
+
+/// An installed binary lives under /usr; a development build does not.
+fn installed() -> bool {
+    std::env::current_exe()
+        .map(|exe| exe.starts_with("/usr/"))
+        .unwrap_or(false)
 }
 
 pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, ConfigError> {
@@ -256,7 +260,13 @@ pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, Confi
         proxy_listen: listener(
             "proxy_listen",
             overrides.proxy_listen.or(file.proxy_listen),
-            Some("127.0.0.1:8080"),
+            // Installed, the node serves the world on :80 (TLS on :443 comes with
+            // ACME); in development it stays on loopback.
+            Some(if installed() {
+                "0.0.0.0:80"
+            } else {
+                "127.0.0.1:8080"
+            }),
         )?,
         internal_listen: listener(
             "internal_listen",

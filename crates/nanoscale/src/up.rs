@@ -51,7 +51,8 @@ pub struct UpArgs {
     /// or run here (config key `agent = false`).
     #[arg(long, env = "NANOSCALE_NO_AGENT")]
     no_agent: bool,
-    /// External proxy listener, or `off` [default: 127.0.0.1:8080].
+    /// External proxy listener, or `off` [default: 127.0.0.1:8080; 0.0.0.0:80 when
+    /// installed under /usr].
     #[arg(long, env = "NANOSCALE_PROXY_LISTEN", value_name = "ADDR:PORT")]
     proxy_listen: Option<String>,
     /// Internal service network (`http://<service>.svc.internal`), a loopback

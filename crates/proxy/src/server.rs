@@ -117,11 +117,21 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> any
 
     let graceful = Arc::new(GracefulShutdown::new());
     let mut tasks = tokio::task::JoinSet::new();
+    // An external listener on the wildcard address and the internal port (the
+    // installed default: 0.0.0.0:80 and 127.0.0.1:80) already holds the internal
+    // address: connections to it are told apart by their local address.
+    let shared = config
+        .internal_listen
+        .filter(|internal| covers(config.listen, *internal));
     for (address, listener) in [
         (config.listen, Listener::External),
         (config.internal_listen, Listener::Internal),
     ] {
         let Some(address) = address else { continue };
+        if listener == Listener::Internal && shared.is_some() {
+            tracing::info!(%address, "internal listener shares the external socket");
+            continue;
+        }
         let socket = TcpListener::bind(address).await.with_context(|| {
             format!(
                 "cannot listen on {address} ({} listener)",
@@ -129,7 +139,13 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> any
             )
         })?;
         tracing::info!(%address, listener = listener.as_str(), "proxy listening");
-        tasks.spawn(accept(socket, listener, proxy.clone(), graceful.clone()));
+        tasks.spawn(accept(
+            socket,
+            listener,
+            shared,
+            proxy.clone(),
+            graceful.clone(),
+        ));
     }
     if let Some(address) = config.dns_listen {
         let server = crate::dns::bind(address, dns.clone()).await?;
@@ -234,9 +250,20 @@ fn load_table(dir: &Path) -> RouteTable {
     }
 }
 
+/// Whether a wildcard `listen` on the same port and family also receives the
+/// connections to `internal`.
+pub fn covers(listen: Option<SocketAddr>, internal: SocketAddr) -> bool {
+    listen.is_some_and(|listen| {
+        listen.ip().is_unspecified()
+            && listen.port() == internal.port()
+            && listen.is_ipv4() == internal.is_ipv4()
+    })
+}
+
 async fn accept(
     socket: TcpListener,
     listener: Listener,
+    internal_on: Option<SocketAddr>,
     proxy: Arc<Proxy>,
     graceful: Arc<GracefulShutdown>,
 ) {
@@ -263,6 +290,10 @@ async fn accept(
             }
         };
         let _ = stream.set_nodelay(true);
+        let listener = match (internal_on, stream.local_addr()) {
+            (Some(internal), Ok(local)) if local == internal => Listener::Internal,
+            _ => listener,
+        };
         let proxy = proxy.clone();
         let service_proxy = proxy.clone();
         let service =
@@ -480,5 +511,21 @@ impl ControlClient {
             );
         }
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_external_listener_covers_the_internal_address_on_its_port() {
+        let internal: SocketAddr = "127.0.0.1:80".parse().unwrap_or_else(|_| unreachable!());
+        let parse = |text: &str| text.parse::<SocketAddr>().ok();
+        assert!(covers(parse("0.0.0.0:80"), internal));
+        assert!(!covers(parse("0.0.0.0:8080"), internal));
+        assert!(!covers(parse("127.0.0.1:8080"), internal));
+        assert!(!covers(parse("[::]:80"), internal));
+        assert!(!covers(None, internal));
     }
 }
