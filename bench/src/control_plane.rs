@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use nanoscale_bench::{free_port, rss_kib, wait_ready, wrk, Killed, Wrk};
+use nanoscale_bench::{free_port, rss_kib, wait_ready, wrk, Killed, Terminated, Wrk};
 use nanoscale_client::Client;
 use nanoscale_core::api::{CreateProject, CreateToken, Credentials};
 use nanoscale_core::service::ServiceSpec;
@@ -158,7 +158,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-fn start_nginx(work: &Path, root: &Path, port: u16) -> Result<Killed> {
+fn start_nginx(work: &Path, root: &Path, port: u16) -> Result<Terminated> {
     let config = work.join("nginx.conf");
     std::fs::write(
         &config,
@@ -186,5 +186,5 @@ fn start_nginx(work: &Path, root: &Path, port: u16) -> Result<Killed> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Killed(child))
+    Ok(Terminated(child))
 }

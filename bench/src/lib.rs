@@ -20,6 +20,27 @@ impl Drop for Killed {
     }
 }
 
+/// A process stopped with SIGTERM when dropped (nginx: killing its master with
+/// SIGKILL would leave its workers running, holding their ports), then killed
+/// if it is still there after five seconds.
+pub struct Terminated(pub Child);
+
+impl Drop for Terminated {
+    fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `nanoscale up`; dropping it stops it and the node's agent and proxy
 /// (which outlive `up` by design).
 pub struct Up {

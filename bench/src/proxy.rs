@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nanoscale_bench::{free_port, rss_kib, wrk, Killed, Wrk, WrkResult};
+use nanoscale_bench::{free_port, rss_kib, wrk, Terminated, Wrk, WrkResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CONNECTIONS: u32 = 50;
@@ -179,7 +179,7 @@ fn measure(port: u16, path: &str, header: Option<&str>) -> Result<WrkResult> {
 }
 
 /// `nanoscale proxy` pinned to the proxy CPU, routing everything to the upstream.
-fn start_ours(binary: &Path, dir: &Path, name: &str, upstream: u16) -> Result<(Killed, u16)> {
+fn start_ours(binary: &Path, dir: &Path, name: &str, upstream: u16) -> Result<(Terminated, u16)> {
     let state = dir.join(name);
     std::fs::create_dir_all(&state)?;
     use std::os::unix::fs::PermissionsExt;
@@ -208,12 +208,12 @@ fn start_ours(binary: &Path, dir: &Path, name: &str, upstream: u16) -> Result<(K
         .stdout(Stdio::null())
         .spawn()
         .context("starting nanoscale proxy")?;
-    let killed = Killed(child);
+    let killed = Terminated(child);
     wait_port(port)?;
     Ok((killed, port))
 }
 
-fn start_peer(dir: &Path, name: &str, upstream: u16) -> Result<(Killed, u16)> {
+fn start_peer(dir: &Path, name: &str, upstream: u16) -> Result<(Terminated, u16)> {
     let port = free_port()?;
     let work = dir.join(name);
     std::fs::create_dir_all(&work)?;
@@ -267,7 +267,7 @@ fn temp_paths(work: &Path) -> String {
     )
 }
 
-fn nginx(work: &Path, name: &str, cpu: &str, conf: &str) -> Result<Killed> {
+fn nginx(work: &Path, name: &str, cpu: &str, conf: &str) -> Result<Terminated> {
     std::fs::create_dir_all(work)?;
     let path = work.join(format!("{name}.conf"));
     std::fs::write(&path, conf)?;
@@ -279,7 +279,7 @@ fn nginx(work: &Path, name: &str, cpu: &str, conf: &str) -> Result<Killed> {
         .stdout(Stdio::null())
         .spawn()
         .context("starting nginx (apt-get install nginx-light)")?;
-    Ok(Killed(child))
+    Ok(Terminated(child))
 }
 
 fn wait_port(port: u16) -> Result<()> {
