@@ -18,8 +18,11 @@ use crate::store::{event, AgentStore, ReleaseState};
 
 /// Reconcile at least this often (processes can die without telling anyone).
 const TICK: Duration = Duration::from_millis(500);
-/// Report at least this often (the heartbeat).
-const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// Report at least this often (the heartbeat; the control plane marks a node
+/// unreachable after 30 s without one).
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How long the control plane's node certificates last (renewed with a third left).
+const NODE_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     create_private_dir(&config.state_dir).map_err(anyhow::Error::msg)?;
@@ -29,6 +32,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         .await
         .context("while opening the agent database")?;
     let control_plane = ControlPlane::new(&config.control_plane, config.credential.clone())?;
+    let renewer = tokio::spawn(renew_loop(control_plane.clone()));
     let context = Arc::new(Context::new(config, store));
     restore(&context).await?;
 
@@ -55,6 +59,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     };
     fetcher.abort();
     reporter.abort();
+    renewer.abort();
     proxy.abort();
     // Apps keep running under their shims: the next agent re-adopts them.
     context.store.close().await;
@@ -267,17 +272,31 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
         instances,
         releases,
         events,
+        usage: Some(context.usage.sample(&context.config.apps_dir)),
     };
     let ack = control_plane.report(&report).await?;
     context.store.acknowledge(&ack.acknowledged).await?;
     Ok(full)
 }
 
-/// Exponential backoff with jitter, capped at 30 s.
+/// Keeps a cluster member's certificate fresh (checked every ten minutes).
+async fn renew_loop(control_plane: ControlPlane) {
+    loop {
+        if let Err(error) = control_plane.renew_if_due(NODE_CERT_VALIDITY).await {
+            tracing::warn!(%error, "could not renew the node certificate; retrying");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            continue;
+        }
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+}
+
+/// Exponential backoff with jitter, capped near 3 s: a control plane that comes
+/// back is found again within about 3.5 s (the jitter spreads a fleet's retries).
 async fn backoff(failures: &mut u32) {
     *failures = failures.saturating_add(1);
     let base = 250u64 << (*failures).min(7);
-    let capped = base.min(30_000);
+    let capped = base.min(3_000);
     let jitter = rand::rng().random_range(0..=capped / 4);
     tokio::time::sleep(Duration::from_millis(capped - capped / 8 + jitter)).await;
 }

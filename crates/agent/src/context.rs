@@ -15,9 +15,10 @@ use crate::store::AgentStore;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Base URL of the control plane, e.g. `http://127.0.0.1:7070`.
+    /// Base URL of the control plane, e.g. `http://127.0.0.1:7070` (a cluster
+    /// member's identity names its own).
     pub control_plane: String,
-    pub credential: String,
+    pub credential: crate::protocol::Credential,
     /// The agent's own state (its SQLite file, its lock).
     pub state_dir: PathBuf,
     /// `<data>/apps`: per-service source cache, releases, instances, logs.
@@ -46,7 +47,11 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Defaults for everything but where to reach the control plane and where to
     /// keep state.
-    pub fn new(control_plane: String, credential: String, data_dir: PathBuf) -> AgentConfig {
+    pub fn new(
+        control_plane: String,
+        credential: crate::protocol::Credential,
+        data_dir: PathBuf,
+    ) -> AgentConfig {
         AgentConfig {
             control_plane,
             credential,
@@ -91,6 +96,8 @@ pub struct Context {
     pub status: Mutex<NodeStatus>,
     /// The route table last handed to the proxy.
     pub published: tokio::sync::Mutex<crate::traffic::Published>,
+    /// CPU counters between heartbeats.
+    pub usage: crate::usage::UsageSampler,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +123,7 @@ impl Context {
                 problems: Vec::new(),
             }),
             published: tokio::sync::Mutex::new(crate::traffic::Published::default()),
+            usage: crate::usage::UsageSampler::default(),
         }
     }
 

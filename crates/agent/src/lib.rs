@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod build;
 pub mod builder;
+pub mod cluster;
 pub mod context;
 pub mod executor;
 pub mod health;
@@ -17,3 +18,4 @@ pub mod source;
 pub mod store;
 pub mod supervise;
 pub mod traffic;
+pub mod usage;

@@ -1,6 +1,8 @@
 //! The agent's side of the agent protocol (see `nanoscale_core::agent`): long-poll
 //! the node's desired-state document and post reports, authenticated with the node
 //! credential.
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use nanoscale_core::agent::{AgentReport, ReportAck};
@@ -11,7 +13,7 @@ pub enum ProtocolError {
     /// The control plane no longer accepts this node's credential (rotated by a new
     /// `nanoscale up`, or the node was removed): this agent must stop.
     #[error(
-        "the control plane refused the node credential (401); a newer agent or a removed node"
+        "the control plane refused this node's credential (401): a newer agent took over, or the node was removed from the cluster"
     )]
     Unauthorized,
     #[error("control plane answered {status}: {body}")]
@@ -20,30 +22,87 @@ pub enum ProtocolError {
     Transport(#[from] reqwest::Error),
     #[error("document rejected: {0}")]
     BadDocument(String),
+    #[error("node identity: {0}")]
+    Identity(String),
+}
+
+fn cluster_client(dir: &std::path::Path) -> Result<reqwest::Client, ProtocolError> {
+    let tls = crate::cluster::client_config(dir).map_err(ProtocolError::Identity)?;
+    Ok(crate::cluster::client(tls)?)
+}
+
+/// How the agent proves which node it is.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A node credential (`nsn_…`) as a bearer token: the control plane's own
+    /// host, over loopback.
+    Bearer(String),
+    /// A cluster member's client certificate, in this identity directory (see
+    /// `crate::cluster`); the control plane is the cluster address it names.
+    Certificate(PathBuf),
 }
 
 #[derive(Clone)]
 pub struct ControlPlane {
-    http: reqwest::Client,
+    http: Arc<RwLock<reqwest::Client>>,
     base: String,
-    credential: String,
+    credential: Credential,
 }
 
 /// How long one long-poll waits on the control plane before asking again.
 pub const POLL_WAIT_SECS: u64 = 25;
 
 impl ControlPlane {
-    pub fn new(base: &str, credential: String) -> Result<ControlPlane, ProtocolError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(POLL_WAIT_SECS + 15))
-            .pool_max_idle_per_host(2)
-            .build()?;
+    /// `base` is used for a bearer credential; a certificate names its own.
+    pub fn new(base: &str, credential: Credential) -> Result<ControlPlane, ProtocolError> {
+        let (http, base) = match &credential {
+            Credential::Bearer(_) => (
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(Duration::from_secs(POLL_WAIT_SECS + 15))
+                    .pool_max_idle_per_host(2)
+                    .build()?,
+                base.trim_end_matches('/').to_owned(),
+            ),
+            Credential::Certificate(dir) => {
+                let membership =
+                    crate::cluster::Membership::load(dir).map_err(ProtocolError::Identity)?;
+                (cluster_client(dir)?, membership.base_url())
+            }
+        };
         Ok(ControlPlane {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
+            http: Arc::new(RwLock::new(http)),
+            base,
             credential,
         })
+    }
+
+    fn http(&self) -> reqwest::Client {
+        match self.http.read() {
+            Ok(http) => http.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credential {
+            Credential::Bearer(token) => request.bearer_auth(token),
+            Credential::Certificate(_) => request,
+        }
+    }
+
+    /// Renews a cluster member's certificate when it is due, and switches to it.
+    pub async fn renew_if_due(&self, validity: Duration) -> Result<(), String> {
+        let Credential::Certificate(dir) = &self.credential else {
+            return Ok(());
+        };
+        if crate::cluster::renew_if_due(dir, &self.http(), validity).await? {
+            let fresh = cluster_client(dir).map_err(|e| e.to_string())?;
+            if let Ok(mut http) = self.http.write() {
+                *http = fresh;
+            }
+        }
+        Ok(())
     }
 
     /// The node's document once its version passes `after` (or at once without
@@ -52,10 +111,10 @@ impl ControlPlane {
         &self,
         after: Option<i64>,
     ) -> Result<DesiredDocument, ProtocolError> {
-        let mut request = self
-            .http
-            .get(format!("{}/api/v1/agent/desired-state", self.base))
-            .bearer_auth(&self.credential);
+        let mut request = self.authorize(
+            self.http()
+                .get(format!("{}/api/v1/agent/desired-state", self.base)),
+        );
         if let Some(version) = after {
             request = request.query(&[
                 ("after_version", version.to_string()),
@@ -76,9 +135,10 @@ impl ControlPlane {
 
     pub async fn report(&self, report: &AgentReport) -> Result<ReportAck, ProtocolError> {
         let request = self
-            .http
-            .post(format!("{}/api/v1/agent/report", self.base))
-            .bearer_auth(&self.credential)
+            .authorize(
+                self.http()
+                    .post(format!("{}/api/v1/agent/report", self.base)),
+            )
             .json(report);
         Ok(checked(request.send().await?).await?.json().await?)
     }

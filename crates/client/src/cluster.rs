@@ -16,6 +16,22 @@ impl Client {
         self.get(&format!("/api/v1/nodes/{id}")).await
     }
 
+    /// A one-time join token and the command that joins a server with it (admins
+    /// only).
+    pub async fn create_join_token(
+        &self,
+        request: &nanoscale_core::cluster::CreateJoinToken,
+    ) -> Result<nanoscale_core::cluster::JoinTokenCreated> {
+        self.send_json(Method::POST, "/api/v1/nodes/join-tokens", request)
+            .await
+    }
+
+    /// Removes a node from the cluster and revokes its certificate (admins only).
+    pub async fn remove_node(&self, id: Uuid) -> Result<()> {
+        self.send_no_content::<()>(Method::DELETE, &format!("/api/v1/nodes/{id}"), None)
+            .await
+    }
+
     /// Every mutation, newest first (admins only).
     pub async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
         self.get_query("/api/v1/audit", filter).await

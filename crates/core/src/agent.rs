@@ -144,7 +144,7 @@ pub struct AgentEvent {
 
 /// `POST /api/v1/agent/report`: the node's whole state (level-triggered: each report
 /// replaces the last) plus the events not yet acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentReport {
     /// The document version the agent is converging to.
@@ -161,6 +161,9 @@ pub struct AgentReport {
     pub releases: Vec<ReleaseReport>,
     #[serde(default)]
     pub events: Vec<AgentEvent>,
+    /// The node's own CPU, memory, disk and load (the heartbeat).
+    #[serde(default)]
+    pub usage: Option<crate::cluster::NodeUsage>,
 }
 
 /// The control plane's answer to a report.

@@ -308,6 +308,8 @@ pub struct Node {
     pub problems: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// CPU, memory, disk and load from the node's last heartbeat.
+    pub usage: Option<crate::cluster::NodeUsage>,
 }
 
 /// One line of an instance's or a build's output.

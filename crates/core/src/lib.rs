@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod cluster;
 pub mod desired;
 pub mod names;
 pub mod role;

@@ -1,22 +1,28 @@
-//! `nanoscale agent` (the node agent, started and supervised by `nanoscale up`) and
-//! `nanoscale shim` (the per-instance shim the agent starts; never run by hand).
+//! `nanoscale agent` (the node agent, started and supervised by `nanoscale up` or by
+//! `nanoscale node run` on a joined server) and `nanoscale shim` (the per-instance
+//! shim the agent starts; never run by hand).
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 use nanoscale_agent::context::AgentConfig;
+use nanoscale_agent::protocol::Credential;
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// Base URL of the control plane, e.g. http://127.0.0.1:4000.
-    #[arg(long, value_name = "URL")]
-    control_plane: String,
-    /// The node's data directory (agent state, apps, logs).
+    /// Base URL of the control plane, e.g. http://127.0.0.1:4000 (with
+    /// --credential-file; a joined node's identity names its control plane).
+    #[arg(long, value_name = "URL", requires = "credential_file")]
+    control_plane: Option<String>,
+    /// The node's data directory (agent state, apps, logs; a joined node's
+    /// identity in `agent/cluster/`).
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
-    /// File holding the node credential (mode 0600; never pass secrets as arguments).
-    #[arg(long, value_name = "FILE")]
-    credential_file: PathBuf,
+    /// File holding the node credential of the control plane's own host (mode
+    /// 0600; never pass secrets as arguments). Without it the agent uses the
+    /// cluster identity `nanoscale join` wrote into the data dir.
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    credential_file: Option<PathBuf>,
     /// Directory file:// repositories may live under (repeatable).
     #[arg(long = "allow-file-root", value_name = "DIR")]
     allowed_file_roots: Vec<PathBuf>,
@@ -49,14 +55,14 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         }
     };
     crate::up::init_logging(format);
-    let credential = match read_credential(&args.credential_file) {
-        Ok(credential) => credential,
+    let (control_plane, credential) = match credential(&args) {
+        Ok(found) => found,
         Err(message) => {
             eprintln!("error: {message}");
             return ExitCode::from(64);
         }
     };
-    let mut config = AgentConfig::new(args.control_plane, credential, args.data_dir.clone());
+    let mut config = AgentConfig::new(control_plane, credential, args.data_dir.clone());
     config.allowed_file_roots.extend(args.allowed_file_roots);
     match std::env::current_exe() {
         Ok(exe) => {
@@ -92,6 +98,20 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The bearer credential `up` wrote, or the cluster identity `join` wrote.
+fn credential(args: &AgentArgs) -> Result<(String, Credential), String> {
+    if let (Some(url), Some(file)) = (&args.control_plane, &args.credential_file) {
+        return Ok((url.clone(), Credential::Bearer(read_credential(file)?)));
+    }
+    let dir = nanoscale_agent::cluster::identity_dir(&args.data_dir);
+    let membership = nanoscale_agent::cluster::Membership::load(&dir).map_err(|error| {
+        format!(
+            "{error}; join first (nanoscale join), or pass --control-plane and --credential-file"
+        )
+    })?;
+    Ok((membership.base_url(), Credential::Certificate(dir)))
 }
 
 fn read_credential(path: &Path) -> Result<String, String> {

@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub dns_listen: Option<String>,
     pub hosts_file: Option<String>,
     pub proxy_metrics_listen: Option<String>,
+    pub cluster_listen: Option<String>,
+    pub cluster_advertise: Option<String>,
 }
 
 /// A configuration problem, naming the key.
@@ -108,6 +110,8 @@ pub struct Overrides {
     pub dns_listen: Option<String>,
     pub hosts_file: Option<String>,
     pub proxy_metrics_listen: Option<String>,
+    pub cluster_listen: Option<String>,
+    pub cluster_advertise: Option<String>,
 }
 
 pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -180,10 +184,9 @@ pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, Confi
             ),
         };
 
-    let public_url = overrides
-        .public_url
-        .or(file.public_url)
-        .unwrap_or_else(|| format!("http://{listen}"));
+    let given_public_url = overrides.public_url.or(file.public_url);
+    let public_url_configured = given_public_url.is_some();
+    let public_url = given_public_url.unwrap_or_else(|| format!("http://{listen}"));
     if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
         return Err(invalid("public_url", "must start with http:// or https://"));
     }
@@ -315,6 +318,30 @@ pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, Confi
         }
     }
 
+    let cluster_listen = listener(
+        "cluster_listen",
+        overrides.cluster_listen.or(file.cluster_listen),
+        // Installed, other servers can join; in development nothing listens
+        // unless asked.
+        installed().then_some("0.0.0.0:7443"),
+    )?;
+    let cluster_advertise = overrides.cluster_advertise.or(file.cluster_advertise);
+    if let Some(advertise) = &cluster_advertise {
+        let valid = advertise.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && port.parse::<u16>().is_ok_and(|port| port > 0)
+                && host.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                })
+        });
+        if !valid {
+            return Err(invalid(
+                "cluster_advertise",
+                format!("{advertise:?} is not HOST:PORT, e.g. cp.example.com:7443"),
+            ));
+        }
+    }
+
     Ok(UpConfig {
         traffic,
         server: ServerConfig {
@@ -322,6 +349,9 @@ pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, Confi
             data_dir,
             database_url,
             public_url,
+            public_url_configured,
+            cluster_listen,
+            cluster_advertise,
             login_attempts_per_minute,
             allowed_file_roots,
             node_name,

@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod cli;
 mod config;
+mod join;
+mod node_run;
 mod proxy;
+mod supervisor;
 mod up;
 
 #[derive(Debug, Parser)]
@@ -35,6 +38,9 @@ enum Command {
     /// Run the traffic layer (started and supervised by the agent).
     #[command(hide = true)]
     Proxy(proxy::ProxyArgs),
+    /// Make this server a node of a cluster with a one-time token (the install
+    /// script from `nanoscale node add` runs it).
+    Join(join::JoinArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -80,6 +86,7 @@ fn main() -> ExitCode {
     };
     match args.command {
         Command::Up(up_args) => runtime.block_on(up::run(up_args)),
+        Command::Join(join_args) => runtime.block_on(join::run(join_args)),
         Command::Agent(_) | Command::Proxy(_) => ExitCode::FAILURE,
         Command::Client(command) => runtime.block_on(cli::run(args.global, command)),
     }

@@ -8,6 +8,7 @@ use clap::Args;
 use nanoscale_server::Server;
 
 use crate::config::{self, FileConfig, LogFormat, Overrides};
+use crate::supervisor::{AgentLaunch, AgentSupervisor};
 
 /// Exit code for bad configuration (EX_USAGE), so scripts can tell it from a crash.
 const EXIT_CONFIG: u8 = 64;
@@ -70,6 +71,14 @@ pub struct UpArgs {
     /// [default: /etc/hosts as root with an internal listener, else off].
     #[arg(long, env = "NANOSCALE_HOSTS_FILE", value_name = "FILE")]
     hosts_file: Option<String>,
+    /// The cluster listener other servers' agents dial (mTLS), or `off`
+    /// [default: 0.0.0.0:7443 when installed, else off].
+    #[arg(long, env = "NANOSCALE_CLUSTER_LISTEN", value_name = "ADDR:PORT")]
+    cluster_listen: Option<String>,
+    /// HOST:PORT agents dial for the cluster listener, when not the public URL's
+    /// host with the cluster listener's port.
+    #[arg(long, env = "NANOSCALE_CLUSTER_ADVERTISE", value_name = "HOST:PORT")]
+    cluster_advertise: Option<String>,
     /// Seconds to let in-flight requests finish on SIGTERM [default: 10].
     #[arg(long, env = "NANOSCALE_SHUTDOWN_GRACE_SECS", value_name = "SECONDS")]
     shutdown_grace_secs: Option<u64>,
@@ -99,6 +108,8 @@ pub async fn run(args: UpArgs) -> ExitCode {
         dns_listen: args.dns_listen,
         hosts_file: args.hosts_file,
         proxy_metrics_listen: args.proxy_metrics_listen,
+        cluster_listen: args.cluster_listen,
+        cluster_advertise: args.cluster_advertise,
     };
     let config = match config::resolve(overrides, file) {
         Ok(config) => config,
@@ -135,6 +146,9 @@ async fn serve(config: config::UpConfig) -> anyhow::Result<()> {
     println!("  API:       {base}/api/v1  (OpenAPI: {base}/api/v1/openapi.json)");
     println!("  data:      {}", config.server.data_dir.display());
     println!("  node:      {}", config.server.node_name);
+    if let Some(cluster) = server.cluster_addr() {
+        println!("  cluster:   {cluster} (servers join with: nanoscale node add)");
+    }
     if config.agent {
         let show = |address: Option<std::net::SocketAddr>| {
             address.map_or_else(|| "off".to_owned(), |a| a.to_string())
@@ -167,12 +181,11 @@ async fn serve(config: config::UpConfig) -> anyhow::Result<()> {
     crate::agent::write_credential(&credential_file, &credential)
         .map_err(|error| anyhow::anyhow!("writing {}: {error}", credential_file.display()))?;
     let agent = AgentSupervisor::start(AgentLaunch {
-        control_plane: format!("http://{address}"),
+        bearer: Some((format!("http://{address}"), credential_file)),
         // The agent runs with the data dir as its working directory: give it an
         // absolute path so a relative --data-dir means the same thing there.
         data_dir: std::fs::canonicalize(&config.server.data_dir)?,
         log_format: config.log_format,
-        credential_file,
         allowed_file_roots: config.server.allowed_file_roots.clone(),
         traffic: config.traffic.clone(),
     })?;
@@ -180,117 +193,6 @@ async fn serve(config: config::UpConfig) -> anyhow::Result<()> {
     let result = server.serve(shutdown_signal(), grace).await;
     agent.stop().await;
     result
-}
-
-/// How `up` starts this host's agent.
-struct AgentLaunch {
-    control_plane: String,
-    data_dir: PathBuf,
-    log_format: LogFormat,
-    credential_file: PathBuf,
-    allowed_file_roots: Vec<PathBuf>,
-    traffic: config::Traffic,
-}
-
-/// Runs the agent as a separate process (so it can crash or be upgraded without
-/// the control plane, and apps outlive both), restarting it with backoff.
-struct AgentSupervisor {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl AgentSupervisor {
-    fn start(launch: AgentLaunch) -> anyhow::Result<AgentSupervisor> {
-        let program = std::env::current_exe()?;
-        let mut args = vec![
-            "agent".to_owned(),
-            "--control-plane".to_owned(),
-            launch.control_plane,
-            "--data-dir".to_owned(),
-            launch.data_dir.display().to_string(),
-            "--credential-file".to_owned(),
-            launch.credential_file.display().to_string(),
-        ];
-        if launch.log_format == LogFormat::Json {
-            args.extend(["--log-format".to_owned(), "json".to_owned()]);
-        }
-        let show = |address: Option<std::net::SocketAddr>| {
-            address.map_or_else(|| "off".to_owned(), |a| a.to_string())
-        };
-        args.extend([
-            "--proxy-listen".to_owned(),
-            show(launch.traffic.proxy_listen),
-            "--internal-listen".to_owned(),
-            show(launch.traffic.internal_listen),
-            "--dns-listen".to_owned(),
-            show(launch.traffic.dns_listen),
-            "--proxy-metrics-listen".to_owned(),
-            show(launch.traffic.proxy_metrics_listen),
-        ]);
-        if let Some(hosts) = &launch.traffic.hosts_file {
-            args.extend(["--hosts-file".to_owned(), hosts.display().to_string()]);
-        }
-        for root in launch.allowed_file_roots {
-            args.push("--allow-file-root".to_owned());
-            args.push(root.display().to_string());
-        }
-        let env: Vec<(String, String)> = ["NANOSCALE_LOG", "HOME", "PATH"]
-            .iter()
-            .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))
-            .collect();
-        let spec = nanoscale_process::DetachedSpec {
-            program,
-            args,
-            env,
-            cwd: launch.data_dir,
-            inherit_stderr: true,
-        };
-        let (stop, mut stopping) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(async move {
-            let mut failures = 0u32;
-            loop {
-                let mut child = match nanoscale_process::spawn_detached(&spec) {
-                    Ok(child) => child,
-                    Err(error) => {
-                        tracing::error!(%error, "could not start the agent");
-                        failures += 1;
-                        tokio::time::sleep(Duration::from_secs(1 << failures.min(5))).await;
-                        continue;
-                    }
-                };
-                let started = std::time::Instant::now();
-                tokio::select! {
-                    status = child.wait() => {
-                        if *stopping.borrow() {
-                            return;
-                        }
-                        tracing::warn!(?status, "the agent exited; restarting it");
-                        failures = if started.elapsed() > Duration::from_secs(60) { 0 } else { failures + 1 };
-                        let pause = Duration::from_millis(200 << failures.min(7));
-                        tokio::time::sleep(pause).await;
-                    }
-                    _ = stopping.changed() => {
-                        if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid),
-                                nix::sys::signal::Signal::SIGTERM,
-                            );
-                        }
-                        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-                        let _ = child.start_kill();
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(AgentSupervisor { stop, task })
-    }
-
-    /// Stops the agent (SIGTERM); apps keep running under their shims.
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -43,6 +43,11 @@ enum Policy {
     Project,
     /// Node credentials only (the agent protocol).
     NodeOnly,
+    /// A valid join token only (the binary a joining server downloads).
+    JoinTokenOnly,
+    /// Admins, but the request is refused by state (the control plane's own node
+    /// cannot be removed).
+    AdminStatus(u16),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -57,7 +62,10 @@ fn expected(policy: Policy, who: Who) -> Expect {
         (Policy::Public, _) => Success,
         (Policy::PublicStatus(code), _) => Status(code),
         // No user, however privileged, speaks the agent protocol.
-        (Policy::NodeOnly, _) => Status(401),
+        (Policy::NodeOnly | Policy::JoinTokenOnly, _) => Status(401),
+        (Policy::AdminStatus(code), Who::Admin) => Status(code),
+        (Policy::AdminStatus(_), Who::Anonymous) => Status(401),
+        (Policy::AdminStatus(_), _) => Status(403),
         (_, Who::Anonymous) => Status(401),
         (Policy::Authenticated, _) => Success,
         (Policy::Admin, Who::Admin) => Success,
@@ -124,6 +132,11 @@ const MATRIX: &[(&str, Policy)] = &[
     ("GET /api/v1/releases/{id}", Policy::Authenticated),
     ("GET /api/v1/nodes", Policy::Authenticated),
     ("GET /api/v1/nodes/{id}", Policy::Authenticated),
+    ("DELETE /api/v1/nodes/{id}", Policy::AdminStatus(409)),
+    ("POST /api/v1/nodes/join-tokens", Policy::Admin),
+    ("GET /install.sh", Policy::Public),
+    ("GET /api/v1/cluster/binary", Policy::JoinTokenOnly),
+    ("GET /api/v1/cluster/binary/sha256", Policy::Public),
     ("GET /api/v1/nodes/{id}/desired-state", Policy::Admin),
     ("GET /api/v1/agent/desired-state", Policy::NodeOnly),
     ("POST /api/v1/agent/report", Policy::NodeOnly),
@@ -161,7 +174,8 @@ fn id(value: &Value) -> String {
 
 impl Fixture {
     async fn new() -> Fixture {
-        let server = TestServer::start();
+        let server =
+            TestServer::start_with(&["--no-agent", "--cluster-listen", "127.0.0.1:0"], &[]);
         let admin = server.bootstrap().await;
         let (_, viewer) = server.user(&admin, "viewer", "viewer").await;
         let (_, owner) = server.user(&admin, "owner", "deployer").await;
@@ -362,6 +376,7 @@ impl Fixture {
                 format!("/api/v1/services/{svc}/rollback"),
                 Some(json!({"release": 1})),
             ),
+            "POST /api/v1/nodes/join-tokens" => (template.to_owned(), Some(json!({}))),
             "PATCH /api/v1/settings" => {
                 (template.to_owned(), Some(json!({"product_name": "Acme"})))
             }

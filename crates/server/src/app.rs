@@ -20,6 +20,8 @@ pub struct Server {
     pub document: utoipa::openapi::OpenApi,
     /// This host as a node of its cluster.
     pub node: nanoscale_core::api::Node,
+    /// The bound cluster listener and its TLS configuration, when it is on.
+    cluster: Option<(TcpListener, rustls::ServerConfig)>,
 }
 
 impl Server {
@@ -46,6 +48,28 @@ impl Server {
                 config.listen
             )
         })?;
+        let cluster = match config.cluster_listen {
+            Some(address) => {
+                let ca = crate::cluster::ClusterCa::load_or_create(&state.store)
+                    .await
+                    .context("while loading the cluster CA")?;
+                let tls = ca.server_config()?;
+                let listener = TcpListener::bind(address).await.with_context(|| {
+                    format!(
+                        "while binding the cluster listener {address} (pick another with --cluster-listen, or off)"
+                    )
+                })?;
+                let local_addr = listener.local_addr()?;
+                let _ = state
+                    .cluster
+                    .set(std::sync::Arc::new(crate::cluster::Cluster {
+                        ca,
+                        local_addr,
+                    }));
+                Some((listener, tls))
+            }
+            None => None,
+        };
         state.mark_started();
         Ok(Server {
             state,
@@ -53,6 +77,7 @@ impl Server {
             listener,
             document,
             node,
+            cluster,
         })
     }
 
@@ -72,6 +97,11 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// Where the cluster listener is bound, when it is on.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.state.cluster.get().map(|cluster| cluster.local_addr)
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
     /// requests finish (up to `grace`), and closes the store.
     pub async fn serve(
@@ -81,6 +111,11 @@ impl Server {
     ) -> anyhow::Result<()> {
         let (stop_housekeeping, stopped) = tokio::sync::oneshot::channel::<()>();
         let housekeeping = tokio::spawn(housekeeping(self.state.clone(), stopped));
+        let liveness = tokio::spawn(liveness(self.state.clone()));
+        let cluster = self.cluster.map(|(listener, tls)| {
+            let router = crate::api::cluster_router(self.state.clone());
+            tokio::spawn(crate::cluster::serve_tls(listener, tls, router))
+        });
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(
             self.listener,
@@ -104,6 +139,10 @@ impl Server {
                 Ok(())
             }
         };
+        if let Some(cluster) = cluster {
+            cluster.abort();
+        }
+        liveness.abort();
         // Stop between rounds, never in the middle of one.
         let _ = stop_housekeeping.send(());
         let _ = housekeeping.await;
@@ -127,6 +166,30 @@ async fn housekeeping(state: AppState, mut stop: tokio::sync::oneshot::Receiver<
             Ok(removed) if removed > 0 => tracing::debug!(removed, "expired sessions removed"),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not remove expired sessions"),
+        }
+    }
+}
+
+/// A node whose agent sends no heartbeat for this long is marked unreachable.
+pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// Marks nodes that stopped sending heartbeats unreachable (each with an event);
+/// their next report marks them ready again.
+async fn liveness(state: AppState) {
+    // Agents get a full period to reach a control plane that just started.
+    tokio::time::sleep(UNREACHABLE_AFTER).await;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let cutoff = crate::store::now_millis() - UNREACHABLE_AFTER.as_millis() as i64;
+        match state.store.mark_unreachable(cutoff).await {
+            Ok(names) => {
+                for name in names {
+                    tracing::warn!(node = %name, "node unreachable: no heartbeat for 30 s");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not check node heartbeats"),
         }
     }
 }

@@ -14,6 +14,15 @@ pub struct ServerConfig {
     pub database_url: String,
     /// The URL users reach the control plane at; `https://` turns on Secure cookies.
     pub public_url: String,
+    /// Whether `public_url` was configured (else it is derived from `listen`, and
+    /// the install command uses the address a request came in on).
+    pub public_url_configured: bool,
+    /// The cluster listener (mTLS, agents of other servers dial it); `None` = off,
+    /// so no server can join.
+    pub cluster_listen: Option<SocketAddr>,
+    /// `host:port` agents dial for the cluster listener when it differs from the
+    /// public URL's host with the listener's port (NAT, a load balancer).
+    pub cluster_advertise: Option<String>,
     /// Login attempts allowed per client address per minute.
     pub login_attempts_per_minute: NonZeroU32,
     /// Directories a `file://` repository may live under.

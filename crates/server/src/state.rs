@@ -25,6 +25,8 @@ pub struct Inner {
     /// the same cached list (see `store/cache.rs`).
     pub projects_body:
         std::sync::Mutex<Option<(Arc<Vec<nanoscale_core::api::Project>>, bytes::Bytes)>>,
+    /// The cluster CA and listener, set at start when the cluster listener is on.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -47,6 +49,7 @@ impl AppState {
             config,
             started: AtomicBool::new(false),
             projects_body: std::sync::Mutex::new(None),
+            cluster: std::sync::OnceLock::new(),
         }))
     }
 

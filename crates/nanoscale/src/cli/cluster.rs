@@ -1,15 +1,36 @@
-//! `node ls` and `audit`.
+//! `node ls|add|rm` and `audit` (`node run` is in `crate::node_run`).
 use clap::{Args, Subcommand};
 use nanoscale_client::api::AuditFilter;
+use nanoscale_core::cluster::CreateJoinToken;
 
 use super::output::{print_json, short_id, when, when_or, Table};
-use super::{CliResult, Context};
+use super::projects::pick;
+use super::{CliError, CliResult, Context};
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
-    /// List nodes.
+    /// List nodes with their status, usage and desired/applied versions.
     #[command(visible_alias = "list")]
     Ls,
+    /// Make a one-time join token and print the command that joins a new server.
+    Add(AddArgs),
+    /// Remove a node from the cluster: its certificate stops working at once.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Node name or id.
+        node: String,
+    },
+    /// Run this joined server's agent, restarting it when it exits (what the
+    /// install script starts where systemd does not run).
+    Run(crate::node_run::NodeRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Seconds the token stays valid (1-604800).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    ttl: u64,
 }
 
 #[derive(Debug, Args)]
@@ -38,9 +59,13 @@ pub async fn node(context: &Context, command: NodeCommand) -> CliResult {
                 "MODE",
                 "CPUS",
                 "MEMORY",
+                "CPU%",
+                "MEM USED",
+                "APPLIED/DESIRED",
                 "LAST SEEN",
             ]);
             for node in &nodes {
+                let usage = node.usage.as_ref();
                 table.row(vec![
                     node.name.clone(),
                     short_id(&node.id),
@@ -49,12 +74,50 @@ pub async fn node(context: &Context, command: NodeCommand) -> CliResult {
                     node.security_mode.clone(),
                     node.capacity.cpus.to_string(),
                     bytes(node.capacity.memory_bytes),
+                    usage.map_or_else(|| "-".to_owned(), |u| format!("{:.0}", u.cpu_percent)),
+                    usage.map_or_else(|| "-".to_owned(), |u| bytes(u.memory_used_bytes)),
+                    format!(
+                        "{}/{} {}",
+                        node.applied_version,
+                        node.desired_version,
+                        node.convergence.as_str()
+                    ),
                     when_or(node.last_seen_at.as_ref(), "never"),
                 ]);
             }
             table.print_or("No nodes.");
             Ok(())
         }
+        NodeCommand::Add(args) => {
+            let created = context
+                .client
+                .create_join_token(&CreateJoinToken {
+                    ttl_secs: Some(args.ttl),
+                })
+                .await?;
+            if context.json() {
+                return print_json(&created);
+            }
+            println!(
+                "Run this on the new server (as root; the token works once, until {}):",
+                when(&created.expires_at)
+            );
+            println!();
+            println!("  {}", created.command);
+            Ok(())
+        }
+        NodeCommand::Rm { node } => {
+            let nodes = context.client.list_nodes().await?;
+            let found = pick(nodes, &node, |node| (&node.name, &node.id)).ok_or_else(|| {
+                CliError::failure(format!("no node named '{node}'")).hint("see `nanoscale node ls`")
+            })?;
+            context.client.remove_node(found.id).await?;
+            if !context.json() {
+                println!("removed node {}; its certificate is revoked", found.name);
+            }
+            Ok(())
+        }
+        NodeCommand::Run(_) => Err(CliError::usage("node run does not talk to a control plane")),
     }
 }
 

@@ -125,6 +125,7 @@ async fn dispatch(global: GlobalArgs, command: ClientCommand) -> CliResult {
         ClientCommand::Logs(args) => releases::logs(&connect(&global)?, args).await,
         ClientCommand::Events(args) => events::run(&connect(&global)?, args).await,
         ClientCommand::Token(command) => tokens::run(&connect(&global)?, command).await,
+        ClientCommand::Node(cluster::NodeCommand::Run(args)) => crate::node_run::run(args).await,
         ClientCommand::Node(command) => cluster::node(&connect(&global)?, command).await,
         ClientCommand::User(command) => users::run(&connect(&global)?, command).await,
         ClientCommand::Audit(args) => cluster::audit(&connect(&global)?, args).await,

@@ -31,6 +31,16 @@ impl FromRequestParts<AppState> for NodeIdentity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // On the cluster listener only the client certificate counts.
+        if let Some(peer) = parts.extensions.get::<crate::cluster::PeerCertificate>() {
+            let fingerprint = peer.0.as_deref().ok_or(ApiError::Unauthorized)?;
+            return state
+                .store
+                .node_by_certificate(fingerprint)
+                .await?
+                .map(NodeIdentity)
+                .ok_or(ApiError::Unauthorized);
+        }
         let credential = bearer_token(parts)
             .filter(|token| token.starts_with(NODE_CREDENTIAL_PREFIX))
             .ok_or(ApiError::Unauthorized)?;
@@ -62,6 +72,7 @@ pub async fn desired_state(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     // Subscribed before compiling, so a change between the two is not missed.
     let mut changes = state.store.subscribe();
+    let mut node = node;
     loop {
         let document = crate::desired::document(&state.store, &node).await?;
         let moved = query
@@ -75,6 +86,13 @@ pub async fn desired_state(
                 if let Err(RecvError::Closed) = received {
                     return Ok(Json(document));
                 }
+                // A removed node's channel ends at once; a relabelled one sees
+                // its new placement.
+                node = match state.store.get_node(node.id).await {
+                    Ok(node) => node,
+                    Err(crate::store::StoreError::NotFound) => return Err(ApiError::Unauthorized),
+                    Err(error) => return Err(error.into()),
+                };
             }
             _ = tokio::time::sleep_until(deadline) => return Ok(Json(document)),
         }
@@ -91,7 +109,16 @@ pub async fn report(
     ApiJson(report): ApiJson<AgentReport>,
 ) -> ApiResult<Json<ReportAck>> {
     validate(&report)?;
-    let acknowledged = state.store.apply_report(&node, &report).await?;
+    let acknowledged =
+        state
+            .store
+            .apply_report(&node, &report)
+            .await
+            .map_err(|error| match error {
+                // Removed while the report was on its way.
+                crate::store::StoreError::NotFound => ApiError::Unauthorized,
+                other => other.into(),
+            })?;
     Ok(Json(ReportAck { acknowledged }))
 }
 

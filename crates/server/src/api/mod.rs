@@ -4,6 +4,7 @@ pub mod agent;
 pub mod audit;
 mod audit_ctx;
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -74,7 +75,11 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(logs::list_logs))
         .routes(routes!(services::get_release))
         .routes(routes!(nodes::list_nodes))
-        .routes(routes!(nodes::get_node))
+        .routes(routes!(nodes::get_node, cluster::remove_node))
+        .routes(routes!(cluster::create_join_token))
+        .routes(routes!(cluster::install_script))
+        .routes(routes!(cluster::binary))
+        .routes(routes!(cluster::binary_sha256))
         .routes(routes!(nodes::get_desired_state))
         .routes(routes!(agent::desired_state))
         .routes(routes!(agent::report))
@@ -102,4 +107,23 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .layer(axum::middleware::from_fn(middleware::request_context))
         .with_state(state);
     (router, document)
+}
+
+/// The cluster listener's routes: joining, certificate renewal and the agent
+/// protocol, for agents of other servers (see `crate::cluster`).
+pub fn cluster_router(state: AppState) -> Router {
+    use axum::routing::{get, post};
+    Router::new()
+        .route("/cluster/v1/join", post(cluster::join))
+        .route("/cluster/v1/renew", post(cluster::renew))
+        .route("/api/v1/agent/desired-state", get(agent::desired_state))
+        .route("/api/v1/agent/report", post(agent::report))
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            middleware::panic_response,
+        ))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .with_state(state)
 }

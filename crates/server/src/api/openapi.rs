@@ -91,8 +91,10 @@ pub async fn openapi_json(Extension(document): Extension<OpenApiJson>) -> impl I
 }
 
 /// Routes anyone may call without authenticating.
-const PUBLIC: [&str; 8] = [
+const PUBLIC: [&str; 10] = [
     "/api/v1/setup",
+    "/install.sh",
+    "/api/v1/cluster/binary/sha256",
     "/api/v1/auth/login",
     "/api/v1/settings",
     "/api/v1/openapi.json",
@@ -145,6 +147,12 @@ pub fn finish(document: &mut Document) {
         "node_credential",
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
     );
+    // A joining server downloads the binary with its join token (`K10…`) as the
+    // bearer.
+    components.add_security_scheme(
+        "join_token",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
     let is_api = |path: &str| path.starts_with("/api/");
     for (path, item) in document.paths.paths.iter_mut() {
         let public = PUBLIC.contains(&path.as_str());
@@ -178,7 +186,12 @@ pub fn finish(document: &mut Document) {
                         )
                     });
             }
-            if path.starts_with("/api/v1/agent/") {
+            if path == "/api/v1/cluster/binary" {
+                operation.security = Some(vec![SecurityRequirement::new(
+                    "join_token",
+                    Vec::<String>::new(),
+                )]);
+            } else if path.starts_with("/api/v1/agent/") {
                 operation.security = Some(vec![SecurityRequirement::new(
                     "node_credential",
                     Vec::<String>::new(),

@@ -47,18 +47,42 @@ impl Store {
         let now = now_millis();
         let node_id = node.id.to_string();
         let mut tx = self.begin().await?;
+        let previous: Option<String> = sqlx::query_scalar("SELECT status FROM nodes WHERE id = $1")
+            .bind(&node_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        // Removed while this report was on its way: nothing to record.
+        let previous = previous.ok_or(StoreError::NotFound)?;
         sqlx::query(
             "UPDATE nodes SET status = 'ready', last_seen_at = $1, target_version = $2, \
-             applied_version = $3, convergence = $4, problems_json = $5 WHERE id = $6",
+             applied_version = $3, convergence = $4, problems_json = $5, \
+             usage_json = COALESCE($6, usage_json) WHERE id = $7",
         )
         .bind(now)
         .bind(report.target_version)
         .bind(report.applied_version)
         .bind(report.convergence.as_str())
         .bind(to_json(&report.problems))
+        .bind(report.usage.as_ref().map(to_json))
         .bind(&node_id)
         .execute(&mut *tx)
         .await?;
+        let mut published: Vec<Event> = Vec::new();
+        if previous == "unreachable" {
+            published.push(
+                events::insert(
+                    &mut tx,
+                    NewEvent {
+                        node_id: Some(node.id),
+                        ..NewEvent::info(
+                            "node.reachable",
+                            format!("node {} is sending heartbeats again", node.name),
+                        )
+                    },
+                )
+                .await?,
+            );
+        }
 
         sqlx::query("DELETE FROM instances WHERE node_id = $1")
             .bind(&node_id)
@@ -123,7 +147,6 @@ impl Store {
         }
 
         let mut acknowledged = Vec::with_capacity(report.events.len());
-        let mut published: Vec<Event> = Vec::new();
         for event in &report.events {
             acknowledged.push(event.id);
             let seen: Option<String> =

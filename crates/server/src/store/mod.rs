@@ -18,6 +18,7 @@ use uuid::Uuid;
 mod agent;
 mod audit;
 mod cache;
+mod cluster;
 mod desired;
 mod error;
 mod events;
@@ -32,6 +33,7 @@ mod tokens;
 mod users;
 
 pub use audit::NewAudit;
+pub use cluster::{JoinError, JoiningNode};
 pub use error::StoreError;
 pub use events::event_matches;
 pub use events::NewEvent;

@@ -19,7 +19,8 @@ pub struct NewNode {
 
 pub(super) const COLUMNS: &str =
     "id, name, address, labels_json, status, security_mode, cpus, memory_bytes, \
-     desired_version, applied_version, created_at, last_seen_at, convergence, problems_json";
+     desired_version, applied_version, created_at, last_seen_at, convergence, problems_json, \
+     usage_json";
 
 pub(super) fn node_from_row(row: &AnyRow) -> StoreResult<Node> {
     let (convergence, problems) = Store::convergence_from_row(row)?;
@@ -40,6 +41,10 @@ pub(super) fn node_from_row(row: &AnyRow) -> StoreResult<Node> {
         problems,
         created_at: to_time(row.try_get("created_at")?),
         last_seen_at: row.try_get::<Option<i64>, _>("last_seen_at")?.map(to_time),
+        usage: row
+            .try_get::<Option<String>, _>("usage_json")?
+            .map(|json| from_json(&json))
+            .transpose()?,
     })
 }
 
@@ -72,7 +77,7 @@ impl Store {
             None => {
                 let id = new_id().to_string();
                 sqlx::query(&format!(
-                    "INSERT INTO nodes ({COLUMNS}) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, 0, 0, $8, NULL, 'unknown', '[]')"
+                    "INSERT INTO nodes ({COLUMNS}) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, 0, 0, $8, NULL, 'unknown', '[]', NULL)"
                 ))
                 .bind(&id)
                 .bind(&new.name)

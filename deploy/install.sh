@@ -1,0 +1,211 @@
+#!/bin/sh
+# NanoScale node installer, served by a control plane at /install.sh:
+#
+#   curl -fsSL @SERVER_URL@/install.sh | sh -s -- --join <token>
+#
+# Fetches the control plane's own nanoscale binary (no outside download), joins
+# the cluster with the one-time token, and starts the node agent: as a systemd
+# unit where systemd runs, else supervised by `nanoscale node run`. Safe to run
+# again: what is already done is left as it is. --uninstall reverses it.
+#
+# Options:
+#   --join TOKEN           one-time join token (nanoscale node add)
+#   --data-dir DIR         keep everything of this node under DIR (binary, state,
+#                          apps, logs); nothing outside DIR is touched, so several
+#                          nodes can share one machine [default: /var/lib/nanoscale]
+#   --name NAME            node name [default: this host's name]
+#   --label KEY=VALUE      node label, repeatable (placement rules match them)
+#   --proxy-listen A:P     external proxy listener [default: 0.0.0.0:80]
+#   --internal-listen A:P  internal service network [default: 127.0.0.1:80]
+#   --dns-listen A:P       *.svc.internal DNS responder [default: 127.0.0.153:53]
+#   --uninstall            stop this node's agent, proxy and apps and remove it
+set -eu
+
+SERVER_URL='@SERVER_URL@'
+CLUSTER_ADDR='@CLUSTER_ADDR@'
+
+TOKEN=""
+DATA_DIR=""
+NAME=""
+LABELS=""
+PROXY_LISTEN="0.0.0.0:80"
+INTERNAL_LISTEN="127.0.0.1:80"
+DNS_LISTEN="127.0.0.153:53"
+UNINSTALL=0
+
+say() { printf 'nanoscale: %s\n' "$*"; }
+die() { printf 'nanoscale: error: %s\n' "$*" >&2; exit 1; }
+
+need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value"; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --join) need_value "$@"; TOKEN="$2"; shift 2 ;;
+        --data-dir) need_value "$@"; DATA_DIR="$2"; shift 2 ;;
+        --name) need_value "$@"; NAME="$2"; shift 2 ;;
+        --label) need_value "$@"; LABELS="$LABELS $2"; shift 2 ;;
+        --proxy-listen) need_value "$@"; PROXY_LISTEN="$2"; shift 2 ;;
+        --internal-listen) need_value "$@"; INTERNAL_LISTEN="$2"; shift 2 ;;
+        --dns-listen) need_value "$@"; DNS_LISTEN="$2"; shift 2 ;;
+        --uninstall) UNINSTALL=1; shift ;;
+        -h|--help) sed -n '2,22p' "$0" 2>/dev/null || true; exit 0 ;;
+        *) die "unknown option $1 (see --help)" ;;
+    esac
+done
+
+[ "$(id -u)" -eq 0 ] || die "run as root: curl -fsSL $SERVER_URL/install.sh | sudo sh -s -- ..."
+
+if [ -n "$DATA_DIR" ]; then
+    case "$DATA_DIR" in
+        /*) ;;
+        *) die "--data-dir must be an absolute path" ;;
+    esac
+    BIN_DIR="$DATA_DIR/bin"
+    OWN_USER=0
+else
+    DATA_DIR=/var/lib/nanoscale
+    BIN_DIR=/usr/local/bin
+    OWN_USER=1
+fi
+BIN="$BIN_DIR/nanoscale"
+UNIT=/etc/systemd/system/nanoscale-agent.service
+PID_FILE="$DATA_DIR/node.pid"
+use_systemd() { [ "$OWN_USER" -eq 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
+
+# Every process of this node runs $BIN with this node's data dir in its arguments.
+node_pids() {
+    for proc in /proc/[0-9]*; do
+        [ "$(readlink "$proc/exe" 2>/dev/null || true)" = "$BIN" ] || continue
+        if tr '\0' '\n' < "$proc/cmdline" 2>/dev/null | grep -q "^$DATA_DIR"; then
+            echo "${proc#/proc/}"
+        fi
+    done
+}
+
+if [ "$UNINSTALL" -eq 1 ]; then
+    if use_systemd && [ -f "$UNIT" ]; then
+        systemctl disable --now nanoscale-agent.service >/dev/null 2>&1 || true
+        rm -f "$UNIT"
+        systemctl daemon-reload || true
+        say "removed the systemd unit"
+    fi
+    pids=$(node_pids)
+    if [ -n "$pids" ]; then
+        # The supervisor first (so nothing restarts), then the agent, proxy and
+        # shims; a shim stops its app when it is told to stop.
+        kill -TERM $pids 2>/dev/null || true
+        for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+            [ -z "$(node_pids)" ] && break
+            sleep 0.5
+        done
+        pids=$(node_pids)
+        [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
+        say "stopped this node's processes"
+    fi
+    if [ -f /etc/hosts ] && grep -q "^# BEGIN nanoscale $DATA_DIR/" /etc/hosts; then
+        sed -i "\\|^# BEGIN nanoscale $DATA_DIR/|,\\|^# END nanoscale $DATA_DIR/|d" /etc/hosts
+        say "removed this node's block from /etc/hosts"
+    fi
+    rm -rf "$DATA_DIR"
+    say "removed $DATA_DIR"
+    if [ "$OWN_USER" -eq 1 ]; then
+        rm -f "$BIN"
+        if id nanoscale >/dev/null 2>&1; then
+            userdel nanoscale 2>/dev/null || true
+            say "removed the nanoscale user"
+        fi
+    fi
+    say "uninstalled; remove the node from the cluster with: nanoscale node rm <name>"
+    exit 0
+fi
+
+[ -n "$CLUSTER_ADDR" ] || die "the control plane at $SERVER_URL has its cluster listener off; start it with --cluster-listen"
+command -v curl >/dev/null 2>&1 || die "curl is needed"
+command -v sha256sum >/dev/null 2>&1 || die "sha256sum is needed (coreutils)"
+
+# The control plane's binary must run here.
+remote=$(curl -fsSL "$SERVER_URL/api/v1/cluster/binary/sha256") || die "cannot reach $SERVER_URL"
+want_sha=${remote%% *}
+remote_arch=$(echo "$remote" | awk '{print $2}')
+arch=$(uname -m)
+[ "$arch" = "$remote_arch" ] || die "this server is $arch but the control plane runs $remote_arch; NanoScale serves only its own binary"
+
+if [ "$OWN_USER" -eq 1 ] && ! id nanoscale >/dev/null 2>&1; then
+    useradd --system --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin nanoscale 2>/dev/null \
+        || useradd -r -d "$DATA_DIR" -M -s /sbin/nologin nanoscale
+    say "created the nanoscale system user"
+fi
+umask 077
+mkdir -p "$DATA_DIR" "$DATA_DIR/apps" "$BIN_DIR"
+chmod 700 "$DATA_DIR" "$DATA_DIR/apps"
+[ "$OWN_USER" -eq 1 ] && chmod 755 "$BIN_DIR"
+
+have_sha=""
+[ -x "$BIN" ] && have_sha=$(sha256sum "$BIN" | awk '{print $1}')
+if [ "$have_sha" = "$want_sha" ]; then
+    say "$BIN is already the control plane's binary"
+else
+    [ -n "$TOKEN" ] || die "$BIN is missing or differs from the control plane's binary, and downloading it needs --join TOKEN (make one with: nanoscale node add)"
+    # The join token authorizes the download; curl reads it from stdin, never
+    # from its arguments (the process list is world-readable).
+    printf 'header = "Authorization: Bearer %s"\n' "$TOKEN" \
+        | curl -fsSL -K - -o "$BIN.download" "$SERVER_URL/api/v1/cluster/binary" \
+        || die "downloading the binary failed (is the join token still valid? make a new one with: nanoscale node add)"
+    got=$(sha256sum "$BIN.download" | awk '{print $1}')
+    if [ "$got" != "$want_sha" ]; then
+        rm -f "$BIN.download"
+        die "the downloaded binary's SHA-256 is $got, expected $want_sha"
+    fi
+    chmod 755 "$BIN.download"
+    mv -f "$BIN.download" "$BIN"
+    say "installed $BIN"
+fi
+
+if [ -f "$DATA_DIR/agent/cluster/node.json" ]; then
+    say "this node already joined the cluster (remove $DATA_DIR to join again)"
+else
+    [ -n "$TOKEN" ] || die "--join TOKEN is needed (make one with: nanoscale node add)"
+    set -- join --cluster "$CLUSTER_ADDR" --data-dir "$DATA_DIR"
+    [ -n "$NAME" ] && set -- "$@" --name "$NAME"
+    for label in $LABELS; do set -- "$@" --label "$label"; done
+    # The token goes through the environment, never the process list.
+    NANOSCALE_JOIN_TOKEN="$TOKEN" "$BIN" "$@"
+fi
+
+set -- --data-dir "$DATA_DIR" --proxy-listen "$PROXY_LISTEN" --internal-listen "$INTERNAL_LISTEN" --dns-listen "$DNS_LISTEN"
+if [ "$OWN_USER" -eq 1 ]; then set -- "$@" --hosts-file /etc/hosts; fi
+
+if use_systemd; then
+    cat > "$UNIT.tmp" <<EOF
+[Unit]
+Description=NanoScale node agent
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=$BIN agent $*
+WorkingDirectory=$DATA_DIR
+Restart=always
+RestartSec=2
+# Apps run under their own shims and outlive agent restarts.
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+EOF
+    mv -f "$UNIT.tmp" "$UNIT"
+    systemctl daemon-reload
+    systemctl enable nanoscale-agent.service >/dev/null 2>&1
+    systemctl restart nanoscale-agent.service
+    say "agent running as systemd unit nanoscale-agent.service"
+else
+    if [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
+        say "agent already running (pid $(cat "$PID_FILE"))"
+    else
+        cd "$DATA_DIR"
+        setsid "$BIN" node run "$@" >> "$DATA_DIR/node.log" 2>&1 < /dev/null &
+        echo $! > "$PID_FILE"
+        say "agent running under nanoscale node run (pid $!, log $DATA_DIR/node.log)"
+    fi
+fi
+say "done: this server is a node of the cluster at $SERVER_URL"
