@@ -16,8 +16,9 @@ _NS_APT_SH=1
 #   wrk             HTTP load generator used by the benchmark/soak tests
 #   git, curl, ca-certificates   basics the scripts and tests call
 #   bind9-dnsutils  dig, for the internal DNS responder's tests
+#   iproute2        ip netns, veth and bridges for the whole-cluster test
 #   nghttp2-client  h2load, an HTTP/2 client for the proxy's tests
-NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates bind9-dnsutils nghttp2-client)
+NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates bind9-dnsutils nghttp2-client iproute2)
 
 apt_pkg_installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

@@ -143,8 +143,17 @@ async fn fetch_loop(
     let mut failures = 0u32;
     loop {
         let known = context.document().map(|d| d.version);
-        match control_plane.desired_state(known).await {
+        // After a failure, ask without waiting: the answer is the proof that the
+        // link is back, and the report below must not wait for a long-poll.
+        let after = if failures == 0 { known } else { None };
+        match control_plane.desired_state(after).await {
             Ok(document) => {
+                if failures > 0 {
+                    // Back in touch (a control plane restart, a healed link):
+                    // report at once instead of at the next heartbeat.
+                    tracing::info!("reconnected to the control plane");
+                    context.report_now.notify_one();
+                }
                 failures = 0;
                 if Some(document.version) == known {
                     continue;

@@ -92,12 +92,31 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     }
     match nanoscale_agent::agent::run(config, crate::up::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if is_refused(&error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: agent: {error:#}");
+            ExitCode::from(REFUSED_EXIT_CODE)
+        }
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("error: agent: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The agent's exit code when the control plane refuses its credential or
+/// certificate (a newer `up` took over, or the node was removed): restarting it
+/// cannot help, so supervisors stop.
+pub const REFUSED_EXIT_CODE: u8 = 3;
+
+fn is_refused(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<nanoscale_agent::protocol::ProtocolError>(),
+            Some(nanoscale_agent::protocol::ProtocolError::Unauthorized)
+        )
+    })
 }
 
 /// The bearer credential `up` wrote, or the cluster identity `join` wrote.

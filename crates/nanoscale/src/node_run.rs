@@ -47,7 +47,7 @@ pub async fn run(args: NodeRunArgs) -> CliResult {
     let identity = nanoscale_agent::cluster::identity_dir(&data_dir);
     let membership = nanoscale_agent::cluster::Membership::load(&identity)
         .map_err(|error| CliError::usage(error).hint("join first: nanoscale join"))?;
-    let supervisor = AgentSupervisor::start(AgentLaunch {
+    let mut supervisor = AgentSupervisor::start(AgentLaunch {
         bearer: None,
         data_dir: data_dir.clone(),
         log_format,
@@ -67,7 +67,16 @@ pub async fn run(args: NodeRunArgs) -> CliResult {
         data_dir.display(),
         membership.cluster
     );
-    crate::up::shutdown_signal().await;
+    tokio::select! {
+        _ = crate::up::shutdown_signal() => {}
+        _ = supervisor.refused() => {
+            return Err(CliError::failure(format!(
+                "the control plane at {} refused node {}: it was removed from the cluster",
+                membership.cluster, membership.node_name
+            ))
+            .hint("join again with a new token (nanoscale node add), after removing the data dir"));
+        }
+    }
     // Let the agent finish its round; apps keep running.
     let _ = tokio::time::timeout(Duration::from_secs(15), supervisor.stop()).await;
     Ok(())

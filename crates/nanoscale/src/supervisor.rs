@@ -100,6 +100,17 @@ impl AgentSupervisor {
                         if *stopping.borrow() {
                             return;
                         }
+                        let refused = status
+                            .as_ref()
+                            .ok()
+                            .and_then(std::process::ExitStatus::code)
+                            == Some(i32::from(crate::agent::REFUSED_EXIT_CODE));
+                        if refused {
+                            tracing::error!(
+                                "the control plane refused this node (removed from the cluster, or a newer agent took over); not restarting the agent"
+                            );
+                            return;
+                        }
                         tracing::warn!(?status, "the agent exited; restarting it");
                         failures = if started.elapsed() > Duration::from_secs(60) { 0 } else { failures + 1 };
                         let pause = Duration::from_millis(200 << failures.min(7));
@@ -120,6 +131,11 @@ impl AgentSupervisor {
             }
         });
         Ok(AgentSupervisor { stop, task })
+    }
+
+    /// Resolves when the supervisor gave up: the control plane refused the node.
+    pub async fn refused(&mut self) {
+        let _ = (&mut self.task).await;
     }
 
     /// Stops the agent (SIGTERM); apps keep running under their shims.

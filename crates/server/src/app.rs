@@ -178,7 +178,7 @@ pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(30);
 async fn liveness(state: AppState) {
     // Agents get a full period to reach a control plane that just started.
     tokio::time::sleep(UNREACHABLE_AFTER).await;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

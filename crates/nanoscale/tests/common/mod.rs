@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod netns;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -60,12 +62,23 @@ impl TestServer {
     }
 
     pub fn spawn(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        Self::spawn_listening(data_dir, "127.0.0.1:0", args, env)
+    }
+
+    /// `nanoscale up` on `listen` (tests inside a network namespace listen on
+    /// the namespace's own address).
+    pub fn spawn_listening(
+        data_dir: &Path,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_nanoscale"));
         command
             .arg("up")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .env("NANOSCALE_LOG", "warn")
             .env_remove("NANOSCALE_DATABASE_URL")
@@ -107,6 +120,12 @@ impl TestServer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -333,12 +352,16 @@ pub struct GitDaemon {
 
 impl GitDaemon {
     pub fn serve(base: &Path) -> GitDaemon {
-        let port = free_port();
+        Self::serve_on(base, "127.0.0.1", free_port())
+    }
+
+    /// On `address:port` (inside a test's network namespace).
+    pub fn serve_on(base: &Path, address: &str, port: u16) -> GitDaemon {
         let child = Command::new(git_daemon_program())
             .args([
                 "--reuseaddr",
                 "--export-all",
-                "--listen=127.0.0.1",
+                &format!("--listen={address}"),
                 &format!("--port={port}"),
                 &format!("--base-path={}", base.display()),
                 &base.display().to_string(),
@@ -348,7 +371,7 @@ impl GitDaemon {
             .spawn()
             .expect("git daemon");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect((address, port)).is_err() {
             assert!(Instant::now() < deadline, "git daemon did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
