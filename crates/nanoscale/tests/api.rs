@@ -1449,3 +1449,170 @@ async fn review_findings_stay_fixed() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn join_tokens_and_the_install_script() {
+    // Without a cluster listener no server can join, and the API says how to fix it.
+    let closed = TestServer::start();
+    let admin = closed.bootstrap().await;
+    let (status, body) = closed
+        .call(
+            Method::POST,
+            "/api/v1/nodes/join-tokens",
+            Some(&admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--cluster-listen"),
+        "{body}"
+    );
+    let script = closed
+        .http
+        .get(closed.endpoint("/install.sh"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        script.contains("CLUSTER_ADDR=''"),
+        "the script knows the listener is off"
+    );
+
+    let server = TestServer::start_with(&["--no-agent", "--cluster-listen", "127.0.0.1:0"], &[]);
+    let admin = server.bootstrap().await;
+    for (body, field) in [
+        (json!({"ttl_secs": 0}), "ttl_secs"),
+        (json!({"ttl_secs": 604_801}), "ttl_secs"),
+        (json!({"ttl_secs": "soon"}), "ttl_secs"),
+        (json!({"ttl": 60}), "ttl"),
+    ] {
+        let (status, answer) = server
+            .call(
+                Method::POST,
+                "/api/v1/nodes/join-tokens",
+                Some(&admin),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert_eq!(
+            common::error_field(&answer).as_deref(),
+            Some(field),
+            "{answer}"
+        );
+    }
+    let created = server
+        .post("/api/v1/nodes/join-tokens", &admin, json!({"ttl_secs": 60}))
+        .await;
+    let token = created["token"].as_str().unwrap();
+    let (hash, secret) = token
+        .strip_prefix("K10")
+        .and_then(|rest| rest.split_once("::"))
+        .unwrap();
+    assert_eq!(hash.len(), 64);
+    assert!(secret.len() >= 32 && secret.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let expires = chrono::DateTime::parse_from_rfc3339(created["expires_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let left = expires - chrono::Utc::now();
+    assert!(left > chrono::Duration::seconds(50) && left <= chrono::Duration::seconds(60));
+    let command = created["command"].as_str().unwrap();
+    assert_eq!(
+        command,
+        format!(
+            "curl -fsSL {}/install.sh | sh -s -- --join {token}",
+            server.url
+        )
+    );
+    // The secret is stored only as a hash, and the audit entry does not hold it.
+    let audit = server
+        .get("/api/v1/audit?action=node.join_token.create", &admin)
+        .await;
+    assert_eq!(audit.as_array().unwrap().len(), 1, "{audit}");
+    assert!(!audit.to_string().contains(secret));
+    for file in ["nanoscale.db", "nanoscale.db-wal"] {
+        let bytes = std::fs::read(server.data_dir.join(file)).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains(secret), "{file}");
+    }
+
+    // The script carries this control plane's addresses, nothing of the request's
+    // beyond a plain host.
+    let script = server
+        .http
+        .get(server.endpoint("/install.sh"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/x-shellscript; charset=utf-8"
+    );
+    let script = script.text().await.unwrap();
+    assert!(script.starts_with("#!/bin/sh"));
+    assert!(
+        script.contains(&format!("SERVER_URL='{}'", server.url)),
+        "{script}"
+    );
+    let (status, _) = server.call(Method::GET, "/install.sh", None, None).await;
+    assert_eq!(status, 200);
+    let hostile = server
+        .http
+        .get(server.endpoint("/install.sh"))
+        .header("host", "x';rm -rf /;'")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        hostile.status(),
+        400,
+        "a hostile Host never reaches the script"
+    );
+
+    // The binary goes only to a holder of a valid join token.
+    let binary = server.endpoint("/api/v1/cluster/binary");
+    let status = |request: reqwest::RequestBuilder| async move {
+        request.send().await.unwrap().status().as_u16()
+    };
+    assert_eq!(status(server.http.get(&binary)).await, 401);
+    assert_eq!(
+        status(server.http.get(&binary).bearer_auth(&admin)).await,
+        401
+    );
+    let forged = format!("K10{hash}::{}", "b".repeat(64));
+    assert_eq!(
+        status(server.http.get(&binary).bearer_auth(&forged)).await,
+        401
+    );
+    let download = server
+        .http
+        .get(&binary)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    let digest = download.headers()["x-nanoscale-sha256"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let bytes = download.bytes().await.unwrap();
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), digest);
+    let listed = server
+        .http
+        .get(server.endpoint("/api/v1/cluster/binary/sha256"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(listed, format!("{digest} {}\n", std::env::consts::ARCH));
+}

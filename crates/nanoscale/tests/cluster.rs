@@ -443,6 +443,46 @@ async fn refusals(hosts: &Hosts, work: &Path, server: &mut TestServer, token: &s
         );
     }
 
+    // Bad join requests are refused with the field named, before any token is
+    // looked at or consumed.
+    let as_x1 = mtls(&work.join("x1/agent/cluster"));
+    let join_url = format!("https://{cp}:{CLUSTER_PORT}/cluster/v1/join");
+    let probe = format!("K10{hash}::{}", "a".repeat(64));
+    let csr = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap()
+    };
+    let good = json!({"token": probe, "name": "bad1", "csr": csr, "arch": "x86_64", "cpus": 2, "memory_bytes": 1});
+    for (change, field) in [
+        (json!({"name": "Not_A_Label"}), "name"),
+        (
+            json!({"csr": "-----BEGIN CERTIFICATE REQUEST-----\nnope\n"}),
+            "csr",
+        ),
+        (json!({"labels": {"role": "a b;rm"}}), "labels.role"),
+        (json!({"cpus": 0}), "cpus"),
+        (json!({"token": "K10short::x"}), "token"),
+        (json!({"surprise": true}), "surprise"),
+    ] {
+        let mut body = good.clone();
+        for (key, value) in change.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let response = as_x1.post(&join_url).json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            (400..500).contains(&status) && common::error_field(&answer).as_deref() == Some(field),
+            "{change}: {status} {answer}"
+        );
+    }
+    assert!(!node_map(server, token).await.contains_key("bad1"));
+
     // A removed node's certificate stops working at once, and its agent stops.
     let w3_cert = mtls(&data_dir(work, "w3").join("agent/cluster"));
     let desired = format!("https://{cp}:{CLUSTER_PORT}/api/v1/agent/desired-state");
