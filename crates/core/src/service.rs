@@ -117,6 +117,15 @@ pub struct PlacementSpec {
     pub nodes: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// One replica on every eligible node (a log shipper, an edge app);
+    /// `replicas` is then not used.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub every_node: bool,
+    /// Move this service's replicas off a node while it is unreachable (they move
+    /// back when it reports again). Off by default: a node that lost its link keeps
+    /// serving what it runs, and nothing is started elsewhere.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reschedule: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]

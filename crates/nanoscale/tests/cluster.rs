@@ -205,6 +205,53 @@ async fn cluster(hosts: &Hosts, work: &Path) {
         WORKERS.to_vec(),
         "one replica on each worker, none on the control plane"
     );
+    // A service that opted in to rescheduling, one replica on w2 and one on w3.
+    let batch = server
+        .post(
+            &format!(
+                "/api/v1/projects/{}/services",
+                project["id"].as_str().unwrap()
+            ),
+            &token,
+            json!({
+                "name": "batch",
+                "source": {"git": format!("git://{cp}/app.git"), "ref": "main"},
+                "replicas": 2,
+                "placement": {"nodes": ["w2", "w3"], "reschedule": true},
+                "health": {"path": "/healthz", "interval_secs": 1},
+            }),
+        )
+        .await;
+    let batch_id = batch["id"].as_str().unwrap().to_owned();
+    server
+        .post(
+            &format!("/api/v1/services/{batch_id}/deploy"),
+            &token,
+            json!({}),
+        )
+        .await;
+    let batch_on = async |placement: &[(&str, usize)]| {
+        let wanted: BTreeMap<String, usize> = placement
+            .iter()
+            .map(|(node, n)| ((*node).to_owned(), *n))
+            .collect();
+        wait_for(&format!("batch on {wanted:?}"), async || {
+            let instances = server
+                .get(&format!("/api/v1/services/{batch_id}/instances"), &token)
+                .await;
+            let mut healthy = BTreeMap::new();
+            for instance in instances.as_array().unwrap() {
+                if instance["status"] == "healthy" {
+                    *healthy
+                        .entry(instance["node"].as_str().unwrap().to_owned())
+                        .or_insert(0) += 1;
+                }
+            }
+            (healthy == wanted).then_some(())
+        })
+        .await
+    };
+    batch_on(&[("w2", 1), ("w3", 1)]).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -284,6 +331,9 @@ async fn cluster(hosts: &Hosts, work: &Path) {
         cut.elapsed()
     );
     assert_eq!(local(), "hello v1\n", "w3 keeps serving while cut off");
+    // The service that opted in moves to w2 (w3's own copy keeps running there,
+    // unseen, until w3 is back); the others stay where they are.
+    batch_on(&[("w2", 2), ("w3", 1)]).await;
     hosts.link("w3", true);
     wait_for("w3 reachable again", async || {
         (node_map(&server, &token).await["w3"]["status"] == "ready").then_some(())
@@ -303,6 +353,7 @@ async fn cluster(hosts: &Hosts, work: &Path) {
             .then_some(())
     })
     .await;
+    batch_on(&[("w2", 1), ("w3", 1)]).await;
     let count = async |kind: &str| {
         server
             .get(

@@ -1,45 +1,116 @@
-//! Compiles the desired-state document of a node from the store: every service
+//! Compiles every node's desired-state document from the store: every service
 //! with a current release, placed by its spec, pinned to the release's commit.
-use nanoscale_core::api::Node;
-use nanoscale_core::desired::{eligible, place, DesiredDocument, DesiredState, SecurityMode};
+//!
+//! The whole cluster is compiled at once into a [`Snapshot`] (one read of the
+//! nodes and the current releases, each service placed once), not node by node:
+//! a change wakes every waiting agent, and compiling per node would read the whole
+//! node table once per node. [`DesiredCache`] shares one compilation among all the
+//! agents that asked for it while it ran (single flight), and never hands out a
+//! snapshot that started before the caller asked, so a caller woken by a committed
+//! change always sees it.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use nanoscale_core::desired::{
+    eligible, place, DesiredDocument, DesiredState, SecurityMode, Workload,
+};
+use uuid::Uuid;
 
 use crate::store::{Store, StoreResult};
 
-pub async fn compile(store: &Store, node: &Node) -> StoreResult<DesiredState> {
-    let cluster_id = store.cluster_id().await?;
-    let nodes = store.list_nodes().await?;
-    let mut workloads = Vec::new();
-    for mut workload in store.current_releases().await? {
-        let candidates: Vec<String> = nodes
-            .iter()
-            .filter(|candidate| eligible(&workload.spec, &candidate.name, &candidate.labels))
-            .map(|candidate| candidate.name.clone())
-            .collect();
-        let Some(&replicas) = place(workload.replicas, &candidates).get(&node.name) else {
-            continue;
-        };
-        workload.replicas = replicas;
-        workloads.push(workload);
-    }
-    Ok(DesiredState::new(
-        cluster_id,
-        &node.name,
-        security_mode(&node.security_mode),
-        workloads,
-    ))
+/// The documents of every node, as of one compilation.
+pub struct Snapshot {
+    /// The request ticket the compilation started after.
+    started: u64,
+    documents: HashMap<Uuid, Arc<DesiredDocument>>,
 }
 
-/// The node's document: compiled state, its hash, and a version that moves on only
-/// when the hash changes.
-pub async fn document(store: &Store, node: &Node) -> StoreResult<DesiredDocument> {
-    let state = compile(store, node).await?;
-    let sha256 = state.sha256();
-    let version = store.record_desired(node.id, &sha256).await?;
-    Ok(DesiredDocument {
-        version,
-        sha256,
-        state,
-    })
+#[derive(Default)]
+pub struct DesiredCache {
+    requested: AtomicU64,
+    latest: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
+}
+
+impl DesiredCache {
+    /// The node's current document, or `None` when the node does not exist (it
+    /// was removed).
+    pub async fn document(
+        &self,
+        store: &Store,
+        node_id: Uuid,
+    ) -> StoreResult<Option<Arc<DesiredDocument>>> {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut latest = self.latest.lock().await;
+        if let Some(snapshot) = latest.as_ref().filter(|s| s.started >= ticket) {
+            return Ok(snapshot.documents.get(&node_id).cloned());
+        }
+        // Everyone who asked so far is served by this compilation.
+        let started = self.requested.load(Ordering::SeqCst);
+        let snapshot = Arc::new(Snapshot {
+            started,
+            documents: compile_all(store).await?,
+        });
+        let document = snapshot.documents.get(&node_id).cloned();
+        *latest = Some(snapshot);
+        Ok(document)
+    }
+}
+
+/// Every node's document; a node whose hash changed gets the next version.
+async fn compile_all(store: &Store) -> StoreResult<HashMap<Uuid, Arc<DesiredDocument>>> {
+    let cluster_id = store.cluster_id().await?;
+    let nodes = store.nodes_with_desired().await?;
+    let mut placed: HashMap<String, Vec<Workload>> = HashMap::new();
+    for workload in store.current_releases().await? {
+        let placement = &workload.spec.placement;
+        let candidates: Vec<String> = nodes
+            .iter()
+            .filter(|(node, _)| eligible(&workload.spec, &node.name, &node.labels))
+            .filter(|(node, _)| !(placement.reschedule && node.status == "unreachable"))
+            .map(|(node, _)| node.name.clone())
+            .collect();
+        let placed_on = if placement.every_node {
+            candidates.into_iter().map(|name| (name, 1)).collect()
+        } else {
+            place(workload.replicas, &candidates)
+        };
+        for (name, replicas) in placed_on {
+            let mut copy = workload.clone();
+            copy.replicas = replicas;
+            placed.entry(name).or_default().push(copy);
+        }
+    }
+    let mut states = Vec::with_capacity(nodes.len());
+    let mut changed = Vec::new();
+    for (node, stored_sha256) in &nodes {
+        let state = DesiredState::new(
+            cluster_id,
+            &node.name,
+            security_mode(&node.security_mode),
+            placed.remove(&node.name).unwrap_or_default(),
+        );
+        let sha256 = state.sha256();
+        if &sha256 != stored_sha256 {
+            changed.push((node.id, sha256.clone()));
+        }
+        states.push((node.id, node.desired_version, sha256, state));
+    }
+    let versions = store.record_desired_many(&changed).await?;
+    Ok(states
+        .into_iter()
+        .map(|(id, version, sha256, state)| {
+            let version = versions.get(&id).copied().unwrap_or(version);
+            (
+                id,
+                Arc::new(DesiredDocument {
+                    version,
+                    sha256,
+                    state,
+                }),
+            )
+        })
+        .collect())
 }
 
 fn security_mode(value: &str) -> SecurityMode {

@@ -27,6 +27,8 @@ pub struct Inner {
         std::sync::Mutex<Option<(Arc<Vec<nanoscale_core::api::Project>>, bytes::Bytes)>>,
     /// The cluster CA and listener, set at start when the cluster listener is on.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Every node's desired-state document, compiled once for all waiting agents.
+    pub desired: crate::desired::DesiredCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -50,6 +52,7 @@ impl AppState {
             started: AtomicBool::new(false),
             projects_body: std::sync::Mutex::new(None),
             cluster: std::sync::OnceLock::new(),
+            desired: crate::desired::DesiredCache::default(),
         }))
     }
 

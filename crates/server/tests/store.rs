@@ -110,6 +110,7 @@ store_tests!(
     migrations_are_recorded,
     project_list_sees_every_write,
     agent_reports_apply_once_and_move_releases_forward,
+    desired_versions_move_once_per_hash,
 );
 
 async fn users_and_last_admin(store: Store) {
@@ -778,4 +779,49 @@ async fn agent_reports_apply_once_and_move_releases_forward(store: Store) {
         .await
         .expect("instances")
         .is_empty());
+}
+
+/// Document versions move on only when a node's hash changes, in batches larger
+/// than one statement's chunk, and the same hash twice moves nothing.
+async fn desired_versions_move_once_per_hash(store: Store) {
+    let mut ids = Vec::new();
+    for index in 0..1_200 {
+        let (node, _) = store
+            .upsert_node(NewNode {
+                name: format!("n{index:04}"),
+                address: "10.0.0.1".into(),
+                labels: BTreeMap::new(),
+                security_mode: "A".into(),
+                cpus: 1,
+                memory_bytes: 1,
+            })
+            .await
+            .expect("node");
+        ids.push(node.id);
+    }
+    let hashes = |tag: &str| -> Vec<(Uuid, String)> {
+        ids.iter().map(|id| (*id, format!("{tag}-{id}"))).collect()
+    };
+    let first = store
+        .record_desired_many(&hashes("a"))
+        .await
+        .expect("record");
+    assert_eq!(first.len(), ids.len());
+    assert!(first.values().all(|version| *version == 1), "{first:?}");
+    // The same hashes again (another replica's compilation): nothing moves.
+    let again = store
+        .record_desired_many(&hashes("a"))
+        .await
+        .expect("record");
+    assert!(again.values().all(|version| *version == 1));
+    let second = store
+        .record_desired_many(&hashes("b"))
+        .await
+        .expect("record");
+    assert!(second.values().all(|version| *version == 2));
+    let nodes = store.nodes_with_desired().await.expect("nodes");
+    assert_eq!(nodes.len(), ids.len());
+    assert!(nodes
+        .iter()
+        .all(|(node, sha)| node.desired_version == 2 && sha.starts_with("b-")));
 }

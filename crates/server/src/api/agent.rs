@@ -2,6 +2,7 @@
 //! document and reports what it runs. Only node credentials (`nsn_…`) are accepted;
 //! user tokens and sessions get 401 here, and node credentials get 401 everywhere
 //! else.
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, State};
@@ -61,7 +62,7 @@ pub async fn desired_state(
     State(state): State<AppState>,
     NodeIdentity(node): NodeIdentity,
     ApiQuery(query): ApiQuery<DesiredStateQuery>,
-) -> ApiResult<Json<DesiredDocument>> {
+) -> ApiResult<Json<Arc<DesiredDocument>>> {
     let wait = query.wait_secs.unwrap_or(0);
     if wait > MAX_WAIT_SECS {
         return Err(ApiError::field(
@@ -72,9 +73,14 @@ pub async fn desired_state(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     // Subscribed before compiling, so a change between the two is not missed.
     let mut changes = state.store.subscribe();
-    let mut node = node;
     loop {
-        let document = crate::desired::document(&state.store, &node).await?;
+        // A removed node's channel ends at once; a relabelled one sees its new
+        // placement.
+        let document = state
+            .desired
+            .document(&state.store, node.id)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
         let moved = query
             .after_version
             .is_none_or(|known| document.version > known);
@@ -86,13 +92,6 @@ pub async fn desired_state(
                 if let Err(RecvError::Closed) = received {
                     return Ok(Json(document));
                 }
-                // A removed node's channel ends at once; a relabelled one sees
-                // its new placement.
-                node = match state.store.get_node(node.id).await {
-                    Ok(node) => node,
-                    Err(crate::store::StoreError::NotFound) => return Err(ApiError::Unauthorized),
-                    Err(error) => return Err(error.into()),
-                };
             }
             _ = tokio::time::sleep_until(deadline) => return Ok(Json(document)),
         }

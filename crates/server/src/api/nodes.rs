@@ -5,7 +5,7 @@ use nanoscale_core::desired::DesiredDocument;
 use nanoscale_core::Role;
 use uuid::Uuid;
 
-use super::error::{store_error, ApiResult};
+use super::error::{store_error, ApiError, ApiResult};
 use super::extract::ApiPath;
 use crate::auth::Principal;
 use crate::state::AppState;
@@ -44,12 +44,13 @@ pub async fn get_desired_state(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<DesiredDocument>> {
     principal.require(Role::Admin)?;
-    let node = state
-        .store
-        .get_node(id)
-        .await
-        .map_err(store_error("node", "id"))?;
-    let mut document = crate::desired::document(&state.store, &node).await?;
+    let mut document = state
+        .desired
+        .document(&state.store, id)
+        .await?
+        .ok_or(ApiError::NotFound("node"))?
+        .as_ref()
+        .clone();
     document.state = document.state.redacted();
     Ok(Json(document))
 }
