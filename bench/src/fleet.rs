@@ -93,7 +93,10 @@ async fn run(binary: &Path, size: usize) -> Result<()> {
         .args(["--cluster-listen", &format!("127.0.0.1:{cluster_port}")])
         .arg("--data-dir")
         .arg(dir.path().join("cp"))
-        .env("NANOSCALE_LOG", "warn")
+        .env(
+            "NANOSCALE_LOG",
+            std::env::var("FLEET_CONTROL_PLANE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .spawn()?;
     let pid = child.id();

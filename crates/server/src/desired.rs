@@ -6,8 +6,9 @@
 //! a change wakes every waiting agent, and compiling per node would read the whole
 //! node table once per node. [`DesiredCache`] shares one compilation among all the
 //! agents that asked for it while it ran (single flight), and never hands out a
-//! snapshot that started before the caller asked, so a caller woken by a committed
-//! change always sees it.
+//! snapshot that may miss a change committed before the caller asked: either the
+//! compilation started after the caller asked, or (SQLite, this process the only
+//! writer) no write that a document depends on was committed since it started.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,9 @@ use crate::store::{Store, StoreResult};
 pub struct Snapshot {
     /// The request ticket the compilation started after.
     started: u64,
+    /// The store's desired-state generation read before compiling (SQLite only):
+    /// while it is still current, nothing a document depends on has changed.
+    generation: Option<u64>,
     documents: HashMap<Uuid, Arc<DesiredDocument>>,
 }
 
@@ -42,14 +46,29 @@ impl DesiredCache {
     ) -> StoreResult<Option<Arc<DesiredDocument>>> {
         let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let mut latest = self.latest.lock().await;
-        if let Some(snapshot) = latest.as_ref().filter(|s| s.started >= ticket) {
+        let generation = store.desired_generation();
+        let fresh = |snapshot: &&Arc<Snapshot>| {
+            snapshot.started >= ticket
+                || (generation.is_some() && snapshot.generation == generation)
+        };
+        if let Some(snapshot) = latest.as_ref().filter(fresh) {
             return Ok(snapshot.documents.get(&node_id).cloned());
         }
         // Everyone who asked so far is served by this compilation.
         let started = self.requested.load(Ordering::SeqCst);
+        // The old snapshot goes first: at 10,000 nodes it is tens of MiB.
+        *latest = None;
+        let began = std::time::Instant::now();
+        let documents = compile_all(store).await?;
+        tracing::info!(
+            nodes = documents.len(),
+            elapsed_ms = began.elapsed().as_millis() as u64,
+            "compiled every node's desired state"
+        );
         let snapshot = Arc::new(Snapshot {
             started,
-            documents: compile_all(store).await?,
+            generation,
+            documents,
         });
         let document = snapshot.documents.get(&node_id).cloned();
         *latest = Some(snapshot);

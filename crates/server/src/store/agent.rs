@@ -25,7 +25,7 @@ impl Store {
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        self.generation.bump();
+        self.changed();
         Ok(())
     }
 
@@ -181,7 +181,13 @@ impl Store {
             published.push(events::insert_from_source(&mut tx, new, event.id, event.time).await?);
         }
         tx.commit().await?;
-        self.generation.bump();
+        // A heartbeat changes no document; a node coming back does (services
+        // that reschedule return to it).
+        if previous == "unreachable" {
+            self.changed();
+        } else {
+            self.generation.bump();
+        }
         self.publish(published);
         Ok(acknowledged)
     }

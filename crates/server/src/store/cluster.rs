@@ -182,7 +182,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        self.generation.bump();
+        self.changed();
         self.publish(vec![event]);
         Ok(joined)
     }
@@ -286,7 +286,7 @@ impl Store {
         }
         tx.commit().await?;
         if !names.is_empty() {
-            self.generation.bump();
+            self.changed();
             self.publish(published);
         }
         Ok(names)

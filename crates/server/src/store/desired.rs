@@ -128,6 +128,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        // Versions are outputs of compiling, not inputs: only list caches care.
         self.generation.bump();
         Ok(versions)
     }

@@ -64,6 +64,10 @@ pub struct Store {
     events: broadcast::Sender<Event>,
     /// Bumped by every committed write; see `cache.rs`.
     generation: std::sync::Arc<cache::Generation>,
+    /// Bumped by every committed write that can change a node's desired-state
+    /// document: every write but heartbeats and the recording of document
+    /// versions themselves (see `crate::desired`).
+    desired_generation: std::sync::Arc<cache::Generation>,
     projects_cache: std::sync::Arc<cache::ListCache<nanoscale_core::api::Project>>,
     tokens_cache: std::sync::Arc<cache::KeyedCache<TokenRecord>>,
 }
@@ -118,6 +122,7 @@ impl Store {
             backend,
             events,
             generation: Default::default(),
+            desired_generation: Default::default(),
             projects_cache: Default::default(),
             tokens_cache: Default::default(),
         })
@@ -177,9 +182,21 @@ impl Store {
     ) -> StoreResult<()> {
         let events = Store::record(&mut tx, change).await?;
         tx.commit().await?;
-        self.generation.bump();
+        self.changed();
         self.publish(events);
         Ok(())
+    }
+
+    /// A committed write: caches keyed by generation are stale now.
+    fn changed(&self) {
+        self.generation.bump();
+        self.desired_generation.bump();
+    }
+
+    /// The generation of desired-state inputs, when this process is the only
+    /// writer (SQLite); `None` with PostgreSQL, where other replicas write too.
+    pub fn desired_generation(&self) -> Option<u64> {
+        (self.backend == Backend::Sqlite).then(|| self.desired_generation.current())
     }
 
     /// The generation to key a list cache with, or `None` when caching is off
@@ -203,7 +220,7 @@ impl Store {
             published.push(events::insert(&mut tx, event).await?);
         }
         tx.commit().await?;
-        self.generation.bump();
+        self.changed();
         self.publish(published);
         Ok(())
     }

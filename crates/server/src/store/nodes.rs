@@ -98,7 +98,7 @@ impl Store {
             .await?;
         let node = node_from_row(&row)?;
         tx.commit().await?;
-        self.generation.bump();
+        self.changed();
         Ok((node, created))
     }
 
