@@ -229,8 +229,9 @@ pub fn client_config(dir: &Path) -> Result<rustls::ClientConfig, String> {
         .with_client_auth_cert(chain, key)
         .map_err(|e| format!("node certificate: {e}"))?;
     // HTTP/2: the long-poll that carries documents down and the reports that go
-    // up share one connection per node.
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // up share one connection per node. HTTP/1.1 stays possible (the same
+    // long-poll on two connections) where h2 cannot be negotiated.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

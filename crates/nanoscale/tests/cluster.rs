@@ -537,7 +537,13 @@ async fn refusals(hosts: &Hosts, work: &Path, server: &mut TestServer, token: &s
     // A removed node's certificate stops working at once, and its agent stops.
     let w3_cert = mtls(&data_dir(work, "w3").join("agent/cluster"));
     let desired = format!("https://{cp}:{CLUSTER_PORT}/api/v1/agent/desired-state");
-    assert_eq!(w3_cert.get(&desired).send().await.unwrap().status(), 200);
+    let before = w3_cert.get(&desired).send().await.unwrap();
+    assert_eq!(before.status(), 200);
+    assert_eq!(
+        before.version(),
+        reqwest::Version::HTTP_2,
+        "agents share one HTTP/2 connection"
+    );
     let (status, body) = server
         .call(
             Method::DELETE,

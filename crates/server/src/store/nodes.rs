@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use nanoscale_core::agent::Convergence;
 use nanoscale_core::api::{Node, NodeCapacity};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -23,7 +24,10 @@ pub(super) const COLUMNS: &str =
      usage_json";
 
 pub(super) fn node_from_row(row: &AnyRow) -> StoreResult<Node> {
-    let (convergence, problems) = Store::convergence_from_row(row)?;
+    let (reported, problems) = Store::convergence_from_row(row)?;
+    let desired_version: i64 = row.try_get("desired_version")?;
+    let applied_version: i64 = row.try_get("applied_version")?;
+    let convergence = shown_convergence(reported, desired_version, applied_version);
     Ok(Node {
         id: parse_id(&row.try_get::<String, _>("id")?)?,
         name: row.try_get("name")?,
@@ -35,8 +39,8 @@ pub(super) fn node_from_row(row: &AnyRow) -> StoreResult<Node> {
             cpus: row.try_get("cpus")?,
             memory_bytes: row.try_get("memory_bytes")?,
         },
-        desired_version: row.try_get("desired_version")?,
-        applied_version: row.try_get("applied_version")?,
+        desired_version,
+        applied_version,
         convergence,
         problems,
         created_at: to_time(row.try_get("created_at")?),
@@ -46,6 +50,16 @@ pub(super) fn node_from_row(row: &AnyRow) -> StoreResult<Node> {
             .map(|json| from_json(&json))
             .transpose()?,
     })
+}
+
+/// What a node's convergence is as people see it: a node that reported "applied"
+/// for an older version than the one compiled for it since is applying (until its
+/// agent says otherwise).
+fn shown_convergence(reported: Convergence, desired: i64, applied: i64) -> Convergence {
+    match reported {
+        Convergence::Applied if applied < desired => Convergence::Applying,
+        other => other,
+    }
 }
 
 impl Store {
@@ -121,5 +135,30 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM nodes")
             .fetch_one(&self.read)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_for_an_older_version_is_applying() {
+        assert_eq!(
+            shown_convergence(Convergence::Applied, 3, 2),
+            Convergence::Applying
+        );
+        assert_eq!(
+            shown_convergence(Convergence::Applied, 3, 3),
+            Convergence::Applied
+        );
+        assert_eq!(
+            shown_convergence(Convergence::Degraded, 3, 2),
+            Convergence::Degraded
+        );
+        assert_eq!(
+            shown_convergence(Convergence::Unknown, 1, 0),
+            Convergence::Unknown
+        );
     }
 }
