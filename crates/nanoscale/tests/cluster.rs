@@ -160,31 +160,21 @@ async fn cluster(hosts: &Hosts, work: &Path) {
     let project = server
         .post("/api/v1/projects", &token, json!({"name": "fleet"}))
         .await;
-    let service = server
-        .post(
-            &format!(
-                "/api/v1/projects/{}/services",
-                project["id"].as_str().unwrap()
-            ),
-            &token,
-            json!({
-                "name": "web",
-                "source": {"git": format!("git://{cp}/app.git"), "ref": "main"},
-                "replicas": 3,
-                "placement": {"labels": {"role": "worker"}},
-                "routes": [{"path": "/"}],
-                "health": {"path": "/healthz", "interval_secs": 1},
-            }),
-        )
-        .await;
-    let service_id = service["id"].as_str().unwrap().to_owned();
-    let release = server
-        .post(
-            &format!("/api/v1/services/{service_id}/deploy"),
-            &token,
-            json!({}),
-        )
-        .await;
+    let project_id = project["id"].as_str().unwrap().to_owned();
+    let (service_id, release) = create_and_deploy(
+        &server,
+        &token,
+        &project_id,
+        json!({
+            "name": "web",
+            "source": {"git": format!("git://{cp}/app.git"), "ref": "main"},
+            "replicas": 3,
+            "placement": {"labels": {"role": "worker"}},
+            "routes": [{"path": "/"}],
+            "health": {"path": "/healthz", "interval_secs": 1},
+        }),
+    )
+    .await;
     assert_eq!(release["commit"], commits[0].as_str(), "{release}");
     let instances = wait_for("three healthy replicas", async || {
         let instances = server
@@ -206,30 +196,19 @@ async fn cluster(hosts: &Hosts, work: &Path) {
         "one replica on each worker, none on the control plane"
     );
     // A service that opted in to rescheduling, one replica on w2 and one on w3.
-    let batch = server
-        .post(
-            &format!(
-                "/api/v1/projects/{}/services",
-                project["id"].as_str().unwrap()
-            ),
-            &token,
-            json!({
-                "name": "batch",
-                "source": {"git": format!("git://{cp}/app.git"), "ref": "main"},
-                "replicas": 2,
-                "placement": {"nodes": ["w2", "w3"], "reschedule": true},
-                "health": {"path": "/healthz", "interval_secs": 1},
-            }),
-        )
-        .await;
-    let batch_id = batch["id"].as_str().unwrap().to_owned();
-    server
-        .post(
-            &format!("/api/v1/services/{batch_id}/deploy"),
-            &token,
-            json!({}),
-        )
-        .await;
+    let (batch_id, _) = create_and_deploy(
+        &server,
+        &token,
+        &project_id,
+        json!({
+            "name": "batch",
+            "source": {"git": format!("git://{cp}/app.git"), "ref": "main"},
+            "replicas": 2,
+            "placement": {"nodes": ["w2", "w3"], "reschedule": true},
+            "health": {"path": "/healthz", "interval_secs": 1},
+        }),
+    )
+    .await;
     let batch_on = async |placement: &[(&str, usize)]| {
         let wanted: BTreeMap<String, usize> = placement
             .iter()
@@ -605,6 +584,27 @@ async fn refusals(hosts: &Hosts, work: &Path, server: &mut TestServer, token: &s
         refused.as_ref().map_or(true, |r| r.status() == 401),
         "a certificate from another CA got {refused:?}"
     );
+}
+
+/// Creates a service in the project and deploys it: its id and the release.
+async fn create_and_deploy(
+    server: &TestServer,
+    token: &str,
+    project_id: &str,
+    spec: Value,
+) -> (String, Value) {
+    let service = server
+        .post(
+            &format!("/api/v1/projects/{project_id}/services"),
+            token,
+            spec,
+        )
+        .await;
+    let id = service["id"].as_str().unwrap().to_owned();
+    let release = server
+        .post(&format!("/api/v1/services/{id}/deploy"), token, json!({}))
+        .await;
+    (id, release)
 }
 
 async fn join_command(server: &TestServer, token: &str, ttl: u64) -> String {

@@ -144,21 +144,14 @@ mod tests {
 
     #[test]
     fn applied_for_an_older_version_is_applying() {
-        assert_eq!(
-            shown_convergence(Convergence::Applied, 3, 2),
-            Convergence::Applying
-        );
-        assert_eq!(
-            shown_convergence(Convergence::Applied, 3, 3),
-            Convergence::Applied
-        );
-        assert_eq!(
-            shown_convergence(Convergence::Degraded, 3, 2),
-            Convergence::Degraded
-        );
-        assert_eq!(
-            shown_convergence(Convergence::Unknown, 1, 0),
-            Convergence::Unknown
-        );
+        use Convergence::{Applied, Applying, Degraded, Unknown};
+        for (reported, desired, applied, shown) in [
+            (Applied, 3, 2, Applying),
+            (Applied, 3, 3, Applied),
+            (Degraded, 3, 2, Degraded),
+            (Unknown, 1, 0, Unknown),
+        ] {
+            assert_eq!(shown_convergence(reported, desired, applied), shown);
+        }
     }
 }
