@@ -89,8 +89,14 @@ free_port() {
       fi
     done
   else
+    # Below the kernel's ephemeral range: a port in it can be taken at any moment
+    # as the local end of some outgoing connection, and then bind fails even
+    # though nothing listens there (seen after a fleet benchmark).
+    local low
+    low="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+    ((low > 12000)) || low=32768
     for ((i = 0; i < 100; i++)); do
-      port=$((20000 + RANDOM % 30000))
+      port=$((10000 + RANDOM % (low - 10000)))
       if ! port_in_use "$port"; then
         echo "$port"
         return 0
