@@ -2,7 +2,8 @@
 //! machine. Each simulated agent is the agent's own protocol code
 //! (`nanoscale_agent::cluster::join`, `ControlPlane`): it joins with its own
 //! one-time token and key pair, then keeps one mTLS HTTP/2 connection with the
-//! long-poll for its document and a heartbeat report every 10 s. Many agents
+//! long-poll for its document (which also says when users' log requests wait)
+//! and a heartbeat report every 10 s. Many agents
 //! share this process; the control plane is a separate `nanoscale up`.
 //!
 //! Measured: enrollment rate; time for one desired-state change (a deploy of a
@@ -173,10 +174,11 @@ async fn run(binary: &Path, size: usize) -> Result<()> {
         heartbeats_ms: Mutex::new(Vec::new()),
         sent: AtomicU64::new(0),
     });
-    let mut tasks = Vec::with_capacity(2 * size);
+    let mut tasks = Vec::with_capacity(3 * size);
     for index in 0..size {
         tasks.push(tokio::spawn(long_poll(Arc::clone(&fleet), index)));
         tasks.push(tokio::spawn(heartbeat(Arc::clone(&fleet), index)));
+        tasks.push(tokio::spawn(log_requests(Arc::clone(&fleet), index)));
     }
     let connect = Instant::now();
     wait_until(Duration::from_secs(120), || {
@@ -303,6 +305,21 @@ async fn long_poll(fleet: Arc<Fleet>, index: usize) {
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+/// What every real agent runs for users' log requests: it waits for the
+/// control plane's signal on the desired-state long-poll (none comes here).
+async fn log_requests(fleet: Arc<Fleet>, index: usize) {
+    let agent = &fleet.agents[index];
+    loop {
+        agent.control_plane.logs_waiting().await;
+        if let Err(error) = agent.control_plane.log_requests().await {
+            if fleet.failures.fetch_add(1, Ordering::Relaxed) < 5 {
+                eprintln!("agent {index}: log-request poll failed: {error}");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }

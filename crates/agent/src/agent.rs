@@ -42,6 +42,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         control_plane.clone(),
         fatal_tx.clone(),
     ));
+    let logs = tokio::spawn(log_loop(Arc::clone(&context), control_plane.clone()));
     let reporter = tokio::spawn(report_loop(Arc::clone(&context), control_plane, fatal_tx));
     // The proxy is its own process and outlives this agent; this only watches it.
     let proxy = tokio::spawn(crate::traffic::supervise_proxy(Arc::clone(&context)));
@@ -59,6 +60,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     };
     fetcher.abort();
     reporter.abort();
+    logs.abort();
     renewer.abort();
     proxy.abort();
     // Apps keep running under their shims: the next agent re-adopts them.
@@ -286,6 +288,40 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
     let ack = control_plane.report(&report).await?;
     context.store.acknowledge(&ack.acknowledged).await?;
     Ok(full)
+}
+
+/// Answers the control plane's log requests (users reading this node's logs).
+async fn log_loop(context: Arc<Context>, control_plane: ControlPlane) {
+    let mut failures = 0u32;
+    loop {
+        if failures == 0 {
+            control_plane.logs_waiting().await;
+        }
+        let requests = match control_plane.log_requests().await {
+            Ok(requests) => {
+                failures = 0;
+                requests
+            }
+            Err(error) => {
+                tracing::debug!(%error, "collecting log requests");
+                backoff(&mut failures).await;
+                continue;
+            }
+        };
+        for request in requests {
+            let apps = context.config.apps_dir.clone();
+            let id = request.id;
+            let answer =
+                tokio::task::spawn_blocking(move || crate::runtime::logs::answer(&apps, &request))
+                    .await
+                    .unwrap_or_else(|_| nanoscale_core::agent::LogAnswer {
+                        entries: Vec::new(),
+                    });
+            if let Err(error) = control_plane.answer_log_request(id, &answer).await {
+                tracing::warn!(%error, "answering a log request");
+            }
+        }
+    }
 }
 
 /// Keeps a cluster member's certificate fresh (checked every ten minutes).

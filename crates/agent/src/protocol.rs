@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use nanoscale_core::agent::{AgentReport, ReportAck};
+use nanoscale_core::agent::{AgentReport, LogAnswer, LogRequest, ReportAck};
 use nanoscale_core::desired::DesiredDocument;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,7 @@ pub struct ControlPlane {
     http: Arc<RwLock<reqwest::Client>>,
     base: String,
     credential: Credential,
+    logs_waiting: Arc<tokio::sync::Notify>,
 }
 
 /// How long one long-poll waits on the control plane before asking again.
@@ -74,6 +75,7 @@ impl ControlPlane {
             http: Arc::new(RwLock::new(http)),
             base,
             credential,
+            logs_waiting: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -122,6 +124,9 @@ impl ControlPlane {
             ]);
         }
         let response = checked(request.send().await?).await?;
+        if response.headers().contains_key("x-nanoscale-log-requests") {
+            self.logs_waiting.notify_one();
+        }
         let document: DesiredDocument = response.json().await?;
         let actual = document.state.sha256();
         if actual != document.sha256 {
@@ -131,6 +136,43 @@ impl ControlPlane {
             )));
         }
         Ok(document)
+    }
+
+    /// Resolves when the control plane said (on a desired-state answer) that log
+    /// requests wait for this node.
+    pub async fn logs_waiting(&self) {
+        self.logs_waiting.notified().await;
+    }
+
+    /// The log requests the control plane holds for this node (without waiting:
+    /// the desired-state long-poll says when there are some).
+    pub async fn log_requests(&self) -> Result<Vec<LogRequest>, ProtocolError> {
+        let request = self.authorize(
+            self.http()
+                .get(format!("{}/api/v1/agent/log-requests", self.base)),
+        );
+        Ok(checked(request.send().await?).await?.json().await?)
+    }
+
+    /// Answers one log request (a late answer gets 404, which is not an error).
+    pub async fn answer_log_request(
+        &self,
+        id: uuid::Uuid,
+        answer: &LogAnswer,
+    ) -> Result<(), ProtocolError> {
+        let response = self
+            .authorize(
+                self.http()
+                    .post(format!("{}/api/v1/agent/log-requests/{id}", self.base)),
+            )
+            .json(answer)
+            .send()
+            .await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        checked(response).await?;
+        Ok(())
     }
 
     pub async fn report(&self, report: &AgentReport) -> Result<ReportAck, ProtocolError> {

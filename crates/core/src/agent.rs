@@ -173,3 +173,46 @@ pub struct ReportAck {
     /// the agent drops them from its outbox.
     pub acknowledged: Vec<Uuid>,
 }
+
+/// What the control plane asks a node for on a user's behalf: the newest lines of
+/// some of its instances, or of one release's build (`GET
+/// /api/v1/agent/log-requests`, long-polled by the agent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogRequest {
+    pub id: Uuid,
+    /// The service's name (a DNS label: its directory on the node).
+    pub service: String,
+    /// Instance ids on this node; empty with `build`.
+    #[serde(default)]
+    pub instances: Vec<String>,
+    /// A release number: its build output instead of instances.
+    #[serde(default)]
+    pub build: Option<i64>,
+    pub tail: u32,
+}
+
+/// `POST /api/v1/agent/log-requests/{id}`: the node's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogAnswer {
+    pub entries: Vec<crate::api::LogEntry>,
+}
+
+/// Whether an instance id is acceptable (it is a directory name on its node):
+/// letters, digits and `-`, at most 100 bytes.
+pub fn is_instance_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 100
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Query of `GET /api/v1/agent/log-requests`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogRequestsQuery {
+    /// Longest wait in seconds for a request to come (at most 60).
+    pub wait_secs: Option<u64>,
+}

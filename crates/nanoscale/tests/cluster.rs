@@ -244,6 +244,35 @@ async fn cluster(hosts: &Hosts, work: &Path) {
         .await;
         assert_eq!(body, "hello v1\n", "{name}");
     }
+    // Logs of instances on other nodes come through the control plane, asked of
+    // each worker over its own connection.
+    let logs = wait_for("every worker's log lines", async || {
+        let logs = server
+            .get(
+                &format!("/api/v1/services/{service_id}/logs?tail=50"),
+                &token,
+            )
+            .await;
+        let sources: std::collections::BTreeSet<String> = logs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| line["source"].as_str().unwrap().to_owned())
+            .collect();
+        let wanted: std::collections::BTreeSet<String> = instances
+            .values()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect();
+        (sources == wanted).then_some(logs)
+    })
+    .await;
+    assert!(
+        logs.as_array().unwrap().iter().all(|line| line["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("listening on 127.0.0.1:")),
+        "{logs}"
+    );
     let applied = wait_for("every worker applied", async || {
         let nodes = node_map(&server, &token).await;
         WORKERS

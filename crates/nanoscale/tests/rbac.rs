@@ -140,6 +140,8 @@ const MATRIX: &[(&str, Policy)] = &[
     ("GET /api/v1/nodes/{id}/desired-state", Policy::Admin),
     ("GET /api/v1/agent/desired-state", Policy::NodeOnly),
     ("POST /api/v1/agent/report", Policy::NodeOnly),
+    ("GET /api/v1/agent/log-requests", Policy::NodeOnly),
+    ("POST /api/v1/agent/log-requests/{id}", Policy::NodeOnly),
     ("GET /api/v1/events", Policy::Authenticated),
     ("GET /api/v1/events/stream", Policy::Authenticated),
     ("GET /api/v1/audit", Policy::Admin),
@@ -377,6 +379,10 @@ impl Fixture {
                 Some(json!({"release": 1})),
             ),
             "POST /api/v1/nodes/join-tokens" => (template.to_owned(), Some(json!({}))),
+            "POST /api/v1/agent/log-requests/{id}" => (
+                "/api/v1/agent/log-requests/0190a0b0-0000-7000-8000-0000000000aa".to_owned(),
+                Some(json!({"entries": []})),
+            ),
             "PATCH /api/v1/settings" => {
                 (template.to_owned(), Some(json!({"product_name": "Acme"})))
             }

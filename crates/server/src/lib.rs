@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod desired;
 pub mod git;
+pub mod log_broker;
 pub mod metrics;
 pub mod state;
 pub mod store;

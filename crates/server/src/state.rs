@@ -29,6 +29,8 @@ pub struct Inner {
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// Every node's desired-state document, compiled once for all waiting agents.
     pub desired: crate::desired::DesiredCache,
+    /// Log requests waiting for nodes' agents.
+    pub logs: crate::log_broker::LogBroker,
 }
 
 impl std::ops::Deref for AppState {
@@ -53,6 +55,7 @@ impl AppState {
             projects_body: std::sync::Mutex::new(None),
             cluster: std::sync::OnceLock::new(),
             desired: crate::desired::DesiredCache::default(),
+            logs: crate::log_broker::LogBroker::default(),
         }))
     }
 

@@ -256,3 +256,88 @@ fn last_lines(file: &mut File, end: u64, n: usize) -> Vec<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// The newest `n` lines of each `(source, log dir)` as API log entries (not yet
+/// merged or ordered across sources). Blocking: call from a blocking task.
+pub fn read_local(
+    sources: &[(String, std::path::PathBuf)],
+    n: usize,
+) -> Vec<nanoscale_core::api::LogEntry> {
+    sources
+        .iter()
+        .flat_map(|(source, dir)| {
+            tail(dir, n)
+                .0
+                .into_iter()
+                .map(|line| nanoscale_core::api::LogEntry {
+                    at: line.at,
+                    stream: match line.stream {
+                        Stream::Stdout => "stdout",
+                        Stream::Stderr => "stderr",
+                    }
+                    .to_owned(),
+                    source: source.clone(),
+                    text: line.text,
+                })
+        })
+        .collect()
+}
+
+/// Longest line text sent in an answer to the control plane.
+const MAX_ANSWER_LINE: usize = 4 * 1024;
+/// An answer stays under the control plane's 1 MiB request limit.
+const MAX_ANSWER_BYTES: usize = 900 * 1024;
+
+/// This node's answer to a log request: the newest lines of the instances (or the
+/// build) named, merged by time, shortened to fit one request. Names that are not
+/// a service name or an instance id are ignored, so a request cannot lead outside
+/// the apps directory.
+pub fn answer(
+    apps_dir: &Path,
+    request: &nanoscale_core::agent::LogRequest,
+) -> nanoscale_core::agent::LogAnswer {
+    let mut answer = nanoscale_core::agent::LogAnswer {
+        entries: Vec::new(),
+    };
+    if !nanoscale_core::is_dns_label(&request.service) {
+        return answer;
+    }
+    let service = apps_dir.join(&request.service);
+    let sources: Vec<(String, std::path::PathBuf)> = match request.build {
+        Some(number) if number >= 1 => vec![(
+            format!("build-{number}"),
+            service.join("builds").join(number.to_string()).join("log"),
+        )],
+        Some(_) => Vec::new(),
+        None => request
+            .instances
+            .iter()
+            .filter(|id| nanoscale_core::agent::is_instance_id(id))
+            .map(|id| (id.clone(), service.join("instances").join(id).join("log")))
+            .collect(),
+    };
+    let tail = request.tail.clamp(1, 10_000) as usize;
+    let mut entries = read_local(&sources, tail);
+    entries.sort_by(|a, b| a.at.cmp(&b.at));
+    let skip = entries.len().saturating_sub(tail);
+    let mut entries = entries.split_off(skip);
+    let mut size = 0usize;
+    let mut keep_from = entries.len();
+    for (index, entry) in entries.iter_mut().enumerate().rev() {
+        if entry.text.len() > MAX_ANSWER_LINE {
+            let mut cut = MAX_ANSWER_LINE;
+            while !entry.text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            entry.text.truncate(cut);
+        }
+        // As serialized: escaping can make a line longer than its text.
+        size += serde_json::to_string(&*entry).map_or(MAX_ANSWER_LINE * 6, |json| json.len() + 1);
+        if size > MAX_ANSWER_BYTES {
+            break;
+        }
+        keep_from = index;
+    }
+    answer.entries = entries.split_off(keep_from);
+    answer
+}

@@ -7,17 +7,20 @@ use std::time::Duration;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nanoscale_core::agent::{
-    AgentReport, DesiredStateQuery, ReportAck, MAX_EVENTS_PER_REPORT, MAX_ITEMS_PER_REPORT,
-    MAX_WAIT_SECS, NODE_CREDENTIAL_PREFIX,
+    AgentReport, DesiredStateQuery, LogAnswer, LogRequest, LogRequestsQuery, ReportAck,
+    MAX_EVENTS_PER_REPORT, MAX_ITEMS_PER_REPORT, MAX_WAIT_SECS, NODE_CREDENTIAL_PREFIX,
 };
 use nanoscale_core::api::Node;
 use nanoscale_core::desired::DesiredDocument;
 use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::auth::{bearer_token, hash_secret};
 use crate::state::AppState;
 
@@ -55,14 +58,16 @@ impl FromRequestParts<AppState> for NodeIdentity {
 }
 
 /// The calling node's document, with secrets (the agent needs them to run apps).
-/// With `after_version`, waits up to `wait_secs` until the document moves past it.
+/// With `after_version`, waits up to `wait_secs` until the document moves past it,
+/// or until a log request waits for the node (then the answer carries
+/// `X-Nanoscale-Log-Requests: 1` and the same document).
 #[utoipa::path(get, path = "/api/v1/agent/desired-state", tag = "agent",
     params(DesiredStateQuery), responses((status = 200, body = DesiredDocument)))]
 pub async fn desired_state(
     State(state): State<AppState>,
     NodeIdentity(node): NodeIdentity,
     ApiQuery(query): ApiQuery<DesiredStateQuery>,
-) -> ApiResult<Json<Arc<DesiredDocument>>> {
+) -> ApiResult<Response> {
     let wait = query.wait_secs.unwrap_or(0);
     if wait > MAX_WAIT_SECS {
         return Err(ApiError::field(
@@ -73,7 +78,18 @@ pub async fn desired_state(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     // Subscribed before compiling, so a change between the two is not missed.
     let mut changes = state.store.subscribe();
+    let answer = |document: Arc<DesiredDocument>, logs: bool| {
+        let mut response = Json(document).into_response();
+        if logs {
+            response.headers_mut().insert(
+                crate::log_broker::LOG_REQUESTS_HEADER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        Ok(response)
+    };
     loop {
+        let logs_ready = state.logs.ready(node.id);
         // A removed node's channel ends at once; a relabelled one sees its new
         // placement.
         let document = state
@@ -85,15 +101,17 @@ pub async fn desired_state(
             .after_version
             .is_none_or(|known| document.version > known);
         if moved || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(document));
+            return answer(document, false);
         }
         tokio::select! {
             received = changes.recv() => {
                 if let Err(RecvError::Closed) = received {
-                    return Ok(Json(document));
+                    return answer(document, false);
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => return Ok(Json(document)),
+            // A log request came: the same document, and the signal.
+            _ = logs_ready.notified() => return answer(document, true),
+            _ = tokio::time::sleep_until(deadline) => return answer(document, false),
         }
     }
 }
@@ -167,13 +185,7 @@ fn validate(report: &AgentReport) -> Result<(), ApiError> {
         }
     }
     for (index, instance) in report.instances.iter().enumerate() {
-        if instance.id.is_empty()
-            || instance.id.len() > 100
-            || !instance
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if !nanoscale_core::agent::is_instance_id(&instance.id) {
             return Err(ApiError::field(
                 &format!("instances[{index}].id"),
                 "letters, digits and '-' only, at most 100",
@@ -188,3 +200,51 @@ fn validate(report: &AgentReport) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// Log requests for the calling node, made on users' behalf; waits up to
+/// `wait_secs` for one to come.
+#[utoipa::path(get, path = "/api/v1/agent/log-requests", tag = "agent",
+    params(LogRequestsQuery), responses((status = 200, body = Vec<LogRequest>)))]
+pub async fn log_requests(
+    State(state): State<AppState>,
+    NodeIdentity(node): NodeIdentity,
+    ApiQuery(query): ApiQuery<LogRequestsQuery>,
+) -> ApiResult<Json<Vec<LogRequest>>> {
+    let wait = query.wait_secs.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::field(
+            "wait_secs",
+            format!("must be at most {MAX_WAIT_SECS}"),
+        ));
+    }
+    Ok(Json(
+        state.logs.collect(node.id, Duration::from_secs(wait)).await,
+    ))
+}
+
+/// The calling node's answer to one of its log requests.
+#[utoipa::path(post, path = "/api/v1/agent/log-requests/{id}", tag = "agent",
+    params(("id" = Uuid, Path, description = "log request id")), request_body = LogAnswer,
+    responses((status = 204, description = "delivered"),
+              (status = 404, description = "no such request waits for this node (answered too late)")))]
+pub async fn answer_log_request(
+    State(state): State<AppState>,
+    NodeIdentity(node): NodeIdentity,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(answer): ApiJson<LogAnswer>,
+) -> ApiResult<StatusCode> {
+    if answer.entries.len() > MAX_LOG_ANSWER_LINES {
+        return Err(ApiError::field(
+            "entries",
+            format!("at most {MAX_LOG_ANSWER_LINES} lines"),
+        ));
+    }
+    if state.logs.answer(node.id, id, answer.entries) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("log request"))
+    }
+}
+
+/// As many lines as a user may ask for.
+const MAX_LOG_ANSWER_LINES: usize = 10_000;

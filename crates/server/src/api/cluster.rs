@@ -128,6 +128,7 @@ pub async fn remove_node(
         .remove_node(id, change)
         .await
         .map_err(store_error("node", "id"))?;
+    state.logs.forget(id);
     Ok(StatusCode::NO_CONTENT)
 }
 

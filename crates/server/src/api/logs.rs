@@ -1,9 +1,11 @@
-//! Instance and build logs of a service. Today they are read from this host's own
-//! node (the agent and the control plane share the data dir under `nanoscale up`);
-//! lines of instances on other nodes will come over the cluster channel.
+//! Instance and build logs of a service. This host's own lines are read from its
+//! data dir (the agent and the control plane share it under `nanoscale up`); other
+//! nodes are asked through the log broker, over their agents' own connection, and
+//! a node that does not answer within [`REMOTE_TIMEOUT`] is left out (logged).
 use axum::extract::State;
 use axum::Json;
-use nanoscale_agent::runtime::logs::{tail, Stream};
+use nanoscale_agent::runtime::logs::read_local;
+use nanoscale_core::agent::LogRequest;
 use nanoscale_core::api::{LogEntry, LogQuery};
 use uuid::Uuid;
 
@@ -13,6 +15,8 @@ use crate::auth::Principal;
 use crate::state::AppState;
 
 const DEFAULT_TAIL: u32 = 100;
+/// How long a user waits for another node's lines.
+pub const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const MAX_TAIL: u32 = 10_000;
 
 /// The newest lines, oldest first, merged across the service's instances on this
@@ -45,6 +49,15 @@ pub async fn list_logs(
     // The service name is a validated DNS label and instance ids were checked when
     // the agent reported them, so these joins stay inside the apps directory.
     let apps = state.config.data_dir.join("apps").join(&service.spec.name);
+    let instances = state.store.list_instances(id).await?;
+    let local_node = state.config.node_name.clone();
+    let mut remote: std::collections::BTreeMap<Uuid, Vec<String>> = Default::default();
+    for instance in instances.iter().filter(|i| i.node != local_node) {
+        remote
+            .entry(instance.node_id)
+            .or_default()
+            .push(instance.id.clone());
+    }
     let sources: Vec<(String, std::path::PathBuf)> = match query.build {
         Some(number) => {
             if number < 1 {
@@ -58,42 +71,49 @@ pub async fn list_logs(
                 .find_release_by_number(id, number)
                 .await
                 .map_err(store_error("release", "build"))?;
+            // Every node that runs the service built it.
+            for instances in remote.values_mut() {
+                instances.clear();
+            }
             vec![(
                 format!("build-{number}"),
                 apps.join("builds").join(number.to_string()).join("log"),
             )]
         }
-        None => state
-            .store
-            .list_instances(id)
-            .await?
-            .into_iter()
-            .filter(|instance| instance.node == state.config.node_name)
+        None => instances
+            .iter()
+            .filter(|instance| instance.node == local_node)
             .map(|instance| {
                 let dir = apps.join("instances").join(&instance.id).join("log");
-                (instance.id, dir)
+                (instance.id.clone(), dir)
             })
             .collect(),
     };
+    let asked = remote.into_iter().map(|(node, instances)| {
+        let request = LogRequest {
+            id: Uuid::now_v7(),
+            service: service.spec.name.clone(),
+            instances,
+            build: query.build,
+            tail: lines,
+        };
+        let state = state.clone();
+        async move {
+            let answer = state.logs.ask(node, request, REMOTE_TIMEOUT).await;
+            if answer.is_none() {
+                tracing::warn!(node_id = %node, "a node did not send its log lines in time");
+            }
+            answer.unwrap_or_default()
+        }
+    });
+    let remote_entries: Vec<LogEntry> = futures::future::join_all(asked)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     let entries = tokio::task::spawn_blocking(move || {
-        let mut entries: Vec<LogEntry> = sources
-            .iter()
-            .flat_map(|(source, dir)| {
-                tail(dir, lines as usize)
-                    .0
-                    .into_iter()
-                    .map(|line| LogEntry {
-                        at: line.at,
-                        stream: match line.stream {
-                            Stream::Stdout => "stdout",
-                            Stream::Stderr => "stderr",
-                        }
-                        .to_owned(),
-                        source: source.clone(),
-                        text: line.text,
-                    })
-            })
-            .collect();
+        let mut entries = read_local(&sources, lines as usize);
+        entries.extend(remote_entries);
         // The timestamps share one fixed-width format, so text order is time order.
         entries.sort_by(|a, b| a.at.cmp(&b.at));
         let skip = entries.len().saturating_sub(lines as usize);

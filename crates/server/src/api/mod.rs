@@ -83,6 +83,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(nodes::get_desired_state))
         .routes(routes!(agent::desired_state))
         .routes(routes!(agent::report))
+        .routes(routes!(agent::log_requests))
+        .routes(routes!(agent::answer_log_request))
         .routes(routes!(events::list_events))
         .routes(routes!(events::stream_events))
         .routes(routes!(audit::list_audit))
@@ -118,6 +120,11 @@ pub fn cluster_router(state: AppState) -> Router {
         .route("/cluster/v1/renew", post(cluster::renew))
         .route("/api/v1/agent/desired-state", get(agent::desired_state))
         .route("/api/v1/agent/report", post(agent::report))
+        .route("/api/v1/agent/log-requests", get(agent::log_requests))
+        .route(
+            "/api/v1/agent/log-requests/{id}",
+            post(agent::answer_log_request),
+        )
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

@@ -128,3 +128,38 @@ fn a_new_current_with_the_old_inode_is_read_from_its_start() {
     let lines = read_from(dir.path(), &mut cursor);
     assert_eq!(texts(&lines), vec!["new one", "new two", "new three"]);
 }
+
+#[test]
+fn answers_read_only_named_instances_newest_first_and_fit_one_request() {
+    let apps = tempfile::tempdir().expect("tempdir");
+    let log = apps.path().join("web/instances/web-r1-0-abcd/log");
+    std::fs::create_dir_all(&log).expect("mkdir");
+    let long = "x".repeat(10_000);
+    std::fs::write(
+        log.join(CURRENT),
+        format!("2026-01-01T00:00:00.000Z o first\n2026-01-01T00:00:00.001Z e {long}\n"),
+    )
+    .expect("write");
+    let ask = |service: &str, instances: &[&str], tail: u32| {
+        answer(
+            apps.path(),
+            &nanoscale_core::agent::LogRequest {
+                id: uuid::Uuid::now_v7(),
+                service: service.into(),
+                instances: instances.iter().map(|id| (*id).to_owned()).collect(),
+                build: None,
+                tail,
+            },
+        )
+        .entries
+    };
+    let entries = ask("web", &["web-r1-0-abcd"], 10);
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].text, "first");
+    assert_eq!(entries[1].text.len(), 4 * 1024, "long lines are cut");
+    assert_eq!(entries[1].stream, "stderr");
+    assert_eq!(ask("web", &["web-r1-0-abcd"], 1).len(), 1, "the newest");
+    // Names that could leave the apps directory are ignored.
+    assert!(ask("..", &["web-r1-0-abcd"], 10).is_empty());
+    assert!(ask("web", &["../web-r1-0-abcd", "a/b"], 10).is_empty());
+}

@@ -1,0 +1,184 @@
+//! Asks nodes for their log lines on a user's behalf. Workers are dark (nothing
+//! dials them), so a request waits here until the node's agent collects it with
+//! its long-poll (`GET /api/v1/agent/log-requests`) and posts the answer back on the
+//! same connection (the desired-state long-poll returns early with
+//! [`LOG_REQUESTS_HEADER`] when one waits). Requests live in memory only: a request whose answer does not
+//! come within its timeout is dropped, and the user gets what the other nodes said.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nanoscale_core::agent::LogRequest;
+use nanoscale_core::api::LogEntry;
+use tokio::sync::{oneshot, Notify};
+use uuid::Uuid;
+
+/// Set on a desired-state answer when log requests wait for the node: the agent
+/// then collects them (`GET /api/v1/agent/log-requests`).
+pub const LOG_REQUESTS_HEADER: &str = "x-nanoscale-log-requests";
+
+/// Requests a node has not collected yet, beyond which new ones are refused.
+const MAX_PENDING_PER_NODE: usize = 64;
+
+#[derive(Default)]
+pub struct LogBroker {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    queues: HashMap<Uuid, Queue>,
+    /// Request id → (node asked, where its answer goes).
+    waiting: HashMap<Uuid, (Uuid, oneshot::Sender<Vec<LogEntry>>)>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<LogRequest>,
+    ready: Arc<Notify>,
+}
+
+impl LogBroker {
+    /// Asks `node` and waits up to `timeout`; `None` when it did not answer.
+    pub async fn ask(
+        &self,
+        node: Uuid,
+        request: LogRequest,
+        timeout: Duration,
+    ) -> Option<Vec<LogEntry>> {
+        let id = request.id;
+        let (sender, receiver) = oneshot::channel();
+        {
+            let mut inner = self.inner.lock().ok()?;
+            let queue = inner.queues.entry(node).or_default();
+            if queue.pending.len() >= MAX_PENDING_PER_NODE {
+                return None;
+            }
+            queue.pending.push(request);
+            queue.ready.notify_one();
+            inner.waiting.insert(id, (node, sender));
+        }
+        let answer = tokio::time::timeout(timeout, receiver).await;
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.waiting.remove(&id);
+            if let Some(queue) = inner.queues.get_mut(&node) {
+                queue.pending.retain(|pending| pending.id != id);
+            }
+        }
+        answer.ok()?.ok()
+    }
+
+    /// The requests waiting for `node`, waiting up to `wait` for one to come.
+    pub async fn collect(&self, node: Uuid, wait: Duration) -> Vec<LogRequest> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let ready = {
+                let Ok(mut inner) = self.inner.lock() else {
+                    return Vec::new();
+                };
+                let queue = inner.queues.entry(node).or_default();
+                if !queue.pending.is_empty() {
+                    return std::mem::take(&mut queue.pending);
+                }
+                Arc::clone(&queue.ready)
+            };
+            tokio::select! {
+                _ = ready.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => return Vec::new(),
+            }
+        }
+    }
+
+    /// What is notified when a request for `node` comes (a request made while
+    /// nobody waited leaves a permit): the desired-state long-poll waits on it, so
+    /// an agent holds one waiting request, not two.
+    pub fn ready(&self, node: Uuid) -> Arc<Notify> {
+        match self.inner.lock() {
+            Ok(mut inner) => Arc::clone(&inner.queues.entry(node).or_default().ready),
+            Err(_) => Arc::new(Notify::new()),
+        }
+    }
+
+    /// Delivers `node`'s answer; false when no such request waits for that node
+    /// (answered late, or asked of another node).
+    pub fn answer(&self, node: Uuid, request: Uuid, entries: Vec<LogEntry>) -> bool {
+        let Ok(mut inner) = self.inner.lock() else {
+            return false;
+        };
+        match inner.waiting.get(&request) {
+            Some((asked, _)) if *asked == node => {}
+            _ => return false,
+        }
+        inner
+            .waiting
+            .remove(&request)
+            .is_some_and(|(_, sender)| sender.send(entries).is_ok())
+    }
+
+    /// Forgets a removed node's queue.
+    pub fn forget(&self, node: Uuid) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.queues.remove(&node);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> LogRequest {
+        LogRequest {
+            id: Uuid::now_v7(),
+            service: "web".into(),
+            instances: vec!["web-r1-0-abcd".into()],
+            build: None,
+            tail: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_collects_and_answers_only_its_own_requests() {
+        let broker = Arc::new(LogBroker::default());
+        let (node, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let asked = request();
+        let id = asked.id;
+        let asking = tokio::spawn({
+            let broker = Arc::clone(&broker);
+            async move { broker.ask(node, asked, Duration::from_secs(5)).await }
+        });
+        let collected = broker.collect(node, Duration::from_secs(5)).await;
+        assert_eq!(collected.len(), 1);
+        assert!(broker
+            .collect(other, Duration::from_millis(10))
+            .await
+            .is_empty());
+        assert!(
+            !broker.answer(other, id, Vec::new()),
+            "another node cannot answer"
+        );
+        let line = LogEntry {
+            at: "2026-12-01T00:00:00.000Z".into(),
+            stream: "stdout".into(),
+            source: "web-r1-0-abcd".into(),
+            text: "hello".into(),
+        };
+        assert!(broker.answer(node, id, vec![line]));
+        assert_eq!(asking.await.unwrap().unwrap().len(), 1);
+        assert!(!broker.answer(node, id, Vec::new()), "answered once");
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_request_times_out_and_is_withdrawn() {
+        let broker = LogBroker::default();
+        let node = Uuid::now_v7();
+        assert!(broker
+            .ask(node, request(), Duration::from_millis(20))
+            .await
+            .is_none());
+        assert!(broker
+            .collect(node, Duration::from_millis(10))
+            .await
+            .is_empty());
+    }
+}
