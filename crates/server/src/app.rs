@@ -54,7 +54,7 @@ impl Server {
                     .await
                     .context("while loading the cluster CA")?;
                 let tls = ca.server_config()?;
-                let listener = TcpListener::bind(address).await.with_context(|| {
+                let listener = crate::cluster::bind(address).with_context(|| {
                     format!(
                         "while binding the cluster listener {address} (pick another with --cluster-listen, or off)"
                     )

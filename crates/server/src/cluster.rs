@@ -236,6 +236,23 @@ fn rustls_pemfile_one(pem: &str) -> anyhow::Result<CertificateDer<'static>> {
         .context("the stored cluster CA certificate is not PEM")
 }
 
+/// Pending connections the cluster listener queues (the kernel caps it at
+/// `net.core.somaxconn`): a restarted control plane is dialled by every agent at
+/// once, and the default of 1024 drops part of a 10,000-agent reconnect.
+const CLUSTER_BACKLOG: u32 = 8192;
+
+/// Binds the cluster listener with a backlog sized for a fleet reconnecting.
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(CLUSTER_BACKLOG)
+}
+
 /// Serves `router` on `listener` with TLS until the task is dropped. Each request
 /// carries the connection's [`PeerCertificate`] and `ConnectInfo<SocketAddr>`.
 pub async fn serve_tls(listener: TcpListener, tls: rustls::ServerConfig, router: Router) {
