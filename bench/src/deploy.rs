@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nanoscale_bench::{admin_client, free_port, median, rss_kib, start_up, Killed};
+use nanoscale_bench::{admin_client, free_port, git, median, rss_kib, start_up, Killed};
 use nanoscale_client::Client;
 use nanoscale_core::api::CreateProject;
 use nanoscale_core::service::ServiceSpec;
@@ -167,18 +167,6 @@ async fn main() -> Result<()> {
 
 fn rounded(values: &[f64]) -> Vec<u64> {
     values.iter().map(|v| v.round() as u64).collect()
-}
-
-fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    let status = Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
-        .args(args)
-        .current_dir(dir)
-        .status()?;
-    if !status.success() {
-        bail!("git {args:?} failed");
-    }
-    Ok(())
 }
 
 fn agent_pid(data: &Path) -> Result<u32> {

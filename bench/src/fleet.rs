@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nanoscale_agent::cluster::{JoinOptions, Membership};
+use nanoscale_agent::cluster::JoinOptions;
 use nanoscale_agent::protocol::{ControlPlane, Credential};
-use nanoscale_bench::{admin_client, free_port, rss_kib, Killed};
+use nanoscale_bench::{admin_client, free_port, git, rss_kib, Killed};
 use nanoscale_core::agent::{AgentReport, Convergence};
 use nanoscale_core::api::CreateProject;
 use nanoscale_core::cluster::{CreateJoinToken, NodeUsage};
@@ -162,7 +162,6 @@ async fn run(binary: &Path, size: usize) -> Result<()> {
 
     let mut agents = Vec::with_capacity(size);
     for identity in &joined {
-        Membership::load(identity).map_err(anyhow::Error::msg)?;
         agents.push(Agent {
             control_plane: ControlPlane::new("", Credential::Certificate(identity.clone()))?,
             received: Mutex::new((0, Instant::now())),
@@ -398,8 +397,12 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
+/// The kernel's clock ticks per second (`getconf CLK_TCK`).
 fn ticks_per_second() -> f64 {
-    100.0
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |ticks| ticks as f64)
 }
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> anyhow::Error {
@@ -412,24 +415,8 @@ fn git_repo(dir: &Path) -> Result<PathBuf> {
     let repo = dir.join("app.git");
     std::fs::create_dir_all(&repo)?;
     std::fs::write(repo.join("Procfile"), "web: python3 -m http.server $PORT\n")?;
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "."],
-        &[
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@localhost",
-            "commit",
-            "-q",
-            "-m",
-            "app",
-        ],
-    ] {
-        let status = Command::new("git").args(args).current_dir(&repo).status()?;
-        if !status.success() {
-            bail!("git {args:?} failed");
-        }
-    }
+    git(&repo, &["init", "-q", "-b", "main"])?;
+    git(&repo, &["add", "."])?;
+    git(&repo, &["commit", "-q", "-m", "app"])?;
     Ok(repo)
 }

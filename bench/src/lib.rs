@@ -125,6 +125,19 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .parse()?)
 }
 
+/// Runs git in `dir` with a fixed author, failing on a non-zero exit.
+pub fn git(dir: &Path, args: &[&str]) -> Result<()> {
+    let status = Command::new("git")
+        .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+        .args(args)
+        .current_dir(dir)
+        .status()?;
+    if !status.success() {
+        bail!("git {args:?} failed");
+    }
+    Ok(())
+}
+
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

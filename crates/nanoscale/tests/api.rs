@@ -1471,15 +1471,7 @@ async fn join_tokens_and_the_install_script() {
             .contains("--cluster-listen"),
         "{body}"
     );
-    let script = closed
-        .http
-        .get(closed.endpoint("/install.sh"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let script = text_of(&closed, "/install.sh").await;
     assert!(
         script.contains("CLUSTER_ADDR=''"),
         "the script knows the listener is off"
@@ -1605,14 +1597,19 @@ async fn join_tokens_and_the_install_script() {
     let bytes = download.bytes().await.unwrap();
     use sha2::Digest;
     assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), digest);
-    let listed = server
+    let listed = text_of(&server, "/api/v1/cluster/binary/sha256").await;
+    assert_eq!(listed, format!("{digest} {}\n", std::env::consts::ARCH));
+}
+
+/// The body of an anonymous GET, as text.
+async fn text_of(server: &TestServer, path: &str) -> String {
+    server
         .http
-        .get(server.endpoint("/api/v1/cluster/binary/sha256"))
+        .get(server.endpoint(path))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    assert_eq!(listed, format!("{digest} {}\n", std::env::consts::ARCH));
+        .unwrap()
 }

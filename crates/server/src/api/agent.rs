@@ -89,7 +89,6 @@ pub async fn desired_state(
         Ok(response)
     };
     loop {
-        let logs_ready = state.logs.ready(node.id);
         // A removed node's channel ends at once; a relabelled one sees its new
         // placement.
         let document = state
@@ -97,6 +96,7 @@ pub async fn desired_state(
             .document(&state.store, node.id)
             .await?
             .ok_or(ApiError::Unauthorized)?;
+        let logs_ready = state.logs.ready(node.id);
         let moved = query
             .after_version
             .is_none_or(|known| document.version > known);
