@@ -18,7 +18,8 @@ _NS_APT_SH=1
 #   bind9-dnsutils  dig, for the internal DNS responder's tests
 #   iproute2        ip netns, veth and bridges for the whole-cluster test
 #   nghttp2-client  h2load, an HTTP/2 client for the proxy's tests
-NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates bind9-dnsutils nghttp2-client iproute2)
+#   chromium        headless browser for the dashboard e2e run (driven by playwright-core)
+NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates bind9-dnsutils nghttp2-client iproute2 chromium)
 
 apt_pkg_installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

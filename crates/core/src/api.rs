@@ -326,6 +326,7 @@ pub struct LogEntry {
 
 /// Query of `GET /api/v1/services/{id}/logs`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// How many of the newest lines (1–10000, default 100).

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod api;
 pub mod cluster;
+pub mod content;
 pub mod desired;
 pub mod names;
 pub mod role;

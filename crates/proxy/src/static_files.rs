@@ -186,22 +186,14 @@ fn hashed_name(path: &Path) -> bool {
         .any(|part| part.len() >= 8 && part.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// Which encoding the client takes, by preference, skipping `q=0`.
 fn accepts(headers: &HeaderMap, encoding: &str) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|item| {
-            let mut parts = item.split(';');
-            let name = parts.next().unwrap_or_default().trim();
-            let refused = parts.any(|p| {
-                let p = p.trim().replace(' ', "");
-                p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
-            });
-            (name.eq_ignore_ascii_case(encoding) || name == "*") && !refused
-        })
+    nanoscale_core::content::accepts_encoding(
+        headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|value| value.to_str().ok()),
+        encoding,
+    )
 }
 
 fn etag(metadata: &std::fs::Metadata) -> String {

@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod dashboard;
 pub mod desired;
 pub mod git;
 pub mod log_broker;

@@ -20,19 +20,85 @@ pub mod teams;
 pub mod tokens;
 pub mod users;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::dashboard::Dashboard;
 use crate::state::AppState;
 
 pub use openapi::ApiDoc;
 
 /// Every route with its handler, and the OpenAPI document describing exactly them.
+/// Paths no route matches go to the dashboard (`crate::dashboard`).
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, mut document) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+    router_with_dashboard(state, Dashboard::embedded())
+}
+
+/// The OpenAPI document `/api/v1/openapi.json` serves, made without a server: the
+/// dashboard's TypeScript types are generated from it (`docs/openapi.json`, kept equal
+/// by `crates/server/tests/openapi.rs`; `NANOSCALE_UPDATE_OPENAPI=1 cargo test -p
+/// nanoscale-server --test openapi` rewrites it).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let mut document = routes().into_openapi();
+    openapi::finish(&mut document);
+    document
+}
+
+/// The cluster listener's routes: joining, certificate renewal and the agent
+/// protocol, for agents of other servers (see `crate::cluster`).
+pub fn cluster_router(state: AppState) -> Router {
+    use axum::routing::{get, post};
+    Router::new()
+        .route("/cluster/v1/join", post(cluster::join))
+        .route("/cluster/v1/renew", post(cluster::renew))
+        .route("/api/v1/agent/desired-state", get(agent::desired_state))
+        .route("/api/v1/agent/report", post(agent::report))
+        .route("/api/v1/agent/log-requests", get(agent::log_requests))
+        .route(
+            "/api/v1/agent/log-requests/{id}",
+            post(agent::answer_log_request),
+        )
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            middleware::panic_response,
+        ))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .with_state(state)
+}
+
+/// `router` with the dashboard's files taken from `dashboard` (tests use files in
+/// memory).
+pub(crate) fn router_with_dashboard(
+    state: AppState,
+    dashboard: Dashboard,
+) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut document) = routes().split_for_parts();
+    openapi::finish(&mut document);
+    let router = router
+        .fallback(move |request: Request| dashboard.clone().answer(request))
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(axum::Extension(openapi::OpenApiJson::new(&document)))
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        // Panics are caught inside the request context, so their 500 carries the
+        // request id and the usual headers.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            middleware::panic_response,
+        ))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .with_state(state);
+    (router, document)
+}
+
+/// Every route of the public listener with its handler and, from its
+/// `#[utoipa::path]`, its operation: the one list `router` and `openapi_document`
+/// are both made from.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(auth::setup_status, auth::setup))
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
@@ -94,43 +160,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(health::startup))
         .routes(routes!(health::metrics))
         .routes(routes!(openapi::openapi_json))
-        .split_for_parts();
-    openapi::finish(&mut document);
-    let router = router
-        .fallback(middleware::not_found)
-        .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(axum::Extension(openapi::OpenApiJson::new(&document)))
-        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        // Panics are caught inside the request context, so their 500 carries the
-        // request id and the usual headers.
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            middleware::panic_response,
-        ))
-        .layer(axum::middleware::from_fn(middleware::request_context))
-        .with_state(state);
-    (router, document)
 }
 
-/// The cluster listener's routes: joining, certificate renewal and the agent
-/// protocol, for agents of other servers (see `crate::cluster`).
-pub fn cluster_router(state: AppState) -> Router {
-    use axum::routing::{get, post};
-    Router::new()
-        .route("/cluster/v1/join", post(cluster::join))
-        .route("/cluster/v1/renew", post(cluster::renew))
-        .route("/api/v1/agent/desired-state", get(agent::desired_state))
-        .route("/api/v1/agent/report", post(agent::report))
-        .route("/api/v1/agent/log-requests", get(agent::log_requests))
-        .route(
-            "/api/v1/agent/log-requests/{id}",
-            post(agent::answer_log_request),
-        )
-        .fallback(middleware::not_found)
-        .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            middleware::panic_response,
-        ))
-        .layer(axum::middleware::from_fn(middleware::request_context))
-        .with_state(state)
-}
+#[cfg(test)]
+mod tests;

@@ -8,7 +8,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
-use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder, Schema};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -37,9 +37,9 @@ pub struct OpenApiJson(Arc<String>);
 
 impl OpenApiJson {
     pub fn new(document: &Document) -> Self {
-        let mut value = serde_json::to_value(document).unwrap_or_default();
-        open_flattened_specs(&mut value);
-        OpenApiJson(Arc::new(value.to_string()))
+        OpenApiJson(Arc::new(
+            serde_json::to_string(document).unwrap_or_default(),
+        ))
     }
 }
 
@@ -48,33 +48,27 @@ impl OpenApiJson {
 /// request with a typo is refused), and under `allOf` that forbids the bookkeeping
 /// fields too, making every response invalid. Responses therefore reference a copy
 /// of the spec schema that lists the same fields without closing the object.
-fn open_flattened_specs(document: &mut serde_json::Value) {
-    let Some(schemas) = document
-        .pointer_mut("/components/schemas")
-        .and_then(|v| v.as_object_mut())
-    else {
+fn open_flattened_specs(document: &mut Document) {
+    let Some(components) = document.components.as_mut() else {
         return;
     };
-    let Some(mut fields) = schemas.get("ServiceSpec").cloned() else {
+    let Some(RefOr::T(Schema::Object(spec))) = components.schemas.get("ServiceSpec") else {
         return;
     };
-    if let Some(object) = fields.as_object_mut() {
-        object.remove("additionalProperties");
-        object.insert(
-            "description".into(),
-            "The fields of ServiceSpec, as they appear inside Service.".into(),
-        );
-    }
-    schemas.insert("ServiceSpecFields".into(), fields);
-    if let Some(all_of) = schemas
-        .get_mut("Service")
-        .and_then(|s| s.get_mut("allOf"))
-        .and_then(|a| a.as_array_mut())
-    {
-        for part in all_of {
-            if part.get("$ref").and_then(|r| r.as_str()) == Some("#/components/schemas/ServiceSpec")
-            {
-                part["$ref"] = "#/components/schemas/ServiceSpecFields".into();
+    let mut fields = spec.clone();
+    fields.additional_properties = None;
+    fields.description = Some("The fields of ServiceSpec, as they appear inside Service.".into());
+    components
+        .schemas
+        .insert("ServiceSpecFields".into(), RefOr::T(Schema::Object(fields)));
+    let Some(RefOr::T(Schema::AllOf(service))) = components.schemas.get_mut("Service") else {
+        return;
+    };
+    let spec_location = Ref::from_schema_name("ServiceSpec").ref_location;
+    for part in &mut service.items {
+        if let RefOr::Ref(reference) = part {
+            if reference.ref_location == spec_location {
+                *reference = Ref::from_schema_name("ServiceSpecFields");
             }
         }
     }
@@ -129,7 +123,9 @@ const ERRORS: [(&str, &str); 11] = [
 
 /// Adds what every operation shares, so handlers only document their success:
 /// the error responses with the one error shape, and the security requirements.
+/// Also opens the spec schema inside `Service` (see `open_flattened_specs`).
 pub fn finish(document: &mut Document) {
+    open_flattened_specs(document);
     let components = document.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearer",

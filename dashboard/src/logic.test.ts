@@ -1,0 +1,92 @@
+import { describe, expect, it } from "vitest";
+import { ApiError } from "./api/client";
+import { keysFor } from "./api/live";
+import { fieldError, isFormLevel } from "./forms";
+import { failing } from "./health";
+import { newLines, plainLine } from "./logText";
+import { safeNext } from "./session";
+import { relative } from "./components/ui";
+
+const line = (text: string, at = "2026-12-01T10:00:00.000Z") => ({ at, stream: "stdout", source: "web-1", text });
+
+describe("field errors", () => {
+  const error = new ApiError(400, "validation", "must start with '/'", "routes[0].path");
+  it("belong to the input that claims the field or its prefix", () => {
+    expect(fieldError(error, "routes[0].path")).toBe("must start with '/'");
+    expect(fieldError(error, "routes")).toBe("must start with '/'");
+    expect(fieldError(error, "route")).toBeUndefined();
+    expect(fieldError(new Error("x"), "routes")).toBeUndefined();
+  });
+  it("are form-level when no input claims them", () => {
+    expect(isFormLevel(error, ["name", "routes"])).toBe(false);
+    expect(isFormLevel(new ApiError(409, "conflict", "taken"), ["name"])).toBe(true);
+    expect(isFormLevel(undefined, ["name"])).toBe(false);
+  });
+});
+
+describe("log lines", () => {
+  it("strips control sequences an app could use to rewrite the terminal", () => {
+    const text = plainLine(line("a\u001b[2Jb\u001b]0;pwned\u0007c\rd\u0000e"));
+    expect(text).toContain("abcde");
+    expect(text).not.toContain("pwned");
+    expect(text).not.toContain("[2J");
+  });
+  it("appends only what is new in a sliding tail", () => {
+    const a = [line("1"), line("2"), line("3")];
+    const b = [line("2"), line("3"), line("4"), line("5")];
+    expect(newLines(a, b).map((l) => l.text)).toEqual(["4", "5"]);
+    expect(newLines([], b)).toEqual(b);
+    expect(newLines(a, a)).toEqual([]);
+  });
+  it("is not fooled by a repeated line", () => {
+    const a = [line("x"), line("y"), line("x")];
+    const b = [line("x"), line("y"), line("x"), line("z")];
+    expect(newLines(a, b).map((l) => l.text)).toEqual(["z"]);
+  });
+});
+
+describe("what is failing", () => {
+  const now = Date.parse("2026-12-01T10:10:00Z");
+  const node = (name: string, status: string, convergence: string) =>
+    ({ id: name, name, status, convergence, problems: convergence === "degraded" ? ["web: build failed"] : [] }) as never;
+  const event = (kind: string, minutesAgo: number, service = "s1") =>
+    ({ id: `${kind}-${String(minutesAgo)}`, kind, service_id: service, node_id: null, message: kind, time: new Date(now - minutesAgo * 60_000).toISOString() }) as never;
+  it("lists unreachable and degraded servers", () => {
+    const out = failing([node("a", "ready", "applied"), node("b", "unreachable", "applied"), node("c", "ready", "degraded")], [], now);
+    expect(out.map((p) => p.text)).toEqual(["server b is unreachable", "server c: web: build failed"]);
+  });
+  it("drops a failure that a later success superseded, and old ones", () => {
+    expect(failing([], [event("release.live", 1), event("build.failed", 2)], now)).toEqual([]);
+    expect(failing([], [event("build.failed", 1), event("release.live", 2)], now)).toHaveLength(1);
+    expect(failing([], [event("build.failed", 30)], now)).toEqual([]);
+  });
+});
+
+describe("live updates", () => {
+  it("refresh what an event changes", () => {
+    const k = keysFor({ kind: "release.live", service_id: "s1", project_id: "p1" });
+    expect(k).toContainEqual(["services", "s1"]);
+    expect(k).toContainEqual(["events"]);
+    expect(keysFor({ kind: "node.joined", service_id: null, project_id: null })).toContainEqual(["nodes"]);
+  });
+});
+
+describe("login return path", () => {
+  it("only returns to a path of ours", () => {
+    expect(safeNext("/services/1?x=2")).toBe("/services/1?x=2");
+    expect(safeNext("//evil.example")).toBe("/");
+    expect(safeNext("/\\evil.example")).toBe("/");
+    expect(safeNext("https://evil.example")).toBe("/");
+    expect(safeNext("/login?next=/x")).toBe("/");
+    expect(safeNext(null)).toBe("/");
+  });
+});
+
+describe("relative time", () => {
+  it("reads like a person would say it", () => {
+    const now = Date.parse("2026-12-01T10:00:00Z");
+    expect(relative(new Date(now - 2000), now)).toBe("just now");
+    expect(relative(new Date(now - 90_000), now)).toBe("1 min ago");
+    expect(relative(new Date(now + 7_200_000), now)).toBe("in 2 h");
+  });
+});
