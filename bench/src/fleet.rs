@@ -350,6 +350,7 @@ async fn heartbeat(fleet: Arc<Fleet>, index: usize) {
                 load5: 0.1,
                 load15: 0.1,
             }),
+            traffic: Vec::new(),
         };
         let sent = Instant::now();
         match agent.control_plane.report(&report).await {

@@ -282,7 +282,7 @@ async function main() {
       await shot("service-live");
     });
 
-    await step("the app answers through its route", async () => {
+    await step("the app answers through its route, and its traffic shows in the chart", async () => {
       const text = await waitFor("the app through the proxy", async () => {
         const body = await answer();
         return body.startsWith("hello") ? body : null;
@@ -292,6 +292,14 @@ async function main() {
       await shot("app-through-proxy", app);
       await app.close();
       console.log(`      proxy answered: ${text.trim()}`);
+      // Traffic reaches the chart with the agent's next heartbeats (every 10 s).
+      const requests = page.getByTestId("chart-Requests").locator("figcaption strong");
+      await waitFor("requests in the chart", async () => {
+        for (let i = 0; i < 20; i++) await answer();
+        return /[1-9]/.test((await requests.textContent()) ?? "");
+      }, 60_000);
+      await page.getByTestId("chart-Memory").locator("figcaption strong").getByText(/MiB|KiB/).waitFor({ timeout: 30_000 });
+      await shot("service-chart");
     });
 
     await step("change an env var and redeploy", async () => {

@@ -246,6 +246,10 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
             status: i.status,
             restarts: i.restarts,
             started_at: chrono::DateTime::from_timestamp_millis(i.started_at).unwrap_or_default(),
+            memory_bytes: (i.status != nanoscale_core::agent::InstanceStatus::Exited)
+                .then_some(i.pid)
+                .flatten()
+                .and_then(crate::usage::resident_bytes),
         })
         .collect();
     let releases = context
@@ -284,6 +288,7 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
         releases,
         events,
         usage: Some(context.usage.sample(&context.config.apps_dir)),
+        traffic: crate::traffic::service_traffic(context).await,
     };
     let ack = control_plane.report(&report).await?;
     context.store.acknowledge(&ack.acknowledged).await?;

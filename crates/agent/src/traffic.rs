@@ -8,13 +8,13 @@
 //! the round ends, so the next round's stop of the old instances never races it.
 //! A stopping instance leaves the table at once and gets SIGTERM only after
 //! [`AgentConfig::drain`](crate::context::AgentConfig) (see `supervise::stop`).
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanoscale_core::agent::InstanceStatus;
+use nanoscale_core::agent::{InstanceStatus, ServiceTraffic};
 use nanoscale_core::desired::{DesiredDocument, SecurityMode, INTERNAL_DOMAIN};
 use nanoscale_core::route::{Backend, Route, RoutePolicy, RouteTable, Target};
 use nanoscale_proxy::{ControlClient, ControlRequest};
@@ -204,6 +204,53 @@ pub async fn publish(context: &Arc<Context>) {
     let stopping = |id: &str| context.is_busy(&format!("stop:{id}"));
     let table = route_table(&document, &releases, &instances, &stopping);
     push(context, table, false).await;
+}
+
+/// Each service's counters in this node's proxy (its external and internal
+/// routes together), for the heartbeat. Empty when the proxy is off or does not
+/// answer within 2 s: a report never waits for the proxy.
+pub async fn service_traffic(context: &Context) -> Vec<ServiceTraffic> {
+    if context.config.proxy.is_none() {
+        return Vec::new();
+    }
+    let Some(document) = context.document() else {
+        return Vec::new();
+    };
+    let state_dir = context.config.proxy_dir.clone();
+    let call = async {
+        let mut client = ControlClient::connect(&state_dir).await?;
+        client.call(&ControlRequest::Stats).await
+    };
+    let Ok(Ok(answer)) = tokio::time::timeout(Duration::from_secs(2), call).await else {
+        return Vec::new();
+    };
+    let ids: HashMap<&str, Uuid> = document
+        .state
+        .workloads
+        .iter()
+        .map(|w| (w.service.as_str(), w.service_id))
+        .collect();
+    let mut by_service: BTreeMap<Uuid, ServiceTraffic> = BTreeMap::new();
+    for route in answer.stats.unwrap_or_default() {
+        // Route names are `<service>:<…>` (see `route_table`); service names hold no ':'.
+        let Some(service_id) = route
+            .route
+            .split_once(':')
+            .and_then(|(service, _)| ids.get(service).copied())
+        else {
+            continue;
+        };
+        let entry = by_service.entry(service_id).or_insert(ServiceTraffic {
+            service_id,
+            requests: 0,
+            server_errors: 0,
+            latency_sum_micros: 0,
+        });
+        entry.requests += route.requests;
+        entry.server_errors += route.server_errors;
+        entry.latency_sum_micros += route.latency_sum_micros;
+    }
+    by_service.into_values().collect()
 }
 
 async fn push(context: &Arc<Context>, mut table: RouteTable, force: bool) {

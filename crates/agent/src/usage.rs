@@ -87,6 +87,46 @@ fn cpu_percent(before: CpuTimes, now: CpuTimes) -> f64 {
     ((busy as f64 / total as f64) * 1000.0).round() / 10.0
 }
 
+/// Resident memory of an instance: every process in the app's process group (the
+/// shim makes the app a group leader, so a `sh -c` wrapper, a forking server and
+/// its workers all count), from the `rss` field of `/proc/<pid>/stat`. `None` when
+/// no process of the group is left.
+pub fn resident_bytes(group: i32) -> Option<u64> {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|size| u64::try_from(size).ok())
+        .unwrap_or(4096);
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
+            continue; // gone meanwhile
+        };
+        if let Some((pgrp, pages)) = group_and_rss(&stat) {
+            if pgrp == group {
+                total = Some(total.unwrap_or(0) + pages * page);
+            }
+        }
+    }
+    total
+}
+
+/// The process group and resident pages of a `/proc/<pid>/stat` line. The command
+/// name is in parentheses and may hold spaces or ')', so fields count from the last ')'.
+fn group_and_rss(stat: &str) -> Option<(i32, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(3) ppid(4) pgrp(5) … rss(24), 1-based in proc(5).
+    Some((fields.get(2)?.parse().ok()?, fields.get(21)?.parse().ok()?))
+}
+
 fn meminfo_bytes(text: &str, key: &str) -> Option<i64> {
     let line = text.lines().find(|line| line.starts_with(key))?;
     let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -96,6 +136,21 @@ fn meminfo_bytes(text: &str, key: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_group_has_resident_memory() {
+        let group = nix::unistd::getpgrp().as_raw();
+        let own = resident_bytes(group).expect("this test's process group");
+        assert!(own > 1024 * 1024, "{own}");
+        assert_eq!(resident_bytes(i32::MAX), None);
+    }
+
+    #[test]
+    fn stat_fields_count_from_the_last_parenthesis() {
+        let stat = "42 (we ird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 99 12345678 321 18446744073709551615";
+        assert_eq!(group_and_rss(stat), Some((4242, 321)));
+        assert_eq!(group_and_rss("garbage"), None);
+    }
 
     #[test]
     fn cpu_share_between_two_samples() {

@@ -115,6 +115,22 @@ pub struct InstanceReport {
     pub status: InstanceStatus,
     pub restarts: u32,
     pub started_at: DateTime<Utc>,
+    /// Resident memory of the app's process, when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+}
+
+/// A service's traffic through this node's proxy: counters since the proxy
+/// started (the control plane takes differences between reports, so a proxy
+/// restart only looks like a reset).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceTraffic {
+    pub service_id: Uuid,
+    pub requests: u64,
+    /// Responses with a 5xx status.
+    pub server_errors: u64,
+    pub latency_sum_micros: u64,
 }
 
 /// A release's status as this node sees it.
@@ -164,6 +180,9 @@ pub struct AgentReport {
     /// The node's own CPU, memory, disk and load (the heartbeat).
     #[serde(default)]
     pub usage: Option<crate::cluster::NodeUsage>,
+    /// Requests per service through this node's proxy.
+    #[serde(default)]
+    pub traffic: Vec<ServiceTraffic>,
 }
 
 /// The control plane's answer to a report.

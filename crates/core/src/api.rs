@@ -335,6 +335,33 @@ pub struct LogQuery {
     pub build: Option<i64>,
 }
 
+/// A service's recent traffic and memory, summed over its nodes
+/// (`GET /api/v1/services/{id}/metrics`). Kept in the control plane's memory: a
+/// restart of the control plane starts the history afresh.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServiceMetrics {
+    /// Width of one point.
+    pub interval_secs: u32,
+    /// Oldest first; intervals without any report are absent.
+    pub points: Vec<MetricsPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricsPoint {
+    /// Start of the interval.
+    pub at: DateTime<Utc>,
+    /// Requests through the proxies in the interval.
+    pub requests: u64,
+    pub requests_per_second: f64,
+    /// Responses with a 5xx status in the interval.
+    pub server_errors: u64,
+    /// Mean response time of the interval's requests; `null` without requests.
+    pub mean_latency_ms: Option<f64>,
+    /// Resident memory of the service's instances (the newest report of each node
+    /// in the interval), `null` when none ran.
+    pub memory_bytes: Option<u64>,
+}
+
 /// One running copy of a release on a node, as its agent last reported it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Instance {

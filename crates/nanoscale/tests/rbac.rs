@@ -128,6 +128,7 @@ const MATRIX: &[(&str, Policy)] = &[
     ("POST /api/v1/services/{id}/rollback", Policy::Project),
     ("GET /api/v1/services/{id}/releases", Policy::Authenticated),
     ("GET /api/v1/services/{id}/instances", Policy::Authenticated),
+    ("GET /api/v1/services/{id}/metrics", Policy::Authenticated),
     ("GET /api/v1/services/{id}/logs", Policy::Project),
     ("GET /api/v1/releases/{id}", Policy::Authenticated),
     ("GET /api/v1/nodes", Policy::Authenticated),

@@ -4,6 +4,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::table::Compiled;
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
@@ -39,6 +41,41 @@ impl RouteMetrics {
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
     }
+}
+
+/// One route's counters since the proxy started (or since the route appeared),
+/// for the agent's heartbeat: the control plane turns differences into rates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStats {
+    /// The route's name (`<service>:<host><path>` or `<service>:<internal name>`).
+    pub route: String,
+    pub requests: u64,
+    pub server_errors: u64,
+    pub latency_sum_micros: u64,
+}
+
+impl RouteMetrics {
+    fn stats(&self, route: &str) -> RouteStats {
+        RouteStats {
+            route: route.to_owned(),
+            requests: self
+                .by_class
+                .iter()
+                .map(|count| count.load(Ordering::Relaxed))
+                .sum(),
+            server_errors: self.by_class[4].load(Ordering::Relaxed),
+            latency_sum_micros: self.latency_sum_micros.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Every route's counters, external and internal listener alike.
+pub fn stats(table: &Compiled) -> Vec<RouteStats> {
+    [&table.external, &table.internal]
+        .into_iter()
+        .flat_map(|matcher| matcher.routes())
+        .map(|route| route.metrics.stats(&route.route.name))
+        .collect()
 }
 
 /// Requests no route matched, per listener.

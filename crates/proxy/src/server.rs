@@ -55,6 +55,8 @@ pub enum ControlRequest {
     Status,
     /// Prometheus text.
     Metrics,
+    /// Per-route counters as data (the agent's heartbeat carries them).
+    Stats,
 }
 
 /// The answer to a control request.
@@ -81,6 +83,8 @@ pub struct ControlResponse {
     pub metrics_listen: Option<SocketAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Vec<crate::metrics::RouteStats>>,
 }
 
 struct Running {
@@ -401,6 +405,10 @@ async fn control_connection(stream: UnixStream, running: Arc<Running>) {
                 Ok(ControlRequest::Status) => running.status(),
                 Ok(ControlRequest::Metrics) => ControlResponse {
                     metrics: Some(metrics_text(&running.proxy)),
+                    ..running.status()
+                },
+                Ok(ControlRequest::Stats) => ControlResponse {
+                    stats: Some(crate::metrics::stats(&running.proxy.table.load())),
                     ..running.status()
                 },
                 Ok(ControlRequest::Apply { table }) => {

@@ -11,6 +11,7 @@ pub mod desired;
 pub mod git;
 pub mod log_broker;
 pub mod metrics;
+pub mod metrics_history;
 pub mod state;
 pub mod store;
 

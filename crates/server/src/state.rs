@@ -31,6 +31,8 @@ pub struct Inner {
     pub desired: crate::desired::DesiredCache,
     /// Log requests waiting for nodes' agents.
     pub logs: crate::log_broker::LogBroker,
+    /// The last hour of each service's traffic and memory, from agents' reports.
+    pub service_metrics: crate::metrics_history::MetricsHistory,
 }
 
 impl std::ops::Deref for AppState {
@@ -56,6 +58,7 @@ impl AppState {
             cluster: std::sync::OnceLock::new(),
             desired: crate::desired::DesiredCache::default(),
             logs: crate::log_broker::LogBroker::default(),
+            service_metrics: crate::metrics_history::MetricsHistory::default(),
         }))
     }
 

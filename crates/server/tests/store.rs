@@ -704,6 +704,7 @@ async fn agent_reports_apply_once_and_move_releases_forward(store: Store) {
             status: InstanceStatus::Healthy,
             restarts: 1,
             started_at: chrono::Utc::now(),
+            memory_bytes: None,
         }],
         releases: vec![
             ReleaseReport {
@@ -719,6 +720,7 @@ async fn agent_reports_apply_once_and_move_releases_forward(store: Store) {
         ],
         events,
         usage: None,
+        traffic: Vec::new(),
     };
     let node = store.get_node(node.id).await.expect("node");
     // The same report twice (a lost acknowledgement): the event is stored once.

@@ -155,3 +155,11 @@ export const useTokens = () =>
 
 export const useUsers = (enabled: boolean) =>
   useQuery({ queryKey: keys.users, queryFn: () => unwrap(api.GET("/api/v1/users")), enabled });
+
+/** Points arrive with heartbeats (every 10 s). */
+export const useServiceMetrics = (id: string) =>
+  useQuery({
+    queryKey: ["services", id, "metrics"],
+    queryFn: () => unwrap(api.GET("/api/v1/services/{id}/metrics", { params: { path: { id } } })),
+    refetchInterval: 10_000,
+  });

@@ -11,6 +11,7 @@ import { allows, useRole } from "../session";
 
 // xterm.js is large: it loads with the first service page, not with the dashboard.
 const LogTerminal = lazy(() => import("../components/LogTerminal"));
+const MetricsCharts = lazy(() => import("../components/MetricsCharts"));
 
 export function ServicePage(props: { id: string }) {
   const service = useService(props.id);
@@ -117,6 +118,11 @@ export function ServicePage(props: { id: string }) {
           {build && buildRelease ? <BuildLog serviceId={props.id} release={buildRelease} /> : <p className="muted">No release yet. Deploy to build one.</p>}
         </Section>
       </div>
+      <Section title="Traffic and memory (last hour)">
+        <Suspense fallback={<Loading what="the charts" />}>
+          <MetricsCharts serviceId={props.id} />
+        </Suspense>
+      </Section>
       <Section title="Instances">
         {instances.data ? <InstanceTable instances={instances.data} /> : <QueryState error={instances.error} what="instances" />}
       </Section>

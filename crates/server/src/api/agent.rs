@@ -136,6 +136,12 @@ pub async fn report(
                 crate::store::StoreError::NotFound => ApiError::Unauthorized,
                 other => other.into(),
             })?;
+    state.service_metrics.record(
+        node.id,
+        chrono::Utc::now(),
+        &report.traffic,
+        &report.instances,
+    );
     Ok(Json(ReportAck { acknowledged }))
 }
 
@@ -150,6 +156,7 @@ fn validate(report: &AgentReport) -> Result<(), ApiError> {
         ("instances", report.instances.len()),
         ("releases", report.releases.len()),
         ("problems", report.problems.len()),
+        ("traffic", report.traffic.len()),
     ] {
         if count > MAX_ITEMS_PER_REPORT {
             return Err(ApiError::field(

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use nanoscale_core::api::{
     DeployRequest, EnvVar, Instance, Release, ReleaseSelector, ReleaseStatus, RollbackRequest,
-    Service, SetEnvVar,
+    Service, ServiceMetrics, SetEnvVar,
 };
 use nanoscale_core::service::{
     validate_env_var, validate_git_ref, ServicePatch, ServiceSpec, REDACTED,
@@ -464,6 +464,20 @@ pub async fn list_instances(
 ) -> ApiResult<Json<Vec<Instance>>> {
     load(&state, id).await?;
     Ok(Json(state.store.list_instances(id).await?))
+}
+
+/// The last hour of the service's traffic (requests, 5xx, mean latency) and the
+/// memory of its instances, in 10 s intervals summed over its nodes, from the
+/// agents' heartbeats. Held in the control plane's memory only.
+#[utoipa::path(get, path = "/api/v1/services/{id}/metrics", tag = "services",
+    params(("id" = Uuid, Path, description = "service id")), responses((status = 200, body = ServiceMetrics)))]
+pub async fn service_metrics(
+    State(state): State<AppState>,
+    _principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<ServiceMetrics>> {
+    load(&state, id).await?;
+    Ok(Json(state.service_metrics.points(id)))
 }
 
 #[utoipa::path(get, path = "/api/v1/releases/{id}", tag = "releases",
