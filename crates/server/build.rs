@@ -12,10 +12,11 @@ fn main() {
     let dist = dashboard.join("dist");
     if dist.is_dir() {
         println!("cargo::rerun-if-changed={}", dist.display());
-    } else if std::env::var_os("CARGO_CFG_DEBUG_ASSERTIONS").is_none() && dashboard.is_dir() {
+    } else if dashboard.is_dir() {
         // A path that does not exist would make every build rerun this script, so
-        // watch the folder `dist` will be made in. Debug builds need neither: they
-        // read `dist` from disk at run time.
+        // watch the folder `dist` will be made in. Debug builds need this too: they
+        // read files from disk at run time, but only when `dist` existed when the
+        // crate was compiled (rust-embed looks at the folder then).
         println!("cargo::rerun-if-changed={}", dashboard.display());
     }
 }

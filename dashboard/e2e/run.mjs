@@ -279,6 +279,9 @@ async function main() {
       await shot("build-streaming");
       await waitFor("the last build line", async () => ((await log.textContent()) ?? "").includes("build done"), 120_000);
       await waitLive(1);
+      // The commit message is text, even when it looks like markup.
+      await page.getByTestId("commit-1").getByText("first <b>commit</b>").waitFor({ timeout: 30_000 });
+      if ((await page.getByTestId("commit-1").locator("b").count()) > 0) fail("a commit message rendered as HTML");
       await shot("service-live");
     });
 

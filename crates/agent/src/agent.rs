@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use nanoscale_core::agent::{AgentReport, InstanceReport, ReleaseReport, MAX_EVENTS_PER_REPORT};
+use nanoscale_core::agent::{
+    AgentReport, CommitInfo, InstanceReport, ReleaseReport, MAX_EVENTS_PER_REPORT,
+};
 use nanoscale_core::api::ReleaseStatus;
 use rand::Rng;
 
@@ -252,27 +254,24 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
                 .and_then(crate::usage::resident_bytes),
         })
         .collect();
-    let releases = context
-        .store
-        .releases()
-        .await?
-        .into_iter()
-        .filter_map(|r| {
-            let status = match r.state {
-                ReleaseState::Building => ReleaseStatus::Building,
-                ReleaseState::Built => ReleaseStatus::Starting,
-                ReleaseState::Failed => ReleaseStatus::Failed,
-                ReleaseState::Live => ReleaseStatus::Live,
-                // The control plane retires a release when another goes live.
-                ReleaseState::Retired => return None,
-            };
-            Some(ReleaseReport {
-                release_id: r.id,
-                status,
-                reason: r.reason,
-            })
-        })
-        .collect();
+    let mut releases = Vec::new();
+    for r in context.store.releases().await? {
+        let status = match r.state {
+            ReleaseState::Building => ReleaseStatus::Building,
+            ReleaseState::Built => ReleaseStatus::Starting,
+            ReleaseState::Failed => ReleaseStatus::Failed,
+            ReleaseState::Live => ReleaseStatus::Live,
+            // The control plane retires a release when another goes live.
+            ReleaseState::Retired => continue,
+        };
+        let commit_info = commit_info(context, &r.service, &r.commit).await;
+        releases.push(ReleaseReport {
+            release_id: r.id,
+            status,
+            reason: r.reason,
+            commit_info,
+        });
+    }
     let events = context.store.pending_events(MAX_EVENTS_PER_REPORT).await?;
     let full = events.len() == MAX_EVENTS_PER_REPORT;
     let report = AgentReport {
@@ -293,6 +292,24 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
     let ack = control_plane.report(&report).await?;
     context.store.acknowledge(&ack.acknowledged).await?;
     Ok(full)
+}
+
+/// The commit's author and subject, described once per commit; `None` until the
+/// commit is in this node's cache (the report goes on without it).
+async fn commit_info(context: &Context, service: &str, commit: &str) -> Option<CommitInfo> {
+    if let Some(known) = context
+        .commits
+        .lock()
+        .ok()
+        .and_then(|known| known.get(commit).cloned())
+    {
+        return Some(known);
+    }
+    let info = context.sources.describe(service, commit).await.ok()?;
+    if let Ok(mut known) = context.commits.lock() {
+        known.insert(commit.to_owned(), info.clone());
+    }
+    Some(info)
 }
 
 /// Answers the control plane's log requests (users reading this node's logs).

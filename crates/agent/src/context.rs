@@ -98,6 +98,8 @@ pub struct Context {
     pub published: tokio::sync::Mutex<crate::traffic::Published>,
     /// CPU counters between heartbeats.
     pub usage: crate::usage::UsageSampler,
+    /// Author and subject of commits already described, by SHA (a commit never changes).
+    pub commits: Mutex<HashMap<String, nanoscale_core::agent::CommitInfo>>,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +126,7 @@ impl Context {
             }),
             published: tokio::sync::Mutex::new(crate::traffic::Published::default()),
             usage: crate::usage::UsageSampler::default(),
+            commits: Mutex::new(HashMap::new()),
         }
     }
 

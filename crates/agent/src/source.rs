@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nanoscale_core::agent::CommitInfo;
 use nanoscale_core::names::is_dns_label;
 use nanoscale_core::service::{is_commit_sha, validate_git_url};
 use nanoscale_process::git::{confine, first_line, git_command};
@@ -72,6 +73,47 @@ impl SourceCache {
         )
         .await?;
         Ok(output.success)
+    }
+
+    /// The author and subject line of a commit already in the cache. Control
+    /// characters are dropped and both are cut to 200 characters: they come from
+    /// whoever wrote the repository and are shown to every dashboard user.
+    pub async fn describe(&self, service: &str, commit: &str) -> Result<CommitInfo, SourceError> {
+        check_commit(commit)?;
+        let repository = self.repository(service)?;
+        let output = git(
+            &repository,
+            &[
+                "log",
+                "-1",
+                "--no-show-signature",
+                "--format=%an%x00%s",
+                commit,
+                "--",
+            ],
+        )
+        .await?;
+        if !output.success {
+            return Err(SourceError::Git(first_line(&output.stderr)));
+        }
+        let text = output.stdout.as_str();
+        let (author, message) = text
+            .trim_end_matches('\n')
+            .split_once('\0')
+            .unwrap_or((text, ""));
+        let clean = |value: &str| -> String {
+            value
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect::<String>()
+                .trim()
+                .to_owned()
+        };
+        Ok(CommitInfo {
+            author: clean(author),
+            message: clean(message),
+        })
     }
 
     /// Makes sure the cache holds `commit` from `url`, fetching only that commit

@@ -140,7 +140,22 @@ pub struct ReleaseReport {
     pub release_id: Uuid,
     pub status: ReleaseStatus,
     pub reason: Option<String>,
+    /// Who wrote the release's commit and its subject line, once the node has
+    /// the commit (the control plane only resolves refs, it never fetches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_info: Option<CommitInfo>,
 }
+
+/// A commit's author name and subject line, as git records them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitInfo {
+    pub author: String,
+    pub message: String,
+}
+
+/// Longest author or message a report may carry, in bytes.
+pub const MAX_COMMIT_TEXT: usize = 1000;
 
 /// A transition the agent observed, recorded in its outbox until acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

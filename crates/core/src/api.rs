@@ -255,6 +255,9 @@ pub struct Release {
     pub reason: Option<String>,
     /// Set when this release is a rollback to an earlier one.
     pub rollback_of: Option<Uuid>,
+    /// The commit's author and subject line, once a node has fetched the commit.
+    pub commit_author: Option<String>,
+    pub commit_message: Option<String>,
     pub created_by: Uuid,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

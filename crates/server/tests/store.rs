@@ -632,7 +632,8 @@ async fn project_list_sees_every_write(store: Store) {
 
 async fn agent_reports_apply_once_and_move_releases_forward(store: Store) {
     use nanoscale_core::agent::{
-        AgentEvent, AgentReport, Convergence, InstanceReport, InstanceStatus, ReleaseReport,
+        AgentEvent, AgentReport, CommitInfo, Convergence, InstanceReport, InstanceStatus,
+        ReleaseReport,
     };
     let (admin, project, service) = admin_project_service(&store, "web").await;
     let release = |commit: char| NewRelease {
@@ -711,11 +712,16 @@ async fn agent_reports_apply_once_and_move_releases_forward(store: Store) {
                 release_id: first.id,
                 status: status_first,
                 reason: None,
+                commit_info: Some(CommitInfo {
+                    author: "Ada".into(),
+                    message: "first <b>commit</b>".into(),
+                }),
             },
             ReleaseReport {
                 release_id: Uuid::now_v7(),
                 status: ReleaseStatus::Live,
                 reason: None,
+                commit_info: None,
             },
         ],
         events,
@@ -767,15 +773,44 @@ async fn agent_reports_apply_once_and_move_releases_forward(store: Store) {
         .expect("report");
     assert_eq!(status(first.id).await, ReleaseStatus::Live);
     let mut newer = report(ReleaseStatus::Live, vec![]);
-    newer.releases = vec![ReleaseReport {
-        release_id: second.id,
-        status: ReleaseStatus::Live,
-        reason: None,
-    }];
+    newer.releases = vec![
+        ReleaseReport {
+            release_id: second.id,
+            status: ReleaseStatus::Live,
+            reason: None,
+            commit_info: None,
+        },
+        // Another node's word on the first release's commit does not replace it.
+        ReleaseReport {
+            release_id: first.id,
+            status: ReleaseStatus::Live,
+            reason: None,
+            commit_info: Some(CommitInfo {
+                author: "Mallory".into(),
+                message: "rewritten".into(),
+            }),
+        },
+    ];
     newer.instances.clear();
     store.apply_report(&node, &newer).await.expect("report");
     assert_eq!(status(second.id).await, ReleaseStatus::Live);
     assert_eq!(status(first.id).await, ReleaseStatus::Retired);
+    let described = store.get_release(first.id).await.expect("release");
+    assert_eq!(
+        (
+            described.commit_author.as_deref(),
+            described.commit_message.as_deref()
+        ),
+        (Some("Ada"), Some("first <b>commit</b>"))
+    );
+    assert_eq!(
+        store
+            .get_release(second.id)
+            .await
+            .expect("release")
+            .commit_author,
+        None
+    );
     assert!(store
         .list_instances(service.id)
         .await

@@ -162,7 +162,7 @@ function ReleaseTable(props: {
 }) {
   if (props.releases.length === 0) return <p className="muted">No releases yet.</p>;
   return (
-    <Table columns={["#", "Status", "Commit", "Created", ""]}>
+    <Table columns={["#", "Status", "Commit and author", "Created", ""]}>
           {props.releases.map((r) => {
             const isCurrent = r.id === props.current;
             return (
@@ -176,6 +176,11 @@ function ReleaseTable(props: {
                 <td>
                   <code title={r.commit}>{r.commit.slice(0, 12)}</code> <span className="muted">{r.ref}</span>
                   {r.rollback_of ? <span className="muted"> (rollback)</span> : null}
+                  {r.commit_message ? (
+                    <div className="commit" data-testid={`commit-${String(r.number)}`}>
+                      {r.commit_message} <span className="muted">— {r.commit_author}</span>
+                    </div>
+                  ) : null}
                 </td>
                 <td>
                   <Time at={r.created_at} />

@@ -58,6 +58,17 @@ async fn fetches_exact_commits_and_exports_them() {
         .await
         .expect("fetch first");
     assert!(cache.contains("web", &first).await.expect("contains"));
+    assert_eq!(
+        cache.describe("web", &first).await.expect("describe"),
+        CommitInfo {
+            author: "t".into(),
+            message: "one".into()
+        }
+    );
+    assert!(
+        cache.describe("web", &second).await.is_err(),
+        "a commit not fetched yet is not described"
+    );
     let release = data.path().join("apps/web/releases/1");
     cache.export("web", &first, &release).await.expect("export");
     assert_eq!(

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nanoscale_core::agent::{
     AgentReport, DesiredStateQuery, LogAnswer, LogRequest, LogRequestsQuery, ReportAck,
-    MAX_EVENTS_PER_REPORT, MAX_ITEMS_PER_REPORT, MAX_WAIT_SECS, NODE_CREDENTIAL_PREFIX,
+    MAX_COMMIT_TEXT, MAX_EVENTS_PER_REPORT, MAX_ITEMS_PER_REPORT, MAX_WAIT_SECS,
+    NODE_CREDENTIAL_PREFIX,
 };
 use nanoscale_core::api::Node;
 use nanoscale_core::desired::DesiredDocument;
@@ -146,6 +147,19 @@ pub async fn report(
 }
 
 fn validate(report: &AgentReport) -> Result<(), ApiError> {
+    for (index, release) in report.releases.iter().enumerate() {
+        let Some(info) = &release.commit_info else {
+            continue;
+        };
+        for (name, text) in [("author", &info.author), ("message", &info.message)] {
+            if text.len() > MAX_COMMIT_TEXT {
+                return Err(ApiError::field(
+                    &format!("releases[{index}].commit_info.{name}"),
+                    format!("at most {MAX_COMMIT_TEXT} bytes"),
+                ));
+            }
+        }
+    }
     if report.events.len() > MAX_EVENTS_PER_REPORT {
         return Err(ApiError::field(
             "events",

@@ -110,6 +110,18 @@ impl Store {
         }
 
         for release in &report.releases {
+            if let Some(info) = &release.commit_info {
+                // Any node that has the commit can say who wrote it; the first wins.
+                sqlx::query(
+                    "UPDATE releases SET commit_author = $1, commit_message = $2 \
+                     WHERE id = $3 AND commit_author IS NULL",
+                )
+                .bind(&info.author)
+                .bind(&info.message)
+                .bind(release.release_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
             let row = sqlx::query("SELECT service_id, status FROM releases WHERE id = $1")
                 .bind(release.release_id.to_string())
                 .fetch_optional(&mut *tx)

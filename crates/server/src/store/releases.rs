@@ -10,7 +10,7 @@ use super::{
 };
 
 const COLUMNS: &str = "id, service_id, number, commit_sha, git_ref, status, reason, rollback_of, \
-     created_by, created_at, updated_at";
+     commit_author, commit_message, created_by, created_at, updated_at";
 
 /// What a deploy or rollback asks the store to record.
 pub struct NewRelease {
@@ -35,6 +35,8 @@ fn release_from_row(row: &AnyRow) -> StoreResult<Release> {
             .ok_or_else(|| StoreError::Corrupt(format!("release status {status:?}")))?,
         reason: row.try_get("reason")?,
         rollback_of: parse_opt_id(row.try_get("rollback_of")?)?,
+        commit_author: row.try_get("commit_author")?,
+        commit_message: row.try_get("commit_message")?,
         created_by: parse_id(&row.try_get::<String, _>("created_by")?)?,
         created_at: to_time(row.try_get("created_at")?),
         updated_at: to_time(row.try_get("updated_at")?),
@@ -68,12 +70,14 @@ impl Store {
             status: ReleaseStatus::Queued,
             reason: None,
             rollback_of: new.rollback_of,
+            commit_author: None,
+            commit_message: None,
             created_by: new.created_by,
             created_at: to_time(now),
             updated_at: to_time(now),
         };
         sqlx::query(&format!(
-            "INSERT INTO releases ({COLUMNS}, spec_json) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9, $9, $10)"
+            "INSERT INTO releases ({COLUMNS}, spec_json) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, NULL, NULL, $8, $9, $9, $10)"
         ))
         .bind(release.id.to_string())
         .bind(release.service_id.to_string())
