@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ApiError } from "./api/client";
+import { withGaps } from "./chartData";
 import { keysFor } from "./api/live";
 import { fieldError, isFormLevel } from "./forms";
 import { failing } from "./health";
@@ -88,5 +89,19 @@ describe("relative time", () => {
     expect(relative(new Date(now - 2000), now)).toBe("just now");
     expect(relative(new Date(now - 90_000), now)).toBe("1 min ago");
     expect(relative(new Date(now + 7_200_000), now)).toBe("in 2 h");
+  });
+});
+
+describe("chart data", () => {
+  it("puts a gap where no interval was reported", () => {
+    const point = (at: string, requests_per_second: number) =>
+      ({ at, requests: 0, requests_per_second, server_errors: 0, mean_latency_ms: null, memory_bytes: null }) as const;
+    const [xs, ys] = withGaps(
+      [point("2026-12-01T10:00:00Z", 1), point("2026-12-01T10:00:10Z", 2), point("2026-12-01T10:00:40Z", 3)],
+      { value: (p) => p.requests_per_second },
+    );
+    const start = Date.parse("2026-12-01T10:00:00Z") / 1000;
+    expect(xs.map((x) => x - start)).toEqual([0, 10, 20, 30, 40]);
+    expect(ys).toEqual([1, 2, null, null, 3]);
   });
 });

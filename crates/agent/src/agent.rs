@@ -264,7 +264,13 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
             // The control plane retires a release when another goes live.
             ReleaseState::Retired => continue,
         };
-        let commit_info = commit_info(context, &r.service, &r.commit).await;
+        // A failed release may never have fetched its commit: no git call for it
+        // on every heartbeat.
+        let commit_info = if r.state == ReleaseState::Failed {
+            None
+        } else {
+            commit_info(context, &r.service, &r.commit).await
+        };
         releases.push(ReleaseReport {
             release_id: r.id,
             status,

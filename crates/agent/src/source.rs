@@ -101,15 +101,7 @@ impl SourceCache {
             .trim_end_matches('\n')
             .split_once('\0')
             .unwrap_or((text, ""));
-        let clean = |value: &str| -> String {
-            value
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(200)
-                .collect::<String>()
-                .trim()
-                .to_owned()
-        };
+        let clean = |value: &str| nanoscale_core::validation::plain_text(value, 200);
         Ok(CommitInfo {
             author: clean(author),
             message: clean(message),

@@ -195,8 +195,9 @@ pub struct AgentReport {
     /// The node's own CPU, memory, disk and load (the heartbeat).
     #[serde(default)]
     pub usage: Option<crate::cluster::NodeUsage>,
-    /// Requests per service through this node's proxy.
-    #[serde(default)]
+    /// Requests per service through this node's proxy. Left out when empty, so
+    /// a control plane that predates it still takes the report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traffic: Vec<ServiceTraffic>,
 }
 

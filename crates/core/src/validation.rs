@@ -48,3 +48,32 @@ pub fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), Va
     }
     Ok(())
 }
+
+/// Text from outside (a commit's author or subject) made safe to show: control
+/// characters and bidirectional formatting characters (which can make text read
+/// differently from what it is) removed, cut to `max_chars`, trimmed.
+pub fn plain_text(value: &str, max_chars: usize) -> String {
+    let bidi = |c: char| matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    value
+        .chars()
+        .filter(|&c| !c.is_control() && !bidi(c))
+        .take(max_chars)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod plain_text_tests {
+    use super::plain_text;
+
+    #[test]
+    fn drops_controls_and_bidi_overrides() {
+        assert_eq!(
+            plain_text(" fix\u{202E}gpj.exe\u{0007}\n ", 200),
+            "fixgpj.exe"
+        );
+        assert_eq!(plain_text("abcdef", 3), "abc");
+        assert_eq!(plain_text("<b>x</b>", 200), "<b>x</b>");
+    }
+}

@@ -37,6 +37,14 @@ pub struct DesiredCache {
 }
 
 impl DesiredCache {
+    /// The node's document from the newest snapshot, without compiling one (and
+    /// `None` while a compilation runs): for checks that may be a moment stale,
+    /// such as which services a node's report may speak for.
+    pub fn cached(&self, node_id: Uuid) -> Option<Arc<DesiredDocument>> {
+        let latest = self.latest.try_lock().ok()?;
+        latest.as_ref()?.documents.get(&node_id).cloned()
+    }
+
     /// The node's current document, or `None` when the node does not exist (it
     /// was removed).
     pub async fn document(

@@ -2,11 +2,13 @@
 //! in memory (the last hour in 10 s intervals) for the dashboard's chart.
 //!
 //! Agents report cumulative counters from their proxy; the difference between two
-//! reports of one node is that node's traffic in between. A counter that went down
-//! (the proxy restarted, the route was re-created) counts from zero. A node may only
-//! speak for services it reports instances of, so a node cannot paint another
-//! service's chart.
-use std::collections::{BTreeMap, HashMap, VecDeque};
+//! reports of one node is that node's traffic in between. When the counters went
+//! down (the proxy restarted, a route was removed) or the previous report is more
+//! than two intervals old, the report only sets a new baseline: counts of unknown
+//! duration would draw a spike. A node speaks only for the services of its own
+//! desired-state document (the caller passes them), so it cannot paint another
+//! service's chart. The interval still filling is not shown.
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -26,7 +28,7 @@ pub struct MetricsHistory {
 #[derive(Default)]
 struct Series {
     /// The last counters each node reported.
-    last: HashMap<Uuid, Counters>,
+    last: HashMap<Uuid, Baseline>,
     intervals: VecDeque<Interval>,
 }
 
@@ -35,6 +37,13 @@ struct Counters {
     requests: u64,
     server_errors: u64,
     latency_sum_micros: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Baseline {
+    counters: Counters,
+    /// Seconds since the epoch of the report that set it.
+    at: i64,
 }
 
 struct Interval {
@@ -46,16 +55,17 @@ struct Interval {
 }
 
 impl MetricsHistory {
-    /// Takes one node's report.
+    /// Takes one node's report; `placed` are the services of its document.
     pub fn record(
         &self,
         node: Uuid,
         now: DateTime<Utc>,
         traffic: &[ServiceTraffic],
         instances: &[InstanceReport],
+        placed: &HashSet<Uuid>,
     ) {
         let mut memory: BTreeMap<Uuid, Option<u64>> = BTreeMap::new();
-        for instance in instances {
+        for instance in instances.iter().filter(|i| placed.contains(&i.service_id)) {
             let entry = memory.entry(instance.service_id).or_insert(None);
             if let Some(bytes) = instance.memory_bytes {
                 *entry = Some(entry.unwrap_or(0) + bytes);
@@ -66,7 +76,7 @@ impl MetricsHistory {
             return;
         };
         for sample in traffic {
-            if !memory.contains_key(&sample.service_id) {
+            if !placed.contains(&sample.service_id) {
                 continue;
             }
             let series = services.entry(sample.service_id).or_default();
@@ -75,10 +85,17 @@ impl MetricsHistory {
                 server_errors: sample.server_errors,
                 latency_sum_micros: sample.latency_sum_micros,
             };
-            let delta = match series.last.insert(node, now_counters) {
-                // The first report says nothing about when its counts happened.
-                None => Counters::default(),
-                Some(before) => difference(before, now_counters),
+            let baseline = Baseline {
+                counters: now_counters,
+                at: now.timestamp(),
+            };
+            let delta = match series.last.insert(node, baseline) {
+                Some(before) if now.timestamp() - before.at <= 2 * INTERVAL_SECS => {
+                    difference(before.counters, now_counters)
+                }
+                // A first report, or one after a gap: it says nothing about when
+                // its counts happened.
+                _ => Counters::default(),
             };
             let interval = series.interval(start);
             interval.traffic.requests += delta.requests;
@@ -96,7 +113,9 @@ impl MetricsHistory {
         }
     }
 
-    pub fn points(&self, service: Uuid) -> ServiceMetrics {
+    /// The service's finished intervals at `now`.
+    pub fn points(&self, service: Uuid, now: DateTime<Utc>) -> ServiceMetrics {
+        let open = now.timestamp().div_euclid(INTERVAL_SECS) * INTERVAL_SECS;
         let points = self
             .services
             .lock()
@@ -106,6 +125,7 @@ impl MetricsHistory {
                     series
                         .intervals
                         .iter()
+                        .filter(|interval| interval.start < open)
                         .map(Interval::point)
                         .collect::<Vec<_>>()
                 })
@@ -160,9 +180,9 @@ impl Interval {
 }
 
 fn difference(before: Counters, now: Counters) -> Counters {
-    // Counters only grow; a smaller one started again from zero.
+    // Counters only grow; a smaller one was reset or lost a route: a new baseline.
     if now.requests < before.requests {
-        return now;
+        return Counters::default();
     }
     Counters {
         requests: now.requests - before.requests,
@@ -206,16 +226,35 @@ mod tests {
         Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
     }
 
+    fn placed(services: &[Uuid]) -> HashSet<Uuid> {
+        services.iter().copied().collect()
+    }
+
     #[test]
     fn rates_come_from_differences_summed_over_nodes() {
         let history = MetricsHistory::default();
         let (service, a, b) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let running = [instance(service, Some(1000))];
-        history.record(a, at(0), &[traffic(service, 100, 1_000_000)], &running);
-        history.record(b, at(1), &[traffic(service, 50, 0)], &running);
-        history.record(a, at(10), &[traffic(service, 120, 1_040_000)], &running);
-        history.record(b, at(11), &[traffic(service, 70, 40_000)], &running);
-        let points = history.points(service).points;
+        let mine = placed(&[service]);
+        history.record(
+            a,
+            at(0),
+            &[traffic(service, 100, 1_000_000)],
+            &running,
+            &mine,
+        );
+        history.record(b, at(1), &[traffic(service, 50, 0)], &running, &mine);
+        history.record(
+            a,
+            at(10),
+            &[traffic(service, 120, 1_040_000)],
+            &running,
+            &mine,
+        );
+        history.record(b, at(11), &[traffic(service, 70, 40_000)], &running, &mine);
+        // The interval still filling is not shown.
+        assert_eq!(history.points(service, at(15)).points.len(), 1);
+        let points = history.points(service, at(20)).points;
         assert_eq!(points.len(), 2);
         // The first reports only set the baseline.
         assert_eq!(points[0].requests, 0);
@@ -229,32 +268,59 @@ mod tests {
     }
 
     #[test]
-    fn a_restarted_proxy_counts_from_zero() {
+    fn a_reset_or_a_gap_only_sets_a_new_baseline() {
         let history = MetricsHistory::default();
         let (service, node) = (Uuid::now_v7(), Uuid::now_v7());
         let running = [instance(service, None)];
-        history.record(node, at(0), &[traffic(service, 500, 0)], &running);
-        history.record(node, at(10), &[traffic(service, 30, 0)], &running);
-        let points = history.points(service).points;
-        assert_eq!(points[1].requests, 30);
-        assert_eq!(points[1].memory_bytes, None);
+        let mine = placed(&[service]);
+        history.record(node, at(0), &[traffic(service, 500, 0)], &running, &mine);
+        // The proxy restarted: 30 since then, of unknown duration.
+        history.record(node, at(10), &[traffic(service, 30, 0)], &running, &mine);
+        history.record(node, at(20), &[traffic(service, 50, 0)], &running, &mine);
+        // Silent for a minute: the next report only sets the baseline.
+        history.record(node, at(80), &[traffic(service, 9_000, 0)], &running, &mine);
+        history.record(node, at(90), &[traffic(service, 9_010, 0)], &running, &mine);
+        let requests: Vec<u64> = history
+            .points(service, at(100))
+            .points
+            .iter()
+            .map(|p| p.requests)
+            .collect();
+        assert_eq!(requests, vec![0, 0, 20, 0, 10]);
+        assert_eq!(
+            history.points(service, at(100)).points[0].memory_bytes,
+            None
+        );
     }
 
     #[test]
-    fn a_node_speaks_only_for_services_it_runs() {
+    fn a_node_speaks_only_for_services_it_was_given() {
         let history = MetricsHistory::default();
         let (mine, other, node) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-        let running = [instance(mine, Some(1))];
+        // It even claims an instance of the other service.
+        let running = [instance(mine, Some(1)), instance(other, Some(5))];
         for second in [0, 10] {
             history.record(
                 node,
                 at(second),
                 &[traffic(other, second as u64 * 100, 0)],
                 &running,
+                &placed(&[mine]),
             );
         }
-        assert!(history.points(other).points.is_empty());
-        assert_eq!(history.points(mine).points.len(), 2);
+        assert!(history.points(other, at(30)).points.is_empty());
+        assert_eq!(history.points(mine, at(30)).points.len(), 2);
+    }
+
+    #[test]
+    fn a_static_site_has_traffic_without_instances() {
+        let history = MetricsHistory::default();
+        let (site, node) = (Uuid::now_v7(), Uuid::now_v7());
+        history.record(node, at(0), &[traffic(site, 10, 0)], &[], &placed(&[site]));
+        history.record(node, at(10), &[traffic(site, 30, 0)], &[], &placed(&[site]));
+        let points = history.points(site, at(20)).points;
+        assert_eq!(points[1].requests, 20);
+        assert_eq!(points[1].memory_bytes, None);
     }
 
     #[test]
@@ -263,9 +329,9 @@ mod tests {
         let (service, node) = (Uuid::now_v7(), Uuid::now_v7());
         let running = [instance(service, Some(1))];
         for i in 0..400 {
-            history.record(node, at(i * 10), &[], &running);
+            history.record(node, at(i * 10), &[], &running, &placed(&[service]));
         }
-        let points = history.points(service).points;
+        let points = history.points(service, at(4000)).points;
         assert_eq!(points.len(), KEPT);
         assert_eq!(points[0].at, at(40 * 10));
     }

@@ -21,7 +21,16 @@ export default function LogTerminal(props: { serviceId: string }) {
 
   useEffect(() => {
     if (!host.current) return;
-    const term = new Terminal({ convertEol: true, disableStdin: true, scrollback: 5000, fontSize: 12, cursorStyle: "underline" });
+    // screenReaderMode: the lines are exposed to assistive technology, and Tab
+    // leaves the terminal instead of being taken as input.
+    const term = new Terminal({
+      convertEol: true,
+      disableStdin: true,
+      scrollback: 5000,
+      fontSize: 12,
+      cursorStyle: "underline",
+      screenReaderMode: true,
+    });
     const fit = new FitAddon();
     const search = new SearchAddon();
     term.loadAddon(fit);
@@ -44,11 +53,12 @@ export default function LogTerminal(props: { serviceId: string }) {
   // Append only what is new since the last read (the API answers the newest tail).
   useEffect(() => {
     const t = terminal.current;
-    if (!t || !logs.data) return;
+    // Paused: other refreshes of the query (live events) write nothing; resuming catches up.
+    if (!t || !logs.data || paused) return;
     const fresh = newLines(written.current, logs.data);
     for (const line of fresh) t.term.writeln(plainLine(line));
     written.current = logs.data;
-  }, [logs.data]);
+  }, [logs.data, paused]);
 
   return (
     <div className="terminal-box">

@@ -5,6 +5,7 @@ import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import type { Schemas } from "../api/client";
 import { useServiceMetrics } from "../api/queries";
+import { withGaps } from "../chartData";
 import { QueryState, bytes } from "./ui";
 
 type Point = Schemas["MetricsPoint"];
@@ -42,8 +43,7 @@ function Chart(props: { metric: Metric; points: Point[] }) {
   const host = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const { metric, points } = props;
-  const xs = points.map((p) => new Date(p.at).getTime() / 1000);
-  const ys = points.map((p) => metric.value(p));
+  const [xs, ys] = withGaps(points, metric);
   const latest = [...ys].reverse().find((v) => v !== null);
 
   // uPlot draws into a DOM node it owns: create it once, then only feed data.

@@ -9,13 +9,16 @@ export function OverviewPage() {
   const nodes = useNodes();
   const projects = useProjects();
   const services = useServices();
-  const events = useEvents({ limit: 15 });
-  const problems = failing(nodes.data ?? [], events.data ?? []);
+  // Enough events to cover the 15 minutes "failing right now" looks at.
+  const events = useEvents({ limit: 200 });
+  const problems = nodes.data && events.data ? failing(nodes.data, events.data) : null;
   return (
     <div className="page">
       <h1>Overview</h1>
       <Section title="Failing right now">
-        {problems.length === 0 ? (
+        {problems === null ? (
+          <QueryState error={nodes.error ?? events.error} what="the cluster's state" />
+        ) : problems.length === 0 ? (
           <p className="good-text">Nothing is failing.</p>
         ) : (
           <ul className="problems">
@@ -60,7 +63,7 @@ export function OverviewPage() {
         </Section>
       </div>
       <Section title="Recent events" actions={<Link href="/events">Timeline</Link>}>
-        {events.data ? <EventList events={events.data} /> : <QueryState error={events.error} what="events" />}
+        {events.data ? <EventList events={events.data.slice(0, 15)} /> : <QueryState error={events.error} what="events" />}
       </Section>
     </div>
   );

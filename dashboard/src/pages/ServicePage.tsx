@@ -32,6 +32,7 @@ export function ServicePage(props: { id: string }) {
     mutationFn: () => unwrap(api.POST("/api/v1/services/{id}/deploy", { params: { path: { id: props.id } }, body: {} })),
     onMutate: () => {
       setDone(null);
+      rollback.reset();
     },
     onSuccess: async (release) => {
       setShownBuild(release.number);
@@ -44,6 +45,7 @@ export function ServicePage(props: { id: string }) {
       unwrap(api.POST("/api/v1/services/{id}/rollback", { params: { path: { id: props.id } }, body: { release: number } })),
     onMutate: () => {
       setDone(null);
+      deploy.reset();
     },
     onSuccess: async (release) => {
       setShownBuild(release.number);
@@ -73,7 +75,7 @@ export function ServicePage(props: { id: string }) {
       </nav>
       <div className="title-row">
         <h1>{spec.name}</h1>
-        {current ? <StatusBadge status="live" /> : <StatusBadge status="queued" />}
+        <StatusBadge status={current ? "live" : releases.isPending ? "loading" : (latest?.status ?? "not deployed")} />
         {canEdit ? (
           <div className="row">
             <Button

@@ -126,6 +126,8 @@ function UsersSection() {
       unwrap(api.PATCH("/api/v1/users/{id}", { params: { path: { id: change.id } }, body: { role: change.role } })),
     onSettled: async () => {
       await client.invalidateQueries({ queryKey: keys.users });
+      // Changing one's own role changes what this page may show.
+      await client.invalidateQueries({ queryKey: keys.me });
     },
   });
   const remove = useMutation({

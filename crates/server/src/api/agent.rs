@@ -2,6 +2,7 @@
 //! document and reports what it runs. Only node credentials (`nsn_…`) are accepted;
 //! user tokens and sessions get 401 here, and node credentials get 401 everywhere
 //! else.
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use nanoscale_core::agent::{
 };
 use nanoscale_core::api::Node;
 use nanoscale_core::desired::DesiredDocument;
+use nanoscale_core::validation::plain_text;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
@@ -124,9 +126,32 @@ pub async fn desired_state(
 pub async fn report(
     State(state): State<AppState>,
     NodeIdentity(node): NodeIdentity,
-    ApiJson(report): ApiJson<AgentReport>,
+    ApiJson(mut report): ApiJson<AgentReport>,
 ) -> ApiResult<Json<ReportAck>> {
     validate(&report)?;
+    // A node speaks for the services and releases of its own document only: its
+    // traffic, memory and commit descriptions of anything else are dropped.
+    let (services, releases): (HashSet<Uuid>, HashSet<Uuid>) = state
+        .desired
+        .cached(node.id)
+        .map(|document| {
+            document
+                .state
+                .workloads
+                .iter()
+                .map(|w| (w.service_id, w.release_id))
+                .unzip()
+        })
+        .unwrap_or_default();
+    for release in &mut report.releases {
+        if !releases.contains(&release.release_id) {
+            release.commit_info = None;
+        }
+        if let Some(info) = &mut release.commit_info {
+            info.author = plain_text(&info.author, 200);
+            info.message = plain_text(&info.message, 200);
+        }
+    }
     let acknowledged =
         state
             .store
@@ -142,6 +167,7 @@ pub async fn report(
         chrono::Utc::now(),
         &report.traffic,
         &report.instances,
+        &services,
     );
     Ok(Json(ReportAck { acknowledged }))
 }

@@ -477,7 +477,7 @@ pub async fn service_metrics(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<ServiceMetrics>> {
     load(&state, id).await?;
-    Ok(Json(state.service_metrics.points(id)))
+    Ok(Json(state.service_metrics.points(id, chrono::Utc::now())))
 }
 
 #[utoipa::path(get, path = "/api/v1/releases/{id}", tag = "releases",
