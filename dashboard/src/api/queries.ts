@@ -94,11 +94,10 @@ export const useInstances = (id: string) =>
       unwrap(api.GET("/api/v1/services/{id}/instances", { params: { path: { id } } })),
   });
 
-export const useEnv = (id: string, enabled: boolean) =>
+export const useEnv = (id: string) =>
   useQuery({
     queryKey: keys.env(id),
     queryFn: () => unwrap(api.GET("/api/v1/services/{id}/env", { params: { path: { id } } })),
-    enabled,
   });
 
 /**
@@ -153,8 +152,7 @@ export const useAudit = (filter: AuditQuery) =>
 export const useTokens = () =>
   useQuery({ queryKey: keys.tokens, queryFn: () => unwrap(api.GET("/api/v1/tokens")) });
 
-export const useUsers = (enabled: boolean) =>
-  useQuery({ queryKey: keys.users, queryFn: () => unwrap(api.GET("/api/v1/users")), enabled });
+export const useUsers = () => useQuery({ queryKey: keys.users, queryFn: () => unwrap(api.GET("/api/v1/users")) });
 
 /** Points arrive with heartbeats (every 10 s). */
 export const useServiceMetrics = (id: string) =>

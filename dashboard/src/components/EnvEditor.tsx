@@ -7,7 +7,7 @@ import { Button, Checkbox, ConfirmButton, Field, Notice, QueryState, Section, Ta
 
 /** The service's variables; a change applies with the next deploy. */
 export function EnvEditor(props: { serviceId: string }) {
-  const env = useEnv(props.serviceId, true);
+  const env = useEnv(props.serviceId);
   const client = useQueryClient();
   const [name, setName] = useState("");
   const [value, setValue] = useState("");

@@ -108,7 +108,7 @@ function TokensSection() {
 }
 
 function UsersSection() {
-  const users = useUsers(true);
+  const users = useUsers();
   const client = useQueryClient();
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
