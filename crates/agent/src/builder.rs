@@ -232,21 +232,31 @@ async fn run_build(
             .map_err(|error| format!("removing {}: {error}", dir.display()))?;
     }
     create_private_dir(&dir)?;
+    let env = environment(context, workload, release, None);
+    let home = home_dir(context, &workload.service);
+    let confinement = crate::sandbox::confine(&context.config, &workload.service, release, &home)
+        .await
+        .map_err(|error| format!("preparing the build's sandbox: {error}"))?;
     let spec = ShimSpec {
         id: format!("build-{}-{}", workload.service, workload.release_number),
         argv: vec!["/bin/sh".into(), "-c".into(), command.to_owned()],
-        env: environment(context, workload, release, None),
+        env,
         cwd: release.to_path_buf(),
         log_dir: dir.join("log"),
         log_max_bytes: context.config.log_max_bytes,
         log_keep: context.config.log_keep,
         limits: Limits {
             memory_bytes: context.config.build_memory_bytes,
-            ..Limits::default()
+            cpu_millis: None,
+            pids: context
+                .config
+                .sandbox
+                .then_some(context.config.default_pids),
         },
         stop_grace_secs: 5,
-        uid: None,
-        gid: None,
+        uid: confinement.uid,
+        gid: confinement.gid,
+        sandbox: confinement.sandbox,
     };
     runtime::launch(
         &context.config.shim_program,
@@ -263,14 +273,11 @@ async fn run_build(
                 if exit.code == Some(0) {
                     return Ok(());
                 }
-                let how = if exit.oom_killed {
-                    "was killed for using more memory than allowed".to_owned()
-                } else if let Some(code) = exit.code {
-                    format!("exited with code {code}")
-                } else {
-                    format!("was killed by signal {}", exit.signal.unwrap_or(0))
-                };
-                return Err(with_log(&format!("`{command}` {how}"), &dir.join("log")));
+                let how = crate::executor::describe(&exit);
+                return Err(with_log(
+                    &format!("`{command}` failed: {how}"),
+                    &dir.join("log"),
+                ));
             }
             ShimStatus::Gone | ShimStatus::Orphaned { .. } => {
                 let _ = runtime::stop(&dir, Duration::from_secs(1)).await;
@@ -319,7 +326,7 @@ pub fn environment(
     release: &Path,
     port: Option<u16>,
 ) -> Vec<(String, String)> {
-    let home = context.service_dir(&workload.service).join("home");
+    let home = home_dir(context, &workload.service);
     let _ = create_private_dir(&home);
     let mut env: Vec<(String, String)> = workload
         .spec
@@ -365,6 +372,11 @@ pub fn environment(
         }
     }
     env
+}
+
+/// `<apps>/<service>/home`, the app's `$HOME`.
+pub fn home_dir(context: &Context, service: &str) -> PathBuf {
+    context.service_dir(service).join("home")
 }
 
 /// Creates `dir` (and parents) readable by the agent's user only.

@@ -42,6 +42,12 @@ pub struct AgentConfig {
     /// How long a stopping instance keeps running after leaving the route table,
     /// so requests already sent to it finish before it gets SIGTERM.
     pub drain: Duration,
+    /// Run every app and build as its own user in a sandbox (`sandbox.rs`). Needs
+    /// root; on by default when the agent is root.
+    pub sandbox: bool,
+    /// Processes (threads included) an app or build may have when its spec sets no
+    /// limit: a fork bomb stops here.
+    pub default_pids: u32,
 }
 
 impl AgentConfig {
@@ -69,7 +75,20 @@ impl AgentConfig {
             proxy: None,
             proxy_dir: data_dir.join("proxy"),
             drain: Duration::from_secs(2),
+            sandbox: nix::unistd::geteuid().is_root(),
+            default_pids: 1024,
         }
+    }
+}
+
+impl AgentConfig {
+    /// What no app may see: the agent's state, every app's files, the proxy's.
+    pub fn private_dirs(&self) -> Vec<PathBuf> {
+        let data = self.apps_dir.parent().unwrap_or(&self.apps_dir);
+        [data, &self.state_dir, &self.proxy_dir]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect()
     }
 }
 

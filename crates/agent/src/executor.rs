@@ -119,13 +119,18 @@ async fn check_processes(
     Ok(())
 }
 
-fn describe(exit: &ExitInfo) -> String {
-    if exit.oom_killed {
+/// How an app or build ended, for events and failure reasons.
+pub(crate) fn describe(exit: &ExitInfo) -> String {
+    let how = if exit.oom_killed {
         "killed for using more memory than its limit".into()
     } else if let Some(code) = exit.code {
         format!("exit code {code}")
     } else {
         format!("killed by signal {}", exit.signal.unwrap_or(0))
+    };
+    match exit.forks_refused {
+        0 => how,
+        refused => format!("{how}; its process limit refused {refused} forks"),
     }
 }
 
@@ -390,6 +395,11 @@ async fn execute(
             let dir = context.service_dir(&service);
             if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
                 tracing::warn!(%error, dir = %dir.display(), "removing a service's files");
+            }
+            if context.config.sandbox {
+                if let Err(error) = crate::sandbox::remove_user(&service).await {
+                    tracing::warn!(%error, %service, "removing a service's user");
+                }
             }
             context.store.forget_service(&service).await?;
             context

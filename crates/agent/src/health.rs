@@ -1,20 +1,38 @@
 //! Health checks of one instance: HTTP GET of a path, a command, or a TCP connect,
 //! always against the instance's own port on loopback.
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nanoscale_core::service::HealthSpec;
 use nanoscale_process::{run, CommandSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::runtime::{self, Limits, ShimSpec, ShimStatus};
+use crate::sandbox::Confinement;
+
+/// Where a health command runs: the release's directory and env, and, when the app
+/// is sandboxed, a one-shot shim confined exactly like the app (the command is the
+/// user's code and must not run as the agent).
+pub struct CommandPlace<'a> {
+    pub cwd: &'a Path,
+    pub env: &'a [(String, String)],
+    pub shim: Option<ShimPlace<'a>>,
+}
+
+pub struct ShimPlace<'a> {
+    pub program: &'a Path,
+    pub args: &'a [&'a str],
+    /// A directory of the check's own (emptied before each run).
+    pub dir: PathBuf,
+    /// Names the check's cgroup.
+    pub id: String,
+    pub confinement: &'a Confinement,
+    pub pids: u32,
+}
+
 /// One check. `Err` carries a short reason for events and failure messages.
-pub async fn check(
-    spec: &HealthSpec,
-    port: u16,
-    cwd: &Path,
-    env: &[(String, String)],
-) -> Result<(), String> {
+pub async fn check(spec: &HealthSpec, port: u16, place: &CommandPlace<'_>) -> Result<(), String> {
     let timeout = Duration::from_secs(spec.timeout_secs.max(1).into());
     if let Some(path) = &spec.path {
         return match tokio::time::timeout(timeout, http_get(port, path)).await {
@@ -26,13 +44,16 @@ pub async fn check(
         };
     }
     if let Some(command) = &spec.command {
-        let mut env = env.to_vec();
+        let mut env = place.env.to_vec();
         env.push(("PORT".into(), port.to_string()));
+        if let Some(shim) = &place.shim {
+            return run_in_shim(shim, command, env, place.cwd, timeout).await;
+        }
         let output = run(CommandSpec {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), command.clone()],
             env,
-            cwd: Some(cwd.to_path_buf()),
+            cwd: Some(place.cwd.to_path_buf()),
             timeout,
         })
         .await
@@ -57,6 +78,67 @@ pub async fn check(
 
 /// A minimal HTTP/1.1 GET: the status line is all a health check needs, and a
 /// plain socket keeps the agent free of a second HTTP client configuration.
+async fn run_in_shim(
+    shim: &ShimPlace<'_>,
+    command: &str,
+    mut env: Vec<(String, String)>,
+    cwd: &Path,
+    timeout: Duration,
+) -> Result<(), String> {
+    if shim.dir.exists() {
+        let _ = runtime::stop(&shim.dir, Duration::from_secs(1)).await;
+        let _ = tokio::fs::remove_dir_all(&shim.dir).await;
+    }
+    crate::builder::create_private_dir(&shim.dir)?;
+    env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    let spec = ShimSpec {
+        id: shim.id.clone(),
+        argv: vec!["/bin/sh".into(), "-c".into(), command.to_owned()],
+        env,
+        cwd: cwd.to_path_buf(),
+        log_dir: shim.dir.join("log"),
+        log_max_bytes: 64 << 10,
+        log_keep: 1,
+        limits: Limits {
+            pids: Some(shim.pids),
+            ..Limits::default()
+        },
+        stop_grace_secs: 1,
+        uid: shim.confinement.uid,
+        gid: shim.confinement.gid,
+        sandbox: shim.confinement.sandbox.clone(),
+    };
+    runtime::launch(shim.program, shim.args, &shim.dir, &spec)
+        .await
+        .map_err(|error| format!("health command did not start: {error}"))?;
+    let deadline = Instant::now() + timeout;
+    let outcome = loop {
+        match runtime::inspect(&shim.dir) {
+            ShimStatus::Exited(exit) if exit.code == Some(0) => break Ok(()),
+            ShimStatus::Exited(exit) => {
+                let said = runtime::tail_exit_reason(&spec.log_dir, 1)
+                    .pop()
+                    .unwrap_or_else(|| crate::executor::describe(&exit));
+                break Err(format!("health command failed: {said}"));
+            }
+            ShimStatus::Gone | ShimStatus::Orphaned { .. } => {
+                break Err("health command's supervisor died".to_owned())
+            }
+            ShimStatus::Running(_) | ShimStatus::Starting { .. } => {}
+        }
+        if Instant::now() >= deadline {
+            break Err(format!(
+                "health command timed out after {} s",
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = runtime::stop(&shim.dir, Duration::from_secs(1)).await;
+    let _ = tokio::fs::remove_dir_all(&shim.dir).await;
+    outcome
+}
+
 async fn http_get(port: u16, path: &str) -> Result<(), String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await

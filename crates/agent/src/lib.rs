@@ -14,6 +14,7 @@ pub mod health;
 pub mod plan;
 pub mod protocol;
 pub mod runtime;
+pub mod sandbox;
 pub mod source;
 pub mod store;
 pub mod supervise;

@@ -9,8 +9,9 @@ use nanoscale_core::agent::InstanceStatus;
 use nanoscale_core::desired::Workload;
 use rand::Rng;
 
-use crate::builder::{create_private_dir, environment, shim_args};
+use crate::builder::{create_private_dir, environment, home_dir, shim_args};
 use crate::context::{about, Context, HealthState};
+use crate::health::{CommandPlace, ShimPlace};
 use crate::runtime::{self, Limits, ShimSpec};
 use crate::store::{event, now_ms, InstanceRecord, ReleaseRecord};
 
@@ -38,11 +39,16 @@ pub async fn start(
     );
     let instance_dir = instances_dir(context, &workload.service).join(&id);
     create_private_dir(&instance_dir)?;
+    let env = environment(context, workload, dir, Some(port));
+    let home = home_dir(context, &workload.service);
+    let confinement = crate::sandbox::confine(&context.config, &workload.service, dir, &home)
+        .await
+        .map_err(|error| format!("preparing the sandbox: {error}"))?;
     let resources = &release.spec.resources;
     let spec = ShimSpec {
         id: id.clone(),
         argv: vec!["/bin/sh".into(), "-c".into(), run.clone()],
-        env: environment(context, workload, dir, Some(port)),
+        env,
         cwd: dir.clone(),
         log_dir: instance_dir.join("log"),
         log_max_bytes: context.config.log_max_bytes,
@@ -50,11 +56,15 @@ pub async fn start(
         limits: Limits {
             memory_bytes: resources.memory_mb.map(|mb| u64::from(mb) << 20),
             cpu_millis: resources.cpu_millis,
-            pids: resources.pids,
+            pids: resources.pids.or(context
+                .config
+                .sandbox
+                .then_some(context.config.default_pids)),
         },
         stop_grace_secs: u32::try_from(context.config.stop_grace.as_secs()).unwrap_or(10),
-        uid: None,
-        gid: None,
+        uid: confinement.uid,
+        gid: confinement.gid,
+        sandbox: confinement.sandbox,
     };
     let launched = runtime::launch(
         &context.config.shim_program,
@@ -183,6 +193,7 @@ pub fn watch_health(context: &Arc<Context>, instance: &InstanceRecord, release: 
     }
     let context = Arc::clone(context);
     let instance = instance.clone();
+    let release = release.clone();
     let spec = release.spec.health.clone();
     let cwd = release.dir.clone().unwrap_or_else(|| instance.dir.clone());
     let env: Vec<(String, String)> = release
@@ -191,7 +202,20 @@ pub fn watch_health(context: &Arc<Context>, instance: &InstanceRecord, release: 
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let service = instance.service.clone();
     tokio::spawn(async move {
+        // A health command is the user's code: it runs confined like the app.
+        let confinement = match (&spec.command, &release.dir) {
+            (Some(_), Some(dir)) if context.config.sandbox => {
+                let home = home_dir(&context, &service);
+                crate::sandbox::confine(&context.config, &service, dir, &home)
+                    .await
+                    .map_err(|error| tracing::warn!(%error, "health command sandbox"))
+                    .ok()
+            }
+            _ => None,
+        };
+        let shim_args = shim_args(&context);
         let begun = Instant::now();
         let start_period = Duration::from_secs(spec.start_period_secs.into());
         let interval = Duration::from_secs(spec.interval_secs.max(1).into());
@@ -205,7 +229,20 @@ pub fn watch_health(context: &Arc<Context>, instance: &InstanceRecord, release: 
             {
                 break;
             }
-            let result = crate::health::check(&spec, instance.port, &cwd, &env).await;
+            let shim = confinement.as_ref().map(|confinement| ShimPlace {
+                program: &context.config.shim_program,
+                args: &shim_args,
+                dir: instance.dir.join("health"),
+                id: format!("{}-health", instance.id),
+                confinement,
+                pids: context.config.default_pids,
+            });
+            let place = CommandPlace {
+                cwd: &cwd,
+                env: &env,
+                shim,
+            };
+            let result = crate::health::check(&spec, instance.port, &place).await;
             let in_start_period = begun.elapsed() < start_period;
             let next = match &result {
                 Ok(()) => {

@@ -45,6 +45,7 @@ impl Instance {
             stop_grace_secs: 5,
             uid: None,
             gid: None,
+            sandbox: None,
         };
         Instance {
             _temp: temp,

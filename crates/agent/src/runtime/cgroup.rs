@@ -255,6 +255,20 @@ impl Cgroup {
             .sum()
     }
 
+    /// Forks refused at the pids limit (the group is the instance's own, so it
+    /// starts at zero).
+    pub fn forks_refused(&self) -> u64 {
+        self.groups
+            .iter()
+            .filter(|group| group.controllers.contains(&Controller::Pids))
+            .map(|group| {
+                std::fs::read_to_string(group.dir.join("pids.events"))
+                    .map(|text| counter(&text, "max"))
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
     /// SIGKILLs every process in the groups except the caller, including ones that
     /// escaped the app's process group with setsid.
     pub fn kill_members(&self) {
@@ -311,8 +325,13 @@ impl Group {
 
 /// The `oom_kill N` line of v1 `memory.oom_control` or v2 `memory.events`.
 pub fn oom_kill_count(text: &str) -> u64 {
+    counter(text, "oom_kill")
+}
+
+/// The `<name> N` line of a cgroup events file.
+fn counter(text: &str, name: &str) -> u64 {
     text.lines()
-        .filter_map(|line| line.strip_prefix("oom_kill "))
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .find_map(|count| count.trim().parse().ok())
         .unwrap_or(0)
 }
@@ -437,7 +456,7 @@ fn write(path: &Path, value: &str) -> Result<(), String> {
 }
 
 /// Mount points in mountinfo escape space, tab, newline and backslash as octal.
-fn unescape_mount_field(field: &str) -> String {
+pub(crate) fn unescape_mount_field(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;

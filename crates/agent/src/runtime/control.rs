@@ -302,5 +302,8 @@ fn validate(spec: &ShimSpec) -> Result<(), RuntimeError> {
     if spec.argv.iter().any(|arg| arg.contains('\0')) {
         return invalid("argv contains a NUL byte".to_owned());
     }
+    if let Some(sandbox) = &spec.sandbox {
+        sandbox.validate().map_err(RuntimeError::InvalidSpec)?;
+    }
     Ok(())
 }

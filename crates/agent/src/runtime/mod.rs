@@ -32,6 +32,7 @@ mod control;
 pub mod logs;
 mod logwriter;
 mod proc;
+pub mod sandbox;
 pub mod shim;
 
 use std::fmt;
@@ -41,6 +42,7 @@ use serde::{Deserialize, Serialize};
 
 pub use control::{inspect, launch, stop, tail_exit_reason, warnings};
 pub use logs::{LogCursor, LogLine, Stream};
+pub use sandbox::SandboxSpec;
 
 /// Everything the shim needs to run one app; written by `launch` to `<dir>/shim.json`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +62,9 @@ pub struct ShimSpec {
     pub stop_grace_secs: u32,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// The app's private view of the host (`sandbox.rs`); none runs it unconfined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxSpec>,
 }
 
 /// Env values may be secrets: Debug shows only their names.
@@ -79,6 +84,7 @@ impl fmt::Debug for ShimSpec {
             .field("stop_grace_secs", &self.stop_grace_secs)
             .field("uid", &self.uid)
             .field("gid", &self.gid)
+            .field("sandbox", &self.sandbox)
             .finish()
     }
 }
@@ -120,6 +126,9 @@ pub struct ExitInfo {
     pub signal: Option<i32>,
     /// The instance's cgroup recorded an OOM kill while it ran.
     pub oom_killed: bool,
+    /// Forks the instance's pids limit refused while it ran (a fork bomb shows here).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub forks_refused: u64,
     /// UTC milliseconds.
     pub at_ms: i64,
 }
@@ -229,6 +238,10 @@ pub fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 pub(crate) fn now_ms() -> i64 {

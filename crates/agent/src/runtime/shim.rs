@@ -38,18 +38,30 @@ const TICK: Duration = Duration::from_secs(1);
 /// Runs the app described by `<dir>/shim.json` to completion. Returns the shim's exit
 /// code: 0 once the outcome (exit or failure to start) is recorded in `exit.json`.
 pub fn main(dir: &Path) -> i32 {
+    // The sandbox changes the working directory; every path must stand on its own.
+    let Ok(dir) = std::path::absolute(dir) else {
+        return 1;
+    };
+    let dir = dir.as_path();
     let never_ran = |reason| ExitRecord {
         info: ExitInfo {
             code: None,
             signal: None,
             oom_killed: false,
+            forks_refused: 0,
             at_ms: now_ms(),
         },
         start_error: Some(reason),
     };
-    match run(dir).or_else(|reason| record(dir, &never_ran(reason))) {
+    match run(dir).or_else(|reason| {
+        record(dir, &never_ran(reason.clone())).map_err(|error| format!("{reason}; {error}"))
+    }) {
         Ok(()) => 0,
-        Err(_) => 1,
+        Err(reason) => {
+            // Only a shim started by hand has somewhere to show this.
+            eprintln!("nanoscale shim: {reason}");
+            1
+        }
     }
 }
 
@@ -84,6 +96,18 @@ fn run(dir: &Path) -> Result<(), String> {
         cgroup = created;
         warnings.extend(create_warnings);
         warnings.extend(cgroup.join(std::process::id(), &spec.limits));
+    }
+    if let Some(sandbox) = &spec.sandbox {
+        let entered = std::fs::create_dir_all(&spec.log_dir)
+            .map_err(|error| format!("creating {}: {error}", spec.log_dir.display()))
+            .and_then(|()| super::sandbox::enter(sandbox, &[dir, &spec.log_dir]));
+        match entered {
+            Ok(sandbox_warnings) => warnings.extend(sandbox_warnings),
+            Err(reason) => {
+                cleanup(&cgroup);
+                return Err(format!("sandbox: {reason}"));
+            }
+        }
     }
     if !warnings.is_empty() {
         let text = serde_json::to_vec(&warnings).unwrap_or_default();
@@ -140,8 +164,11 @@ fn run(dir: &Path) -> Result<(), String> {
         dir,
         spec.stop_grace_secs,
     );
-    let oom_killed = cgroup.oom_kills() > 0;
-    let recorded = record_exit(dir, status, at_ms, oom_killed);
+    let counts = Counts {
+        oom_killed: cgroup.oom_kills() > 0,
+        forks_refused: cgroup.forks_refused(),
+    };
+    let recorded = record_exit(dir, status, at_ms, counts);
     cleanup(&cgroup);
     recorded
 }
@@ -315,16 +342,23 @@ fn write_pid(dir: &Path, name: &str, process: ProcRef) -> Result<(), String> {
         .map_err(|error| format!("writing {}: {error}", path.display()))
 }
 
+/// What the instance's cgroup counted while the app ran.
+struct Counts {
+    oom_killed: bool,
+    forks_refused: u64,
+}
+
 fn record_exit(
     dir: &Path,
     status: Option<ExitStatus>,
     at_ms: i64,
-    oom_killed: bool,
+    counts: Counts,
 ) -> Result<(), String> {
     let info = ExitInfo {
         code: status.and_then(|status| status.code()),
         signal: status.and_then(|status| status.signal()),
-        oom_killed,
+        oom_killed: counts.oom_killed,
+        forks_refused: counts.forks_refused,
         at_ms,
     };
     record(

@@ -51,6 +51,8 @@ fn every_fixture_app_gets_its_intended_plan() {
         ("never-healthy", procfile()),
         ("ignore-sigterm", procfile()),
         ("leak-memory", procfile()),
+        ("escape-attempts", procfile()),
+        ("fork-bomb", (None, command("sh bomb.sh"), "Procfile")),
         (
             "fail-build",
             (

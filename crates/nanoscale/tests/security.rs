@@ -1,0 +1,218 @@
+//! Whole-system tests of "secure by default" (issue 7): the real `nanoscale up`
+//! deploys fixture apps that misbehave on purpose (`tests/fixtures/apps`) from real
+//! git repositories, and the test checks from outside what the sandbox let through.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code panics on purpose
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{fixture_repo, wait_for, TestServer};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+async fn healthy_instance(server: &TestServer, token: &str, service: &str) -> Value {
+    wait_for(&format!("a healthy instance of {service}"), async || {
+        let instances = server
+            .get(&format!("/api/v1/services/{service}/instances"), token)
+            .await;
+        instances
+            .as_array()?
+            .iter()
+            .find(|instance| instance["status"] == "healthy")
+            .cloned()
+    })
+    .await
+}
+
+/// The uid a process runs as, from `/proc/<pid>/status`.
+fn uid_of(pid: i64) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|uids| uids.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+        .expect("Uid line")
+}
+
+#[tokio::test]
+async fn deployed_apps_run_as_their_own_users_and_cannot_escape_their_sandbox() {
+    if !is_root() {
+        eprintln!("skipping: sandboxing apps needs the agent to run as root");
+        return;
+    }
+    let (_keep, repo, commits) = fixture_repo(&[
+        ("python-http", "vault"),
+        ("escape-attempts", "snoop"),
+        ("fork-bomb", "bomb"),
+    ]);
+    let server = TestServer::start_with_agent();
+    let token = server.bootstrap().await;
+    let project = server
+        .post("/api/v1/projects", &token, json!({"name": "sandboxed"}))
+        .await;
+    let project = project["id"].as_str().expect("id").to_owned();
+    let git = format!("file://{}", repo.display());
+    let data = server.data_dir.display().to_string();
+    let create = async |name: &str, commit: &str, extra: Value| -> String {
+        let mut spec = json!({
+            "name": name,
+            "source": {"git": git, "ref": commit},
+            "health": {"path": "/healthz", "start_period_secs": 30, "interval_secs": 1},
+        });
+        for (key, value) in extra.as_object().cloned().unwrap_or_default() {
+            spec[key] = value;
+        }
+        let service = server
+            .post(
+                &format!("/api/v1/projects/{project}/services"),
+                &token,
+                spec,
+            )
+            .await;
+        let id = service["id"].as_str().expect("id").to_owned();
+        server
+            .post(
+                &format!("/api/v1/services/{id}/deploy"),
+                &token,
+                json!({"ref": commit}),
+            )
+            .await;
+        id
+    };
+
+    // Its health command is the user's code too: it passes only when it runs as the
+    // app's user, in the app's directory, without sight of /etc/shadow.
+    let vault = create(
+        "sbx-vault",
+        &commits[0],
+        json!({"health": {
+            "command": "test \"$(id -u)\" != 0 && test -r app.py && ! test -r /etc/shadow",
+            "start_period_secs": 30,
+            "interval_secs": 1,
+        }}),
+    )
+    .await;
+    healthy_instance(&server, &token, &vault).await;
+    let snoop = create(
+        "sbx-snoop",
+        &commits[1],
+        json!({"env": {
+            "OTHER_APP_DIR": format!("{data}/apps/sbx-vault/releases/1"),
+            "AGENT_DIR": format!("{data}/agent"),
+        }}),
+    )
+    .await;
+    let instance = healthy_instance(&server, &token, &snoop).await;
+
+    // Its own user, not the agent's.
+    let user = nix::unistd::User::from_name("ns-sbx-snoop")
+        .expect("getpwnam")
+        .expect("the app's user exists");
+    let pid = instance["pid"].as_i64().expect("pid");
+    assert_eq!(uid_of(pid), user.uid.as_raw());
+    let port = instance["port"].as_u64().expect("port");
+    let report: BTreeMap<String, Value> = reqwest::get(format!("http://127.0.0.1:{port}/report"))
+        .await
+        .expect("report")
+        .json()
+        .await
+        .expect("json");
+    let outcome = |name: &str| report[name].as_str().unwrap_or_default().to_owned();
+    let blocked = [
+        "read /etc/shadow",
+        "list another app",
+        "read another app",
+        "list the agent's data",
+        "write /usr",
+        "write /etc",
+        "list /root",
+        "list /home",
+        "setuid root",
+        "mount",
+    ];
+    for attempt in blocked {
+        assert!(
+            outcome(attempt).starts_with("blocked"),
+            "{attempt}: {report:?}"
+        );
+    }
+    for attempt in ["write own directory", "write /tmp"] {
+        assert!(
+            outcome(attempt).starts_with("ALLOWED"),
+            "{attempt}: {report:?}"
+        );
+    }
+    assert_eq!(report["uid"], user.uid.as_raw(), "{report:?}");
+    assert_eq!(outcome("CapEff"), "0000000000000000");
+    assert_eq!(outcome("CapBnd"), "0000000000000000");
+    assert_eq!(outcome("NoNewPrivs"), "1");
+    // Its /tmp was its own.
+    let leaked: Vec<_> = std::fs::read_dir("/tmp")
+        .expect("/tmp")
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("ns-escape-probe-")
+        })
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+
+    // A fork bomb hits its process limit, and the event says so.
+    let bomb = create(
+        "sbx-bomb",
+        &commits[2],
+        json!({"resources": {"pids": 64}, "health": {"path": "/", "start_period_secs": 30, "interval_secs": 1}}),
+    )
+    .await;
+    let bomb_events = async || {
+        server
+            .get(&format!("/api/v1/events?service_id={bomb}"), &token)
+            .await
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let crashed = loop {
+        let events = bomb_events().await;
+        let found = events.as_array().and_then(|events| {
+            events
+                .iter()
+                .filter_map(|event| event["message"].as_str())
+                .find(|message| message.contains("process limit refused"))
+                .map(str::to_owned)
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event of the fork bomb's process limit: {events:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert!(crashed.contains("sbx-bomb-r1-0"), "{crashed}");
+
+    // Removing a service removes its user too.
+    let (status, body) = server
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/services/{snoop}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    wait_for("ns-sbx-snoop to be deleted", async || {
+        nix::unistd::User::from_name("ns-sbx-snoop")
+            .expect("getpwnam")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
