@@ -30,7 +30,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     create_private_dir(&config.state_dir).map_err(anyhow::Error::msg)?;
     create_private_dir(&config.apps_dir).map_err(anyhow::Error::msg)?;
     let _lock = lock(&config).await?;
-    let store = AgentStore::open(&config.state_dir.join("agent.db"))
+    let sealer = nanoscale_sealed::Sealer::load_or_create(&config.state_dir.join("secret.key"))
+        .context("while opening the key that seals secret env values")?;
+    let store = AgentStore::open(&config.state_dir.join("agent.db"), sealer)
         .await
         .context("while opening the agent database")?;
     let control_plane = ControlPlane::new(&config.control_plane, config.credential.clone())?;

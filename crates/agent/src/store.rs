@@ -93,13 +93,19 @@ pub struct InstanceRecord {
     pub exited_at: Option<i64>,
 }
 
+/// What the sealed document body is bound to (the sealer's associated data).
+const DOCUMENT_LABEL: &str = "desired-state document";
+
 #[derive(Clone)]
 pub struct AgentStore {
     pool: SqlitePool,
+    /// The document (which carries secret env values) and release specs are
+    /// stored sealed (`nanoscale-sealed`, key `agent/secret.key`).
+    sealer: nanoscale_sealed::Sealer,
 }
 
 impl AgentStore {
-    pub async fn open(path: &Path) -> StoreResult<AgentStore> {
+    pub async fn open(path: &Path, sealer: nanoscale_sealed::Sealer) -> StoreResult<AgentStore> {
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -110,7 +116,7 @@ impl AgentStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(AgentStore { pool })
+        Ok(AgentStore { pool, sealer })
     }
 
     pub async fn document(&self) -> StoreResult<Option<(DesiredDocument, i64)>> {
@@ -119,6 +125,10 @@ impl AgentStore {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let body: String = row.try_get("body")?;
+        let body = self
+            .sealer
+            .open(DOCUMENT_LABEL, &body)
+            .map_err(|error| StoreError::Corrupt(format!("stored document: {error}")))?;
         let document = serde_json::from_str(&body)
             .map_err(|error| StoreError::Corrupt(format!("stored document: {error}")))?;
         Ok(Some((document, row.try_get("applied_version")?)))
@@ -144,7 +154,7 @@ impl AgentStore {
         )
         .bind(document.version)
         .bind(&document.sha256)
-        .bind(json(document))
+        .bind(self.sealer.seal(DOCUMENT_LABEL, &json(document)))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -174,7 +184,7 @@ impl AgentStore {
         let rows = sqlx::query("SELECT * FROM releases ORDER BY service, number")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(release_from_row).collect()
+        rows.iter().map(|row| self.release_from_row(row)).collect()
     }
 
     pub async fn release(&self, id: Uuid) -> StoreResult<Option<ReleaseRecord>> {
@@ -182,7 +192,9 @@ impl AgentStore {
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(release_from_row).transpose()
+        row.as_ref()
+            .map(|row| self.release_from_row(row))
+            .transpose()
     }
 
     /// A release starts building (created, or restarted after its tree was lost).
@@ -199,7 +211,7 @@ impl AgentStore {
         .bind(workload.service_id.to_string())
         .bind(workload.release_number)
         .bind(&workload.commit)
-        .bind(json(&workload.spec))
+        .bind(json(&self.sealer.seal_spec(&workload.spec)))
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
@@ -429,16 +441,27 @@ fn uuid(row: &SqliteRow, column: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(&text).map_err(|error| StoreError::Corrupt(format!("{column}: {error}")))
 }
 
-fn release_from_row(row: &SqliteRow) -> StoreResult<ReleaseRecord> {
-    let spec: String = row.try_get("spec")?;
+impl AgentStore {
+    fn release_from_row(&self, row: &SqliteRow) -> StoreResult<ReleaseRecord> {
+        let spec: String = row.try_get("spec")?;
+        let spec = serde_json::from_str(&spec)
+            .map_err(|error| StoreError::Corrupt(format!("release spec: {error}")))?;
+        let spec = self
+            .sealer
+            .open_spec(spec)
+            .map_err(|error| StoreError::Corrupt(format!("release spec: {error}")))?;
+        release_record(row, spec)
+    }
+}
+
+fn release_record(row: &SqliteRow, spec: ServiceSpec) -> StoreResult<ReleaseRecord> {
     Ok(ReleaseRecord {
         id: uuid(row, "id")?,
         service: row.try_get("service")?,
         service_id: uuid(row, "service_id")?,
         number: row.try_get("number")?,
         commit: row.try_get("commit_sha")?,
-        spec: serde_json::from_str(&spec)
-            .map_err(|error| StoreError::Corrupt(format!("release spec: {error}")))?,
+        spec,
         state: ReleaseState::parse(&row.try_get::<String, _>("status")?)?,
         reason: row.try_get("reason")?,
         dir: row.try_get::<Option<String>, _>("dir")?.map(PathBuf::from),

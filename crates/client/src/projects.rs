@@ -108,6 +108,12 @@ impl Client {
             .await
     }
 
+    /// One variable with its value, a secret's included (audited by the server).
+    pub async fn reveal_env(&self, service_id: Uuid, name: &str) -> Result<EnvVar> {
+        let path = format!("/api/v1/services/{service_id}/env/{}/reveal", segment(name));
+        self.send_json(Method::POST, &path, &()).await
+    }
+
     /// Removes one variable; 404 when the service has no such variable.
     pub async fn unset_env(&self, service_id: Uuid, name: &str) -> Result<()> {
         let path = format!("/api/v1/services/{service_id}/env/{}", segment(name));

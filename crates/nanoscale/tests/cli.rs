@@ -99,6 +99,19 @@ async fn a_user_drives_the_control_plane_from_the_cli() {
     cli.json(&["env", "set", "web", "MODE=production", "LEVEL=3"]);
     let env = cli.json(&["env", "ls", "web"]);
     assert_eq!(env.as_array().map(Vec::len), Some(2), "{env}");
+    cli.json(&["env", "set", "web", "TOKEN=s3cret-value", "--secret"]);
+    let env = cli.json(&["env", "ls", "web"]);
+    assert!(!env.to_string().contains("s3cret-value"), "{env}");
+    let revealed = cli.run(&["env", "reveal", "web", "TOKEN"]);
+    assert_eq!(String::from_utf8_lossy(&revealed.stdout), "s3cret-value\n");
+    let missing = cli.run(&["env", "reveal", "web", "NOPE"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("nanoscale env ls web"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    cli.run(&["env", "unset", "web", "TOKEN"]);
 
     let first = cli.json(&["deploy", "web"]);
     assert_eq!(first["commit"].as_str(), Some(repo.second.as_str()));

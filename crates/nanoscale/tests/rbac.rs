@@ -124,6 +124,10 @@ const MATRIX: &[(&str, Policy)] = &[
     ("GET /api/v1/services/{id}/env", Policy::Authenticated),
     ("PUT /api/v1/services/{id}/env/{name}", Policy::Project),
     ("DELETE /api/v1/services/{id}/env/{name}", Policy::Project),
+    (
+        "POST /api/v1/services/{id}/env/{name}/reveal",
+        Policy::Project,
+    ),
     ("POST /api/v1/services/{id}/deploy", Policy::Project),
     ("POST /api/v1/services/{id}/rollback", Policy::Project),
     ("GET /api/v1/services/{id}/releases", Policy::Authenticated),
@@ -371,6 +375,19 @@ impl Fixture {
                     .await;
                 assert!(status.is_success());
                 (format!("/api/v1/services/{svc}/env/{name}"), None)
+            }
+            "POST /api/v1/services/{id}/env/{name}/reveal" => {
+                let name = self.unique("SECRET_");
+                let (status, _) = s
+                    .call(
+                        Method::PUT,
+                        &format!("/api/v1/services/{svc}/env/{name}"),
+                        Some(&self.owner),
+                        Some(json!({"value": "x", "secret": true})),
+                    )
+                    .await;
+                assert!(status.is_success());
+                (format!("/api/v1/services/{svc}/env/{name}/reveal"), None)
             }
             "POST /api/v1/services/{id}/deploy" => {
                 (format!("/api/v1/services/{svc}/deploy"), Some(json!({})))

@@ -216,3 +216,166 @@ async fn deployed_apps_run_as_their_own_users_and_cannot_escape_their_sandbox() 
     })
     .await;
 }
+
+/// Every file under `dir` (recursively, symlinks not followed) that holds `needle`.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            found.extend(files_holding(&path, needle));
+        } else if meta.is_file() {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            if bytes.windows(needle.len()).any(|window| window == needle) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_planted_secret_is_nowhere_in_clear_but_in_the_app_and_an_audited_reveal() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data_dir = temp.path().join("data");
+    let log_path = temp.path().join("server.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    // The most verbose log there is: if anything prints a secret, it is here.
+    let server =
+        TestServer::start_with_agent_logging(&data_dir, &[("NANOSCALE_LOG", "debug")], log.into());
+    let token = server.bootstrap().await;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let planted = format!("planted-secret-{nanos:x}");
+    let greeting = format!("planted-greeting-{nanos:x}");
+    let (_keep, repo, commits) = fixture_repo(&[("python-http", "v1")]);
+    let project = server
+        .post("/api/v1/projects", &token, json!({"name": "secretive"}))
+        .await;
+    let project = project["id"].as_str().expect("id").to_owned();
+    let service = server
+        .post(
+            &format!("/api/v1/projects/{project}/services"),
+            &token,
+            json!({
+                "name": "sec-web",
+                "source": {"git": format!("file://{}", repo.display()), "ref": commits[0]},
+                "env": {"API_KEY": planted, "PUBLIC": "visible"},
+                "secrets": ["API_KEY"],
+                "health": {"path": "/healthz", "interval_secs": 1},
+            }),
+        )
+        .await;
+    let id = service["id"].as_str().expect("id").to_owned();
+    assert_eq!(service["env"]["API_KEY"], "********", "{service}");
+    // A second secret through the env route, which the app prints on GET /.
+    let (status, body) = server
+        .call(
+            Method::PUT,
+            &format!("/api/v1/services/{id}/env/GREETING"),
+            Some(&token),
+            Some(json!({"value": greeting, "secret": true})),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    server
+        .post(
+            &format!("/api/v1/services/{id}/deploy"),
+            &token,
+            json!({"ref": commits[0]}),
+        )
+        .await;
+    let instance = healthy_instance(&server, &token, &id).await;
+
+    // The app got it (the one place it must be in clear).
+    let port = instance["port"].as_u64().expect("port");
+    let page = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .expect("body");
+    assert!(page.contains(&greeting), "{page}");
+
+    // Masked everywhere the API shows it...
+    let env = server
+        .get(&format!("/api/v1/services/{id}/env"), &token)
+        .await;
+    let env = env.to_string();
+    assert!(env.contains("visible") && !env.contains(&planted), "{env}");
+    // ...unless someone with rights asks, which the audit log records by name.
+    let revealed = server
+        .post(
+            &format!("/api/v1/services/{id}/env/API_KEY/reveal"),
+            &token,
+            json!(null),
+        )
+        .await;
+    assert_eq!(revealed["value"], planted.as_str(), "{revealed}");
+    assert_eq!(revealed["secret"], true);
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/services/{id}/env/NOPE/reveal"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "{body}");
+    let audit = server
+        .get("/api/v1/audit?action=service.env.reveal", &token)
+        .await;
+    let reveals = audit.as_array().expect("audit entries");
+    assert_eq!(reveals.len(), 1, "{audit}");
+    assert_eq!(reveals[0]["summary"]["name"], "API_KEY", "{audit}");
+
+    // Nowhere else in clear: not in what the API says, not in the log, not in any
+    // file of the data dir (both SQLite files with their WAL, the shims' files,
+    // the app's and the proxy's logs).
+    let nodes = server.get("/api/v1/nodes", &token).await;
+    let node = nodes[0]["id"].as_str().expect("node id").to_owned();
+    let said = [
+        server.get("/api/v1/events?limit=1000", &token).await,
+        server.get("/api/v1/audit?limit=1000", &token).await,
+        server.get(&format!("/api/v1/services/{id}"), &token).await,
+        server
+            .get(&format!("/api/v1/services/{id}/releases"), &token)
+            .await,
+        server
+            .get(&format!("/api/v1/nodes/{node}/desired-state"), &token)
+            .await,
+        server
+            .get(&format!("/api/v1/services/{id}/logs?tail=1000"), &token)
+            .await,
+    ];
+    for secret in [&planted, &greeting] {
+        for answer in &said {
+            assert!(!answer.to_string().contains(secret.as_str()), "{answer}");
+        }
+        let log = std::fs::read_to_string(&log_path).expect("log");
+        assert!(!log.is_empty());
+        assert!(
+            !log.contains(secret.as_str()),
+            "the server log holds a secret"
+        );
+        let files = files_holding(&data_dir, secret.as_bytes());
+        assert!(files.is_empty(), "{secret} in clear in {files:?}");
+    }
+    // The key files that seal them are private.
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["secret.key", "agent/secret.key"] {
+        let mode = std::fs::metadata(data_dir.join(key))
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+}

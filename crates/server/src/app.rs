@@ -28,7 +28,10 @@ impl Server {
     /// Opens the store (running migrations), registers this host as a node and binds
     /// the listener. Fails before binding when the store cannot be opened.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
-        let store = Store::connect(&config.database_url)
+        let key_file = config.secret_key_file();
+        let sealer = nanoscale_sealed::Sealer::load_or_create(&key_file)
+            .context("while opening the key that seals secret env values")?;
+        let store = Store::connect(&config.database_url, sealer)
             .await
             .with_context(|| {
                 format!(
@@ -36,6 +39,16 @@ impl Server {
                     redact_url(&config.database_url)
                 )
             })?;
+        let sealed = store
+            .seal_plain_secrets()
+            .await
+            .context("while sealing secret env values stored in plain text")?;
+        if sealed > 0 {
+            tracing::info!(
+                rows = sealed,
+                "sealed secret env values stored in plain text"
+            );
+        }
         let metrics = crate::metrics::install();
         let state = AppState::new(store, config.clone(), metrics);
         let node = register_local_node(&state)

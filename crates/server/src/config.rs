@@ -32,6 +32,13 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// The key that seals secret env values in the store (`nanoscale-sealed`),
+    /// created on first start. Control-plane replicas sharing one PostgreSQL
+    /// database must share this file too.
+    pub fn secret_key_file(&self) -> PathBuf {
+        self.data_dir.join("secret.key")
+    }
+
     pub fn secure_cookies(&self) -> bool {
         self.public_url.starts_with("https://")
     }

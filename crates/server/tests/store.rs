@@ -37,7 +37,12 @@ fn spec(name: &str) -> ServiceSpec {
 async fn sqlite_store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
-    (Store::connect(&url).await.expect("sqlite store"), dir)
+    (
+        Store::connect(&url, test_sealer())
+            .await
+            .expect("sqlite store"),
+        dir,
+    )
 }
 
 /// A fresh PostgreSQL database, or `None` (with the reason printed) when none is
@@ -52,7 +57,7 @@ async fn postgres_store() -> Option<Store> {
         return None;
     };
     Some(
-        Store::connect(&fresh_database(&base).await)
+        Store::connect(&fresh_database(&base).await, test_sealer())
             .await
             .expect("postgres store"),
     )
@@ -861,4 +866,91 @@ async fn desired_versions_move_once_per_hash(store: Store) {
     assert!(nodes
         .iter()
         .all(|(node, sha)| node.desired_version == 2 && sha.starts_with("b-")));
+}
+
+/// A fixed key: these tests read what they wrote, nothing more.
+fn test_sealer() -> nanoscale_sealed::Sealer {
+    nanoscale_sealed::Sealer::from_key(&[42u8; 32])
+}
+
+/// SQLite only: it reads the rows behind the store's back.
+#[tokio::test]
+async fn secret_env_values_are_sealed_in_rows_and_old_plain_rows_get_sealed() {
+    use sqlx::{Connection, Row};
+    let (store, dir) = sqlite_store().await;
+    let (admin, _, service) = admin_project_service(&store, "vault").await;
+    let mut secret_spec = service.spec.clone();
+    secret_spec
+        .env
+        .insert("TOKEN".into(), "hunter2-in-clear".into());
+    secret_spec.secrets.insert("TOKEN".into());
+    let updated = store
+        .update_service(service.id, &service.spec, &secret_spec, change("u"))
+        .await
+        .expect("update");
+    assert_eq!(updated.spec.env["TOKEN"], "hunter2-in-clear");
+    store
+        .create_release(
+            NewRelease {
+                service_id: service.id,
+                commit: "a".repeat(40),
+                git_ref: "main".into(),
+                spec: secret_spec.clone(),
+                rollback_of: None,
+                created_by: admin.id,
+            },
+            |_| change("deploy"),
+        )
+        .await
+        .expect("release");
+
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.expect("raw");
+    let rows = |table: &'static str| format!("SELECT id, spec_json FROM {table}");
+    for table in ["services", "releases"] {
+        for row in sqlx::query(&rows(table)).fetch_all(&mut raw).await.unwrap() {
+            let text: String = row.get("spec_json");
+            assert!(!text.contains("hunter2"), "{table}: {text}");
+            assert!(text.contains("nsenc1:"), "{table}: {text}");
+        }
+    }
+    // A row from before sealing (plain text) is sealed at the next start...
+    let plain = serde_json::to_string(&secret_spec).unwrap();
+    sqlx::query("UPDATE services SET spec_json = $1")
+        .bind(&plain)
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(store.seal_plain_secrets().await.expect("seal"), 1);
+    assert_eq!(store.seal_plain_secrets().await.expect("again"), 0);
+    let text: String = sqlx::query_scalar("SELECT spec_json FROM services")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert!(!text.contains("hunter2"), "{text}");
+    // ...and still reads (and updates: the comparison is of opened specs) as before.
+    let read = store.get_service(service.id).await.expect("read");
+    assert_eq!(read.spec, secret_spec);
+    let mut next = read.spec.clone();
+    next.replicas = 2;
+    store
+        .update_service(service.id, &read.spec, &next, change("u2"))
+        .await
+        .expect("a sealed row is not stale");
+    assert!(matches!(
+        store
+            .update_service(service.id, &read.spec, &next, change("u3"))
+            .await,
+        Err(StoreError::Stale)
+    ));
+
+    // Another key does not open it, and says so.
+    let other = Store::connect(
+        &format!("{url}?mode=rwc"),
+        nanoscale_sealed::Sealer::from_key(&[1u8; 32]),
+    )
+    .await
+    .expect("store");
+    let error = other.get_service(service.id).await.unwrap_err().to_string();
+    assert!(error.contains("secret.key"), "{error}");
 }

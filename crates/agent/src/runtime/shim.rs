@@ -75,6 +75,20 @@ fn run(dir: &Path) -> Result<(), String> {
     let spec: ShimSpec = serde_json::from_slice(&spec_text)
         .map_err(|error| format!("parsing {}: {error}", spec_path.display()))?;
     drop(spec_text);
+    // The env (secrets included) lives on only in the app's memory: the file keeps
+    // what `stop` needs (the id and limits of the cgroup), not the values.
+    let scrubbed = ShimSpec {
+        env: spec
+            .env
+            .iter()
+            .map(|(name, _)| (name.clone(), String::new()))
+            .collect(),
+        ..spec.clone()
+    };
+    let scrubbed = serde_json::to_vec(&scrubbed)
+        .map_err(|error| format!("encoding {}: {error}", spec_path.display()))?;
+    write_atomic(&spec_path, &scrubbed, 0o600)
+        .map_err(|error| format!("rewriting {}: {error}", spec_path.display()))?;
 
     let me = ProcRef::current().ok_or("reading the shim's own /proc entry")?;
     write_pid(dir, files::SHIM_PID, me)?;

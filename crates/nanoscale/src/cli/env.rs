@@ -1,4 +1,4 @@
-//! `env ls|set|unset`: a service's environment variables.
+//! `env ls|set|unset|reveal`: a service's environment variables.
 use clap::Subcommand;
 use nanoscale_client::api::SetEnvVar;
 use nanoscale_core::service::validate_env_var;
@@ -26,6 +26,14 @@ pub enum EnvCommand {
         /// Store the values as secrets: never shown again by the API.
         #[arg(long)]
         secret: bool,
+    },
+    /// Print one variable's value, a secret's included. Needs the right to edit the
+    /// service; the control plane's audit log records every reveal.
+    Reveal {
+        /// The service's name or id.
+        service: String,
+        #[arg(value_name = "NAME")]
+        name: String,
     },
     /// Remove variables.
     Unset {
@@ -137,6 +145,30 @@ pub async fn run(context: &Context, command: EnvCommand) -> CliResult {
                 "It takes effect at the next deploy: `nanoscale deploy {}`",
                 service.spec.name
             );
+            Ok(())
+        }
+        EnvCommand::Reveal { service, name } => {
+            let service = resolve_service(client, &service).await?;
+            let variable =
+                client
+                    .reveal_env(service.id, &name)
+                    .await
+                    .map_err(|error| match error.status() {
+                        Some(404) => CliError::failure(format!(
+                            "{} has no variable {name}",
+                            service.spec.name
+                        ))
+                        .hint(format!(
+                            "see them with `nanoscale env ls {}`",
+                            service.spec.name
+                        )),
+                        _ => error.into(),
+                    })?;
+            if context.json() {
+                return print_json(&variable);
+            }
+            // The value alone, so that `$(nanoscale env reveal web TOKEN)` works.
+            println!("{}", variable.value);
             Ok(())
         }
         EnvCommand::Unset { service, names } => {

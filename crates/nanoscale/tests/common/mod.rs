@@ -38,17 +38,21 @@ impl TestServer {
     /// them pass their own addresses to [`TestServer::start_with`]).
     pub fn start_with_agent() -> TestServer {
         let proxy = format!("127.0.0.1:{}", free_port());
-        let mut server = Self::start_with(
-            &[
-                "--proxy-listen",
-                &proxy,
-                "--internal-listen",
-                "off",
-                "--dns-listen",
-                "off",
-            ],
-            &[],
-        );
+        let mut server = Self::start_with(&agent_args(&proxy), &[]);
+        server.proxy_url = Some(format!("http://{proxy}"));
+        server
+    }
+
+    /// As [`TestServer::start_with_agent`], in `data_dir`, with `env` and its log
+    /// (stderr) going to `stderr`.
+    pub fn start_with_agent_logging(
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> TestServer {
+        let proxy = format!("127.0.0.1:{}", free_port());
+        let mut server =
+            Self::spawn_logging(data_dir, "127.0.0.1:0", &agent_args(&proxy), env, stderr);
         server.proxy_url = Some(format!("http://{proxy}"));
         server
     }
@@ -73,6 +77,17 @@ impl TestServer {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> TestServer {
+        Self::spawn_logging(data_dir, listen, args, env, Stdio::inherit())
+    }
+
+    /// `nanoscale up` with its log (stderr) going to `stderr`.
+    pub fn spawn_logging(
+        data_dir: &Path,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> TestServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_nanoscale"));
         command
             .arg("up")
@@ -85,7 +100,7 @@ impl TestServer {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         let mut child = command.spawn().expect("spawn nanoscale up");
         let stdout = child.stdout.take().expect("stdout");
         let (sender, receiver) = std::sync::mpsc::channel();
@@ -399,6 +414,19 @@ pub async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) 
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `up`'s flags for a node with an agent and a proxy on `proxy`, and no internal
+/// network or DNS.
+fn agent_args(proxy: &str) -> [&str; 6] {
+    [
+        "--proxy-listen",
+        proxy,
+        "--internal-listen",
+        "off",
+        "--dns-listen",
+        "off",
+    ]
 }
 
 pub fn free_port() -> u16 {

@@ -134,6 +134,7 @@ fn routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(services::list_env))
         .routes(routes!(services::set_env, services::unset_env))
+        .routes(routes!(services::reveal_env))
         .routes(routes!(services::deploy))
         .routes(routes!(services::rollback))
         .routes(routes!(services::list_releases))

@@ -230,6 +230,41 @@ pub async fn list_env(
     ))
 }
 
+/// Shows one variable's value, a secret's included, to those who may edit the
+/// service. Every reveal is written to the audit log (the name, never the value).
+#[utoipa::path(post, path = "/api/v1/services/{id}/env/{name}/reveal", tag = "services",
+    params(("id" = Uuid, Path, description = "service id"), ("name" = String, Path, description = "variable name")),
+    responses((status = 200, body = EnvVar), (status = 404, description = "no such variable")))]
+pub async fn reveal_env(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath((id, name)): ApiPath<(Uuid, String)>,
+) -> ApiResult<Json<EnvVar>> {
+    let service = load(&state, id).await?;
+    principal
+        .require_project(&state, service.project_id)
+        .await?;
+    let Some(value) = service.spec.env.get(&name) else {
+        return Err(ApiError::NotFound("variable"));
+    };
+    let secret = service.spec.secrets.contains(&name);
+    state
+        .store
+        .record_change(change(
+            &principal,
+            "service.env.reveal",
+            "service",
+            id,
+            json!({"name": name, "secret": secret}),
+        ))
+        .await?;
+    Ok(Json(EnvVar {
+        name,
+        value: value.clone(),
+        secret,
+    }))
+}
+
 /// Sets one variable (a secret when `secret` is true). Takes effect at the next deploy.
 #[utoipa::path(put, path = "/api/v1/services/{id}/env/{name}", tag = "services", request_body = SetEnvVar,
     params(("id" = Uuid, Path, description = "service id"), ("name" = String, Path, description = "variable name")),

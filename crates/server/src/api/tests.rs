@@ -19,7 +19,9 @@ use crate::store::Store;
 async fn router(dashboard: Dashboard) -> (Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let database_url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
-    let store = Store::connect(&database_url).await.expect("sqlite store");
+    let store = Store::connect(&database_url, test_sealer())
+        .await
+        .expect("sqlite store");
     let config = ServerConfig {
         listen: "127.0.0.1:4000".parse().unwrap(),
         data_dir: dir.path().to_owned(),
@@ -130,4 +132,9 @@ async fn without_a_build_the_root_says_how_to_build_it() {
     );
     let page = String::from_utf8(body(response).await).unwrap();
     assert!(page.contains("./scripts/up"), "{page}");
+}
+
+/// A fixed key: these tests read what they wrote, nothing more.
+fn test_sealer() -> nanoscale_sealed::Sealer {
+    nanoscale_sealed::Sealer::from_key(&[42u8; 32])
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use nanoscale_core::api::Node;
 
 use super::nodes::{node_from_row, COLUMNS};
-use super::{from_json, parse_id, Store, StoreError, StoreResult};
+use super::{parse_id, Store, StoreError, StoreResult};
 
 impl Store {
     /// This cluster's id, made once on first use.
@@ -43,7 +43,8 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
-                let spec: ServiceSpec = from_json(&row.try_get::<String, _>("spec_json")?)?;
+                let spec: ServiceSpec =
+                    self.spec_from_json(&row.try_get::<String, _>("spec_json")?)?;
                 Ok(Workload {
                     replicas: spec.replicas,
                     spec,

@@ -70,6 +70,8 @@ pub struct Store {
     desired_generation: std::sync::Arc<cache::Generation>,
     projects_cache: std::sync::Arc<cache::ListCache<nanoscale_core::api::Project>>,
     tokens_cache: std::sync::Arc<cache::KeyedCache<TokenRecord>>,
+    /// Seals secret env values on their way into a row, opens them on the way out.
+    sealer: nanoscale_sealed::Sealer,
 }
 
 /// What a store mutation records besides the change itself: the audit entry and the
@@ -82,7 +84,7 @@ pub struct Change {
 impl Store {
     /// Opens (creating if needed) the database at `url` and applies migrations.
     /// `sqlite://…` or `postgres://…`.
-    pub async fn connect(url: &str) -> StoreResult<Store> {
+    pub async fn connect(url: &str, sealer: nanoscale_sealed::Sealer) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -125,7 +127,23 @@ impl Store {
             desired_generation: Default::default(),
             projects_cache: Default::default(),
             tokens_cache: Default::default(),
+            sealer,
         })
+    }
+
+    /// A spec as it is written to a row: secret values sealed.
+    pub(crate) fn spec_json(&self, spec: &nanoscale_core::service::ServiceSpec) -> String {
+        to_json(&self.sealer.seal_spec(spec))
+    }
+
+    /// A spec read from a row: secret values opened.
+    pub(crate) fn spec_from_json(
+        &self,
+        text: &str,
+    ) -> StoreResult<nanoscale_core::service::ServiceSpec> {
+        self.sealer
+            .open_spec(from_json(text)?)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))
     }
 
     pub fn backend(&self) -> Backend {
@@ -188,7 +206,7 @@ impl Store {
     }
 
     /// A committed write: caches keyed by generation are stale now.
-    fn changed(&self) {
+    pub(crate) fn changed(&self) {
         self.generation.bump();
         self.desired_generation.bump();
     }
@@ -210,6 +228,13 @@ impl Store {
             // No subscriber is fine: the event is stored either way.
             let _ = self.events.send(event);
         }
+    }
+
+    /// Records an audit entry (and its events) for an action that changes nothing
+    /// else, such as revealing a secret.
+    pub async fn record_change(&self, change: Change) -> StoreResult<()> {
+        let tx = self.begin().await?;
+        self.commit(tx, change).await
     }
 
     /// Records events with no audit entry (system transitions, not user actions).

@@ -5,8 +5,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
-    from_json, new_id, now_millis, parse_id, parse_opt_id, to_json, to_time, Change, Store,
-    StoreError, StoreResult,
+    new_id, now_millis, parse_id, parse_opt_id, to_time, Change, Store, StoreError, StoreResult,
 };
 
 const COLUMNS: &str = "id, service_id, number, commit_sha, git_ref, status, reason, rollback_of, \
@@ -88,7 +87,7 @@ impl Store {
         .bind(release.rollback_of.map(|id| id.to_string()))
         .bind(release.created_by.to_string())
         .bind(now)
-        .bind(to_json(&new.spec))
+        .bind(self.spec_json(&new.spec))
         .execute(&mut *tx)
         .await?;
         let result = sqlx::query(
@@ -146,6 +145,6 @@ impl Store {
             .bind(id.to_string())
             .fetch_one(&self.read)
             .await?;
-        from_json(&spec)
+        self.spec_from_json(&spec)
     }
 }

@@ -5,19 +5,19 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
-    delete_row, from_json, new_id, now_millis, parse_id, parse_opt_id, to_json, to_time, Change,
-    Store, StoreError, StoreResult,
+    delete_row, from_json, new_id, now_millis, parse_id, parse_opt_id, to_time, Change, Store,
+    StoreError, StoreResult,
 };
 
 const COLUMNS: &str =
     "id, project_id, spec_json, created_by, created_at, updated_at, current_release_id";
 
-/// A service as stored: the full spec, secrets included. The API redacts it.
-fn service_from_row(row: &AnyRow) -> StoreResult<Service> {
+/// A service as stored: the full spec, secrets included (opened). The API redacts it.
+fn service_from_row(store: &Store, row: &AnyRow) -> StoreResult<Service> {
     Ok(Service {
         id: parse_id(&row.try_get::<String, _>("id")?)?,
         project_id: parse_id(&row.try_get::<String, _>("project_id")?)?,
-        spec: from_json::<ServiceSpec>(&row.try_get::<String, _>("spec_json")?)?,
+        spec: store.spec_from_json(&row.try_get::<String, _>("spec_json")?)?,
         created_by: parse_id(&row.try_get::<String, _>("created_by")?)?,
         created_at: to_time(row.try_get("created_at")?),
         updated_at: to_time(row.try_get("updated_at")?),
@@ -61,7 +61,7 @@ impl Store {
         .bind(service.id.to_string())
         .bind(project_id.to_string())
         .bind(&spec.name)
-        .bind(to_json(spec))
+        .bind(self.spec_json(spec))
         .bind(created_by.to_string())
         .bind(now)
         .execute(&mut *tx)
@@ -76,7 +76,7 @@ impl Store {
             .bind(id.to_string())
             .fetch_one(&self.read)
             .await?;
-        service_from_row(&row)
+        service_from_row(self, &row)
     }
 
     /// Services of one project, or all when `project_id` is `None`.
@@ -96,7 +96,7 @@ impl Store {
                     .await?
             }
         };
-        rows.iter().map(service_from_row).collect()
+        rows.iter().map(|row| service_from_row(self, row)).collect()
     }
 
     pub async fn count_services(&self) -> StoreResult<i64> {
@@ -106,7 +106,9 @@ impl Store {
     }
 
     /// Replaces the spec, provided it is still `expected` (what the caller read):
-    /// a concurrent change makes this `Stale` instead of silently losing it.
+    /// a concurrent change makes this `Stale` instead of silently losing it. Sealed
+    /// values differ at every write (random nonces), so the row is compared opened,
+    /// and the write is conditional on the exact text just read.
     pub async fn update_service(
         &self,
         id: Uuid,
@@ -115,14 +117,25 @@ impl Store {
         change: Change,
     ) -> StoreResult<Service> {
         let mut tx = self.begin().await?;
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT spec_json FROM services WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(stored) = stored else {
+            return Err(StoreError::NotFound);
+        };
+        if self.spec_from_json(&stored)? != *expected {
+            return Err(StoreError::Stale);
+        }
         let result = sqlx::query(
             "UPDATE services SET name = $1, spec_json = $2, updated_at = $3 WHERE id = $4 AND spec_json = $5",
         )
         .bind(&spec.name)
-        .bind(to_json(spec))
+        .bind(self.spec_json(spec))
         .bind(now_millis())
         .bind(id.to_string())
-        .bind(to_json(expected))
+        .bind(&stored)
         .execute(&mut *tx)
         .await
         .map_err(name_conflict)?;
@@ -141,7 +154,7 @@ impl Store {
             .bind(id.to_string())
             .fetch_one(&mut *tx)
             .await?;
-        let service = service_from_row(&row)?;
+        let service = service_from_row(self, &row)?;
         self.commit(tx, change).await?;
         Ok(service)
     }
@@ -155,5 +168,37 @@ impl Store {
         delete_row(&mut tx, "services", id).await?;
         self.commit(tx, change).await?;
         Ok(())
+    }
+
+    /// Seals the secrets that rows written before sealing existed still hold in
+    /// plain text (services and releases). Returns how many rows it rewrote.
+    pub async fn seal_plain_secrets(&self) -> StoreResult<u64> {
+        let mut rewritten = 0;
+        for table in ["services", "releases"] {
+            let rows = sqlx::query(&format!("SELECT id, spec_json FROM {table}"))
+                .fetch_all(&self.write)
+                .await?;
+            for row in rows {
+                let id: String = row.try_get("id")?;
+                let text: String = row.try_get("spec_json")?;
+                let spec: ServiceSpec = from_json(&text)?;
+                if !nanoscale_sealed::has_plain_secret(&spec) {
+                    continue;
+                }
+                let result = sqlx::query(&format!(
+                    "UPDATE {table} SET spec_json = $1 WHERE id = $2 AND spec_json = $3"
+                ))
+                .bind(self.spec_json(&spec))
+                .bind(&id)
+                .bind(&text)
+                .execute(&self.write)
+                .await?;
+                rewritten += result.rows_affected();
+            }
+        }
+        if rewritten > 0 {
+            self.changed();
+        }
+        Ok(rewritten)
     }
 }
