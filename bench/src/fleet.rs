@@ -351,6 +351,7 @@ async fn heartbeat(fleet: Arc<Fleet>, index: usize) {
                 load15: 0.1,
             }),
             traffic: Vec::new(),
+            firewall: None,
         };
         let sent = Instant::now();
         match agent.control_plane.report(&report).await {

@@ -321,6 +321,15 @@ async function main() {
       await page.getByTestId("env-MARKUP").getByText(markup, { exact: true }).waitFor();
       if (await page.evaluate(() => "__pwned" in window)) fail("an env value ran as HTML");
       if ((await page.locator('img[src="x"]').count()) > 0) fail("an env value rendered as an element");
+      // A secret is hidden until asked for; the reveal is audited (checked below).
+      await page.getByLabel("Variable name").fill("API_TOKEN");
+      await page.getByLabel("Value", { exact: true }).fill("e2e-secret-value");
+      await page.getByLabel("Secret").check();
+      await page.getByRole("button", { name: "Set variable" }).click();
+      await page.getByTestId("env-API_TOKEN").getByText("secret (hidden)").waitFor();
+      if ((await page.getByText("e2e-secret-value").count()) > 0) fail("a secret value is on the page before a reveal");
+      await page.getByTestId("env-API_TOKEN").getByRole("button", { name: "Reveal" }).click();
+      await page.getByTestId("revealed-API_TOKEN").getByText("e2e-secret-value", { exact: true }).waitFor();
       await page.getByRole("button", { name: "Deploy", exact: true }).click();
       await waitLive(2);
       await waitFor("the new greeting", async () => (await answer()).startsWith("bonjour"));
@@ -360,7 +369,7 @@ async function main() {
       const table = page.getByTestId("audit-table");
       await table.waitFor();
       const text = (await table.textContent()) ?? "";
-      for (const action of ["setup", "auth.login", "project.create", "service.create", "service.deploy", "service.env.set", "service.rollback", "token.create", "token.revoke"]) {
+      for (const action of ["setup", "auth.login", "project.create", "service.create", "service.deploy", "service.env.set", "service.env.reveal", "service.rollback", "token.create", "token.revoke"]) {
         if (!text.includes(action)) fail(`audit log lacks ${action}`);
       }
       await page.getByLabel("Action").fill("service.deploy");
@@ -406,6 +415,8 @@ async function main() {
       });
       await page.getByText("worker-e2e joined and is online").waitFor();
       await page.getByTestId("node-worker-e2e").waitFor();
+      // Each server's firewall as its agent reports it (mode A here: every port open).
+      await page.locator('[data-testid^="security-"]').getByText("every port open").first().waitFor({ timeout: 30_000 });
       await shot("servers-joined");
       await page.getByRole("link", { name: "Events" }).click();
       await heading("Events").waitFor();

@@ -1,4 +1,5 @@
 import type { Schemas } from "./api/client";
+import { exposure } from "./security";
 
 export interface Problem {
   key: string;
@@ -19,6 +20,8 @@ export function failing(nodes: Schemas["Node"][], events: Schemas["Event"][], no
     if (node.status === "unreachable") out.push({ key: `node-${node.id}`, text: `server ${node.name} is unreachable` });
     else if (node.convergence === "degraded")
       out.push({ key: `node-${node.id}`, text: `server ${node.name}: ${node.problems.join("; ") || "degraded"}` });
+    const firewall = exposure(node);
+    if (firewall.trouble) out.push({ key: `firewall-${node.id}`, text: `server ${node.name} firewall: ${firewall.text}` });
   }
   const settled = new Set<string>();
   // Newest first: a success seen before a failure means the failure is over.

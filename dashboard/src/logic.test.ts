@@ -5,6 +5,7 @@ import { keysFor } from "./api/live";
 import { fieldError, isFormLevel } from "./forms";
 import { failing } from "./health";
 import { newLines, plainLine } from "./logText";
+import { exposure } from "./security";
 import { safeNext } from "./session";
 import { relative } from "./components/ui";
 
@@ -103,5 +104,24 @@ describe("chart data", () => {
     const start = Date.parse("2026-12-01T10:00:00Z") / 1000;
     expect(xs.map((x) => x - start)).toEqual([0, 10, 20, 30, 40]);
     expect(ys).toEqual([1, 2, null, null, 3]);
+  });
+});
+
+describe("firewall exposure", () => {
+  const firewall = (mode: "A" | "B" | "C", status: string, ports: number[] | null, extra: object = {}) => ({ mode, status, open_tcp_ports: ports, ...extra });
+  it("says what is open in each mode", () => {
+    expect(exposure({ security_mode: "A", firewall: firewall("A", "applied", null) }).text).toBe("every port open");
+    expect(exposure({ security_mode: "B", firewall: firewall("B", "applied", [22, 8080], { ssh_from: ["10.0.0.0/8"] }) }).text).toBe(
+      "TCP 22, 8080 open (SSH from 10.0.0.0/8)",
+    );
+    expect(exposure({ security_mode: "C", firewall: firewall("C", "applied", []) }).text).toBe("nothing open inbound");
+    expect(exposure({ security_mode: "B", firewall: null }).text).toBe("not reported yet");
+  });
+  it("flags a reverted change with the mode asked for and the reason", () => {
+    const shown = exposure({
+      security_mode: "C",
+      firewall: firewall("B", "reverted", [22], { message: "could not reach the control plane" }),
+    });
+    expect(shown).toEqual({ mode: "B", trouble: true, text: "reverted · TCP 22 open · C asked for · could not reach the control plane" });
   });
 });

@@ -19,7 +19,10 @@ _NS_APT_SH=1
 #   iproute2        ip netns, veth and bridges for the whole-cluster test
 #   nghttp2-client  h2load, an HTTP/2 client for the proxy's tests
 #   chromium        headless browser for the dashboard e2e run (driven by playwright-core)
-NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates bind9-dnsutils nghttp2-client iproute2 chromium)
+#   nftables        the firewall of security modes B and C (nft), in the firewall tests
+#   nmap            scans a node from another namespace in the firewall test
+#   passwd          useradd/userdel for the per-service users of the sandbox
+NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates bind9-dnsutils nghttp2-client iproute2 chromium nftables nmap passwd)
 
 apt_pkg_installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

@@ -296,8 +296,16 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
         events,
         usage: Some(context.usage.sample(&context.config.apps_dir)),
         traffic: crate::traffic::service_traffic(context).await,
+        firewall: context
+            .firewall
+            .lock()
+            .ok()
+            .and_then(|status| status.report.clone()),
     };
     let ack = control_plane.report(&report).await?;
+    context
+        .last_contact_ms
+        .store(crate::store::now_ms(), std::sync::atomic::Ordering::SeqCst);
     context.store.acknowledge(&ack.acknowledged).await?;
     Ok(full)
 }

@@ -48,6 +48,15 @@ pub struct AgentConfig {
     /// Processes (threads included) an app or build may have when its spec sets no
     /// limit: a fork bomb stops here.
     pub default_pids: u32,
+    /// Converge NanoScale's nftables table to the document's security mode. Needs
+    /// root; on by default when the agent is root.
+    pub manage_firewall: bool,
+    /// TCP ports open in mode B besides the proxy's (the control plane's API and
+    /// cluster listener on its own node).
+    pub firewall_open_ports: Vec<u16>,
+    /// How long a firewall change may go without reaching the control plane
+    /// before it is reverted.
+    pub firewall_confirm: Duration,
 }
 
 impl AgentConfig {
@@ -77,6 +86,9 @@ impl AgentConfig {
             drain: Duration::from_secs(2),
             sandbox: nix::unistd::geteuid().is_root(),
             default_pids: 1024,
+            manage_firewall: nix::unistd::geteuid().is_root(),
+            firewall_open_ports: Vec::new(),
+            firewall_confirm: Duration::from_secs(60),
         }
     }
 }
@@ -119,6 +131,11 @@ pub struct Context {
     pub usage: crate::usage::UsageSampler,
     /// Author and subject of commits already described, by SHA (a commit never changes).
     pub commits: Mutex<HashMap<String, nanoscale_core::agent::CommitInfo>>,
+    /// The firewall in force and what to report of it.
+    pub firewall: Mutex<crate::firewall::FirewallStatus>,
+    /// When the control plane last accepted a report (UTC ms): a firewall change
+    /// is kept only if this moves on after it.
+    pub last_contact_ms: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +163,8 @@ impl Context {
             published: tokio::sync::Mutex::new(crate::traffic::Published::default()),
             usage: crate::usage::UsageSampler::default(),
             commits: Mutex::new(HashMap::new()),
+            firewall: Mutex::new(Default::default()),
+            last_contact_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod builder;
 pub mod cluster;
 pub mod context;
 pub mod executor;
+pub mod firewall;
 pub mod health;
 pub mod plan;
 pub mod protocol;

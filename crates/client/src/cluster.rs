@@ -1,5 +1,7 @@
 //! Nodes, the audit log, settings, probes and metrics.
-use nanoscale_core::api::{AuditEntry, AuditFilter, HealthStatus, Node, Settings, UpdateSettings};
+use nanoscale_core::api::{
+    AuditEntry, AuditFilter, HealthStatus, Node, Settings, UpdateNode, UpdateSettings,
+};
 use reqwest::Method;
 use uuid::Uuid;
 
@@ -27,6 +29,12 @@ impl Client {
     }
 
     /// Removes a node from the cluster and revokes its certificate (admins only).
+    /// Changes a node's security mode and/or SSH networks (admins only).
+    pub async fn update_node(&self, id: Uuid, update: &UpdateNode) -> Result<Node> {
+        self.send_json(Method::PATCH, &format!("/api/v1/nodes/{id}"), update)
+            .await
+    }
+
     pub async fn remove_node(&self, id: Uuid) -> Result<()> {
         self.send_no_content::<()>(Method::DELETE, &format!("/api/v1/nodes/{id}"), None)
             .await

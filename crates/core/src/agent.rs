@@ -199,6 +199,10 @@ pub struct AgentReport {
     /// a control plane that predates it still takes the report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traffic: Vec<ServiceTraffic>,
+    /// The node's firewall: mode in force and exposure (left out by agents that
+    /// manage none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<crate::firewall::FirewallState>,
 }
 
 /// The control plane's answer to a report.

@@ -299,8 +299,14 @@ pub struct Node {
     pub labels: BTreeMap<String, String>,
     /// `pending` (registered, agent not yet connected), `ready`, `unreachable`.
     pub status: String,
-    /// `A` (no firewall), `B` (proxy and SSH only), `C` (nothing inbound).
+    /// `A` (no firewall), `B` (proxy and SSH only), `C` (nothing inbound): the
+    /// mode the node should be in. What it is in is `firewall`.
     pub security_mode: String,
+    /// Networks SSH is open to in mode B (empty: from anywhere).
+    pub ssh_from: Vec<String>,
+    /// The node's firewall as its agent last reported it: the mode in force, the
+    /// ports open from outside, and whether a change was applied or reverted.
+    pub firewall: Option<crate::firewall::FirewallState>,
     pub capacity: NodeCapacity,
     pub desired_version: i64,
     pub applied_version: i64,
@@ -313,6 +319,20 @@ pub struct Node {
     pub last_seen_at: Option<DateTime<Utc>>,
     /// CPU, memory, disk and load from the node's last heartbeat.
     pub usage: Option<crate::cluster::NodeUsage>,
+}
+
+/// `PATCH /api/v1/nodes/{id}`: what an admin may change of a node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNode {
+    /// `A`, `B` or `C`. The node applies it and reverts it by itself when it can
+    /// no longer reach the control plane within a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_mode: Option<String>,
+    /// Addresses or networks (`203.0.113.0/24`, `2001:db8::/32`) SSH is open to in
+    /// mode B; an empty list opens SSH to every address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_from: Option<Vec<String>>,
 }
 
 /// One line of an instance's or a build's output.

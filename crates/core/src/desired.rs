@@ -67,6 +67,9 @@ pub struct DesiredState {
     pub cluster_id: Uuid,
     pub node: String,
     pub security_mode: SecurityMode,
+    /// Networks SSH is open to in mode B (empty: from anywhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_from: Vec<String>,
     pub workloads: Vec<Workload>,
     pub routes: Vec<RouteEntry>,
     pub dns: Vec<DnsEntry>,
@@ -127,6 +130,7 @@ impl DesiredState {
             cluster_id,
             node: node.to_owned(),
             security_mode,
+            ssh_from: Vec::new(),
             workloads,
             routes,
             dns,

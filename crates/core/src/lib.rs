@@ -10,6 +10,7 @@ pub mod api;
 pub mod cluster;
 pub mod content;
 pub mod desired;
+pub mod firewall;
 pub mod names;
 pub mod role;
 pub mod route;

@@ -40,6 +40,15 @@ pub struct AgentArgs {
     /// (`/etc/hosts`), for resolvers that cannot ask the DNS responder.
     #[arg(long, value_name = "FILE")]
     hosts_file: Option<PathBuf>,
+    /// A TCP port to keep open in security mode B besides the proxy's (repeatable;
+    /// `up` passes its API and cluster listener ports).
+    #[arg(long = "firewall-open-port", value_name = "PORT")]
+    firewall_open_ports: Vec<u16>,
+    /// Seconds a firewall change may go without reaching the control plane before
+    /// the agent reverts it.
+    #[arg(long, env = "NANOSCALE_FIREWALL_CONFIRM_SECS", value_name = "SECONDS", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(5..=3600))]
+    firewall_confirm_secs: u64,
     /// text or json (as `up`'s log format).
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: String,
@@ -64,6 +73,8 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     };
     let mut config = AgentConfig::new(control_plane, credential, args.data_dir.clone());
     config.allowed_file_roots.extend(args.allowed_file_roots);
+    config.firewall_open_ports = args.firewall_open_ports;
+    config.firewall_confirm = std::time::Duration::from_secs(args.firewall_confirm_secs);
     match std::env::current_exe() {
         Ok(exe) => {
             config.shim_program = exe.clone();

@@ -59,6 +59,8 @@ pub async fn run(args: NodeRunArgs) -> CliResult {
             proxy_metrics_listen: args.proxy_metrics_listen.0,
             hosts_file: args.hosts_file,
         },
+        // A worker serves nothing but its proxy.
+        firewall_open_ports: Vec::new(),
     })
     .map_err(|error| CliError::failure(format!("cannot start the agent: {error:#}")))?;
     println!(

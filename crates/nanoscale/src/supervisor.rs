@@ -16,6 +16,8 @@ pub struct AgentLaunch {
     pub log_format: LogFormat,
     pub allowed_file_roots: Vec<PathBuf>,
     pub traffic: config::Traffic,
+    /// TCP ports of this host's control plane, open in security mode B.
+    pub firewall_open_ports: Vec<u16>,
 }
 
 impl AgentLaunch {
@@ -57,6 +59,10 @@ impl AgentLaunch {
             args.push("--allow-file-root".to_owned());
             args.push(root.display().to_string());
         }
+        for port in &self.firewall_open_ports {
+            args.push("--firewall-open-port".to_owned());
+            args.push(port.to_string());
+        }
         args
     }
 }
@@ -70,10 +76,15 @@ pub struct AgentSupervisor {
 impl AgentSupervisor {
     pub fn start(launch: AgentLaunch) -> anyhow::Result<AgentSupervisor> {
         let program = std::env::current_exe()?;
-        let env: Vec<(String, String)> = ["NANOSCALE_LOG", "HOME", "PATH"]
-            .iter()
-            .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))
-            .collect();
+        let env: Vec<(String, String)> = [
+            "NANOSCALE_LOG",
+            "HOME",
+            "PATH",
+            "NANOSCALE_FIREWALL_CONFIRM_SECS",
+        ]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))
+        .collect();
         let spec = nanoscale_process::DetachedSpec {
             program,
             args: launch.args(),

@@ -188,6 +188,12 @@ async fn serve(config: config::UpConfig) -> anyhow::Result<()> {
         log_format: config.log_format,
         allowed_file_roots: config.server.allowed_file_roots.clone(),
         traffic: config.traffic.clone(),
+        firewall_open_ports: [Some(config.server.listen), config.server.cluster_listen]
+            .into_iter()
+            .flatten()
+            .filter(|address| !address.ip().is_loopback())
+            .map(|address| address.port())
+            .collect(),
     })?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let result = server.serve(shutdown_signal(), grace).await;

@@ -133,6 +133,25 @@ async fn a_user_drives_the_control_plane_from_the_cli() {
     assert_eq!(events.as_array().map(Vec::len), Some(3));
     let nodes = cli.json(&["node", "ls"]);
     assert_eq!(nodes.as_array().map(Vec::len), Some(1));
+    let node_name = nodes[0]["name"].as_str().expect("name").to_owned();
+    for bad in [&["--mode", "D"][..], &["--ssh-from", "10.0.0.0/99"], &[]] {
+        let mut args = vec!["node", "security", node_name.as_str()];
+        args.extend_from_slice(bad);
+        let output = cli.run(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let updated = cli.json(&["node", "security", &node_name, "--ssh-from", "10.0.0.0/8"]);
+    assert_eq!(
+        updated["ssh_from"],
+        serde_json::json!(["10.0.0.0/8"]),
+        "{updated}"
+    );
+    assert_eq!(updated["security_mode"], "A", "{updated}");
 
     // Errors name the problem and exit non-zero.
     let output = cli.run(&["project", "create", "Not_A_Label"]);

@@ -37,20 +37,7 @@ fn a_cluster_of_namespaces_joins_deploys_heals_and_refuses_intruders() {
         .prefix("nanoscale-cluster-")
         .tempdir_in("/tmp")
         .expect("tempdir");
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                hosts.enter("cp");
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime")
-                    .block_on(cluster(&hosts, work.path()));
-            })
-            .join()
-            .map_err(std::panic::resume_unwind)
-            .ok();
-    });
+    hosts.run_on("cp", || cluster(&hosts, work.path()));
 }
 
 async fn cluster(hosts: &Hosts, work: &Path) {

@@ -138,6 +138,7 @@ const MATRIX: &[(&str, Policy)] = &[
     ("GET /api/v1/nodes", Policy::Authenticated),
     ("GET /api/v1/nodes/{id}", Policy::Authenticated),
     ("DELETE /api/v1/nodes/{id}", Policy::AdminStatus(409)),
+    ("PATCH /api/v1/nodes/{id}", Policy::Admin),
     ("POST /api/v1/nodes/join-tokens", Policy::Admin),
     ("GET /install.sh", Policy::Public),
     ("GET /api/v1/cluster/binary", Policy::JoinTokenOnly),
@@ -400,6 +401,11 @@ impl Fixture {
             "POST /api/v1/agent/log-requests/{id}" => (
                 "/api/v1/agent/log-requests/0190a0b0-0000-7000-8000-0000000000aa".to_owned(),
                 Some(json!({"entries": []})),
+            ),
+            "PATCH /api/v1/nodes/{id}" => (
+                format!("/api/v1/nodes/{}", self.node),
+                // A change that keeps the mode: the matrix is about who may.
+                Some(json!({"ssh_from": []})),
             ),
             "PATCH /api/v1/settings" => {
                 (template.to_owned(), Some(json!({"product_name": "Acme"})))

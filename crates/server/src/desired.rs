@@ -111,12 +111,13 @@ async fn compile_all(store: &Store) -> StoreResult<HashMap<Uuid, Arc<DesiredDocu
     let mut states = Vec::with_capacity(nodes.len());
     let mut changed = Vec::new();
     for (node, stored_sha256) in &nodes {
-        let state = DesiredState::new(
+        let mut state = DesiredState::new(
             cluster_id,
             &node.name,
             security_mode(&node.security_mode),
             placed.remove(&node.name).unwrap_or_default(),
         );
+        state.ssh_from = node.ssh_from.clone();
         let sha256 = state.sha256();
         if &sha256 != stored_sha256 {
             changed.push((node.id, sha256.clone()));

@@ -732,6 +732,7 @@ async fn agent_reports_apply_once_and_move_releases_forward(store: Store) {
         events,
         usage: None,
         traffic: Vec::new(),
+        firewall: None,
     };
     let node = store.get_node(node.id).await.expect("node");
     // The same report twice (a lost acknowledgement): the event is stored once.

@@ -13,6 +13,8 @@ export function EnvEditor(props: { serviceId: string }) {
   const [value, setValue] = useState("");
   const [secret, setSecret] = useState(false);
   const [saved, setSaved] = useState<string | null>(null);
+  // Secret values shown on request (each reveal is written to the audit log).
+  const [revealed, setRevealed] = useState<Record<string, string>>({});
   const invalidate = async () => {
     await client.invalidateQueries({ queryKey: keys.env(props.serviceId) });
     await client.invalidateQueries({ queryKey: keys.service(props.serviceId) });
@@ -31,6 +33,13 @@ export function EnvEditor(props: { serviceId: string }) {
       setValue("");
       setSecret(false);
       await invalidate();
+    },
+  });
+  const reveal = useMutation({
+    mutationFn: (variable: string) =>
+      unwrap(api.POST("/api/v1/services/{id}/env/{name}/reveal", { params: { path: { id: props.serviceId, name: variable } } })),
+    onSuccess: (shown) => {
+      setRevealed((current) => ({ ...current, [shown.name]: shown.value }));
     },
   });
   const unset = useMutation({
@@ -53,8 +62,26 @@ export function EnvEditor(props: { serviceId: string }) {
                     <th scope="row">
                       <code>{v.name}</code>
                     </th>
-                    <td>{v.secret ? <span className="muted">secret (hidden)</span> : <code>{v.value}</code>}</td>
                     <td>
+                      {!v.secret ? (
+                        <code>{v.value}</code>
+                      ) : v.name in revealed ? (
+                        <code data-testid={`revealed-${v.name}`}>{revealed[v.name]}</code>
+                      ) : (
+                        <span className="muted">secret (hidden)</span>
+                      )}
+                    </td>
+                    <td>
+                      {v.secret && !(v.name in revealed) ? (
+                        <Button
+                          busy={reveal.isPending && reveal.variables === v.name}
+                          onClick={() => {
+                            reveal.mutate(v.name);
+                          }}
+                        >
+                          Reveal
+                        </Button>
+                      ) : null}{" "}
                       <ConfirmButton
                         question={`Remove ${v.name}?`}
                         confirmLabel="Remove"
@@ -88,7 +115,7 @@ export function EnvEditor(props: { serviceId: string }) {
           Set variable
         </Button>
       </form>
-      <Notice error={fieldError(put.error, "name", "value") ? undefined : (put.error ?? unset.error)} success={saved} />
+      <Notice error={fieldError(put.error, "name", "value") ? undefined : (put.error ?? unset.error ?? reveal.error)} success={saved} />
     </Section>
   );
 }

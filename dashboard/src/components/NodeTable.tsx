@@ -1,4 +1,5 @@
 import type { Schemas } from "../api/client";
+import { exposure } from "../security";
 import { StatusBadge, Time, bytes } from "./ui";
 
 function percent(used: number, total: number): string {
@@ -43,7 +44,7 @@ export function NodeTable(props: { nodes: Schemas["Node"][]; compact?: boolean }
                 <td>
                   {node.applied_version} / {node.desired_version}
                 </td>
-                {props.compact === true ? null : <td>{node.security_mode}</td>}
+                {props.compact === true ? null : <SecurityCell node={node} />}
                 {props.compact === true ? null : (
                   <td>
                     <Time at={node.last_seen_at} />
@@ -55,5 +56,14 @@ export function NodeTable(props: { nodes: Schemas["Node"][]; compact?: boolean }
         </tbody>
       </table>
     </div>
+  );
+}
+
+function SecurityCell(props: { node: Schemas["Node"] }) {
+  const shown = exposure(props.node);
+  return (
+    <td data-testid={`security-${props.node.name}`}>
+      <strong>{shown.mode}</strong> <span className={shown.trouble ? "error-text" : "muted"}>{shown.text}</span>
+    </td>
   );
 }

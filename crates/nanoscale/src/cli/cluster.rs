@@ -20,6 +20,22 @@ pub enum NodeCommand {
         /// Node name or id.
         node: String,
     },
+    /// Set a node's security mode: A (no firewall), B (only the proxy's ports and
+    /// SSH inbound), C (nothing inbound; traffic through a tunnel). The node keeps
+    /// a new mode only if it still reaches the control plane through it.
+    Security {
+        /// Node name or id.
+        node: String,
+        /// A, B or C.
+        #[arg(long, value_name = "A|B|C")]
+        mode: Option<String>,
+        /// A network SSH stays open to in mode B (repeatable), e.g. 203.0.113.0/24.
+        #[arg(long = "ssh-from", value_name = "NETWORK")]
+        ssh_from: Vec<String>,
+        /// Open SSH to every address again in mode B.
+        #[arg(long, conflicts_with = "ssh_from")]
+        ssh_from_anywhere: bool,
+    },
     /// Run this joined server's agent, restarting it when it exits (what the
     /// install script starts where systemd does not run).
     Run(crate::node_run::NodeRunArgs),
@@ -71,7 +87,7 @@ pub async fn node(context: &Context, command: NodeCommand) -> CliResult {
                     short_id(&node.id),
                     node.status.clone(),
                     node.address.clone(),
-                    node.security_mode.clone(),
+                    mode_shown(node),
                     node.capacity.cpus.to_string(),
                     bytes(node.capacity.memory_bytes),
                     usage.map_or_else(|| "-".to_owned(), |u| format!("{:.0}", u.cpu_percent)),
@@ -117,7 +133,72 @@ pub async fn node(context: &Context, command: NodeCommand) -> CliResult {
             }
             Ok(())
         }
+        NodeCommand::Security {
+            node,
+            mode,
+            ssh_from,
+            ssh_from_anywhere,
+        } => {
+            let mode = mode.map(|mode| mode.to_ascii_uppercase());
+            if let Some(mode) = &mode {
+                if !matches!(mode.as_str(), "A" | "B" | "C") {
+                    return Err(CliError::usage(format!("--mode {mode}: use A, B or C")));
+                }
+            }
+            for network in &ssh_from {
+                nanoscale_core::firewall::parse_network(network)
+                    .map_err(|message| CliError::usage(format!("--ssh-from {message}")))?;
+            }
+            let ssh_from = if ssh_from_anywhere {
+                Some(Vec::new())
+            } else {
+                (!ssh_from.is_empty()).then_some(ssh_from)
+            };
+            if mode.is_none() && ssh_from.is_none() {
+                return Err(CliError::usage("nothing to change")
+                    .hint("give --mode A|B|C and/or --ssh-from NETWORK"));
+            }
+            let nodes = context.client.list_nodes().await?;
+            let found = pick(nodes, &node, |node| (&node.name, &node.id)).ok_or_else(|| {
+                CliError::failure(format!("no node named '{node}'")).hint("see `nanoscale node ls`")
+            })?;
+            let updated = context
+                .client
+                .update_node(
+                    found.id,
+                    &nanoscale_client::api::UpdateNode {
+                        security_mode: mode,
+                        ssh_from,
+                    },
+                )
+                .await?;
+            if context.json() {
+                return print_json(&updated);
+            }
+            println!(
+                "{} is to be in security mode {}; it reverts by itself if it loses the control plane \
+                 (see `nanoscale node ls`)",
+                updated.name, updated.security_mode
+            );
+            Ok(())
+        }
         NodeCommand::Run(_) => Err(CliError::usage("node run does not talk to a control plane")),
+    }
+}
+
+/// The mode asked for, and what is in force when that differs or is not settled.
+fn mode_shown(node: &nanoscale_client::api::Node) -> String {
+    match &node.firewall {
+        Some(firewall)
+            if firewall.status != "applied"
+                || format!("{:?}", firewall.mode) != node.security_mode =>
+        {
+            format!(
+                "{} ({:?} {})",
+                node.security_mode, firewall.mode, firewall.status
+            )
+        }
+        _ => node.security_mode.clone(),
     }
 }
 

@@ -111,6 +111,29 @@ impl Hosts {
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
     }
 
+    /// Runs `work` to completion on a thread of its own that lives in host `name`'s
+    /// network (its sockets and what it spawns are on that host), on a
+    /// current-thread runtime. A panic in it is the caller's.
+    pub fn run_on<F>(&self, name: &str, work: impl FnOnce() -> F + Send)
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    self.enter(name);
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime")
+                        .block_on(work());
+                })
+                .join()
+                .map_err(std::panic::resume_unwind)
+                .ok();
+        });
+    }
+
     /// Cuts (or restores) host `name`'s only link.
     pub fn link(&self, name: &str, up: bool) {
         ip(&[

@@ -143,7 +143,11 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(logs::list_logs))
         .routes(routes!(services::get_release))
         .routes(routes!(nodes::list_nodes))
-        .routes(routes!(nodes::get_node, cluster::remove_node))
+        .routes(routes!(
+            nodes::get_node,
+            nodes::update_node,
+            cluster::remove_node
+        ))
         .routes(routes!(cluster::create_join_token))
         .routes(routes!(cluster::install_script))
         .routes(routes!(cluster::binary))

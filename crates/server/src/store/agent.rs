@@ -56,7 +56,8 @@ impl Store {
         sqlx::query(
             "UPDATE nodes SET status = 'ready', last_seen_at = $1, target_version = $2, \
              applied_version = $3, convergence = $4, problems_json = $5, \
-             usage_json = COALESCE($6, usage_json) WHERE id = $7",
+             usage_json = COALESCE($6, usage_json), firewall_json = COALESCE($7, firewall_json) \
+             WHERE id = $8",
         )
         .bind(now)
         .bind(report.target_version)
@@ -64,6 +65,7 @@ impl Store {
         .bind(report.convergence.as_str())
         .bind(to_json(&report.problems))
         .bind(report.usage.as_ref().map(to_json))
+        .bind(report.firewall.as_ref().map(to_json))
         .bind(&node_id)
         .execute(&mut *tx)
         .await?;

@@ -132,7 +132,7 @@ impl Store {
         }
         let id = node.id.to_string();
         sqlx::query(&format!(
-            "INSERT INTO nodes ({COLUMNS}) VALUES ($1, $2, $3, $4, 'pending', 'A', $5, $6, 0, 0, $7, NULL, 'unknown', '[]', NULL)"
+            "INSERT INTO nodes ({COLUMNS}) VALUES ($1, $2, $3, $4, 'pending', 'A', $5, $6, 0, 0, $7, NULL, 'unknown', '[]', NULL, '[]', NULL)"
         ))
         .bind(&id)
         .bind(&node.name)

@@ -21,7 +21,7 @@ pub struct NewNode {
 pub(super) const COLUMNS: &str =
     "id, name, address, labels_json, status, security_mode, cpus, memory_bytes, \
      desired_version, applied_version, created_at, last_seen_at, convergence, problems_json, \
-     usage_json";
+     usage_json, ssh_from_json, firewall_json";
 
 pub(super) fn node_from_row(row: &AnyRow) -> StoreResult<Node> {
     let (reported, problems) = Store::convergence_from_row(row)?;
@@ -35,6 +35,11 @@ pub(super) fn node_from_row(row: &AnyRow) -> StoreResult<Node> {
         labels: from_json(&row.try_get::<String, _>("labels_json")?)?,
         status: row.try_get("status")?,
         security_mode: row.try_get("security_mode")?,
+        ssh_from: from_json(&row.try_get::<String, _>("ssh_from_json")?)?,
+        firewall: row
+            .try_get::<Option<String>, _>("firewall_json")?
+            .map(|json| from_json(&json))
+            .transpose()?,
         capacity: NodeCapacity {
             cpus: row.try_get("cpus")?,
             memory_bytes: row.try_get("memory_bytes")?,
@@ -75,12 +80,11 @@ impl Store {
         let id = match existing {
             Some(id) => {
                 sqlx::query(
-                    "UPDATE nodes SET address = $1, labels_json = $2, security_mode = $3, cpus = $4, \
-                     memory_bytes = $5 WHERE id = $6",
+                    "UPDATE nodes SET address = $1, labels_json = $2, cpus = $3, \
+                     memory_bytes = $4 WHERE id = $5",
                 )
                 .bind(&new.address)
                 .bind(to_json(&new.labels))
-                .bind(&new.security_mode)
                 .bind(new.cpus)
                 .bind(new.memory_bytes)
                 .bind(&id)
@@ -91,7 +95,7 @@ impl Store {
             None => {
                 let id = new_id().to_string();
                 sqlx::query(&format!(
-                    "INSERT INTO nodes ({COLUMNS}) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, 0, 0, $8, NULL, 'unknown', '[]', NULL)"
+                    "INSERT INTO nodes ({COLUMNS}) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, 0, 0, $8, NULL, 'unknown', '[]', NULL, '[]', NULL)"
                 ))
                 .bind(&id)
                 .bind(&new.name)
@@ -114,6 +118,36 @@ impl Store {
         tx.commit().await?;
         self.changed();
         Ok((node, created))
+    }
+
+    /// Sets a node's security mode and/or SSH networks (validated by the caller).
+    pub async fn update_node_security(
+        &self,
+        id: Uuid,
+        mode: Option<&str>,
+        ssh_from: Option<&[String]>,
+        change: super::Change,
+    ) -> StoreResult<Node> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "UPDATE nodes SET security_mode = COALESCE($1, security_mode), \
+             ssh_from_json = COALESCE($2, ssh_from_json) WHERE id = $3",
+        )
+        .bind(mode)
+        .bind(ssh_from.map(|networks| to_json(&networks)))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(super::StoreError::NotFound);
+        }
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM nodes WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        let node = node_from_row(&row)?;
+        self.commit(tx, change).await?;
+        Ok(node)
     }
 
     pub async fn list_nodes(&self) -> StoreResult<Vec<Node>> {
