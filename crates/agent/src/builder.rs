@@ -6,13 +6,13 @@
 //! redeploy of the same commit does not build again.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nanoscale_core::desired::Workload;
 
 use crate::build::{detect, RunPlan};
 use crate::context::{about, Context};
-use crate::runtime::{self, Limits, ShimSpec, ShimStatus};
+use crate::runtime::{self, Limits, ShimSpec};
 use crate::store::{event, ReleaseState, StoreResult};
 
 /// Lines of build output quoted in a failure reason.
@@ -248,10 +248,7 @@ async fn run_build(
         limits: Limits {
             memory_bytes: context.config.build_memory_bytes,
             cpu_millis: None,
-            pids: context
-                .config
-                .sandbox
-                .then_some(context.config.default_pids),
+            pids: context.config.pids_limit(None),
         },
         stop_grace_secs: 5,
         uid: confinement.uid,
@@ -266,36 +263,28 @@ async fn run_build(
     )
     .await
     .map_err(|error| error.to_string())?;
-    let deadline = Instant::now() + context.config.build_timeout;
-    loop {
-        match runtime::inspect(&dir) {
-            ShimStatus::Exited(exit) => {
-                if exit.code == Some(0) {
-                    return Ok(());
-                }
-                let how = crate::executor::describe(&exit);
-                return Err(with_log(
-                    &format!("`{command}` failed: {how}"),
-                    &dir.join("log"),
-                ));
-            }
-            ShimStatus::Gone | ShimStatus::Orphaned { .. } => {
-                let _ = runtime::stop(&dir, Duration::from_secs(1)).await;
-                return Err(with_log("the build's supervisor died", &dir.join("log")));
-            }
-            ShimStatus::Running(_) | ShimStatus::Starting { .. } => {}
+    let log = dir.join("log");
+    match runtime::wait_for_exit(
+        &dir,
+        context.config.build_timeout,
+        Duration::from_millis(100),
+    )
+    .await
+    {
+        runtime::Ended::Exited(exit) if exit.code == Some(0) => Ok(()),
+        runtime::Ended::Exited(exit) => {
+            let how = crate::executor::describe(&exit);
+            Err(with_log(&format!("`{command}` failed: {how}"), &log))
         }
-        if Instant::now() >= deadline {
+        runtime::Ended::Died => {
+            let _ = runtime::stop(&dir, Duration::from_secs(1)).await;
+            Err(with_log("the build's supervisor died", &log))
+        }
+        runtime::Ended::TimedOut => {
             let _ = runtime::stop(&dir, Duration::from_secs(2)).await;
-            return Err(with_log(
-                &format!(
-                    "timed out after {} s",
-                    context.config.build_timeout.as_secs()
-                ),
-                &dir.join("log"),
-            ));
+            let secs = context.config.build_timeout.as_secs();
+            Err(with_log(&format!("timed out after {secs} s"), &log))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -94,6 +94,12 @@ impl AgentConfig {
 }
 
 impl AgentConfig {
+    /// The pids limit of a build or instance: the spec's, else the default when
+    /// apps are sandboxed (a fork bomb stops there), else none.
+    pub fn pids_limit(&self, spec: Option<u32>) -> Option<u32> {
+        spec.or(self.sandbox.then_some(self.default_pids))
+    }
+
     /// What no app may see: the agent's state, every app's files, the proxy's.
     pub fn private_dirs(&self) -> Vec<PathBuf> {
         let data = self.apps_dir.parent().unwrap_or(&self.apps_dir);

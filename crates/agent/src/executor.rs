@@ -56,7 +56,7 @@ pub async fn reconcile(context: &Arc<Context>) -> StoreResult<()> {
     // Before the round ends: the next round may stop what this table no longer
     // routes to.
     crate::traffic::publish(context).await;
-    crate::firewall::check(context);
+    crate::firewall::check(context, &document.state);
     record_convergence(context, &document, &observed).await
 }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanoscale_core::desired::SecurityMode;
+use nanoscale_core::desired::{DesiredState, SecurityMode};
 use nanoscale_core::firewall::{FirewallPlan, FirewallState};
 use nanoscale_process::{run, CommandSpec};
 
@@ -39,10 +39,9 @@ fn nft() -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// The plan the document asks for on this node.
-pub fn desired_plan(context: &Context) -> Option<FirewallPlan> {
-    let document = context.document()?;
-    let mode = document.state.security_mode;
+/// The plan the document's `state` asks for on this node.
+pub fn desired_plan(context: &Context, state: &DesiredState) -> FirewallPlan {
+    let mode = state.security_mode;
     let mut ports = context.config.firewall_open_ports.clone();
     if let Some(proxy) = &context.config.proxy {
         if let Some(listen) = proxy.external_listen(Some(mode)) {
@@ -51,19 +50,18 @@ pub fn desired_plan(context: &Context) -> Option<FirewallPlan> {
     }
     ports.sort_unstable();
     ports.dedup();
-    Some(FirewallPlan {
+    FirewallPlan {
         mode,
         open_tcp_ports: ports,
-        ssh_from: document.state.ssh_from.clone(),
-    })
+        ssh_from: state.ssh_from.clone(),
+    }
 }
 
 /// Starts converging the firewall when the desired plan differs from the one in
-/// force (called every reconcile round; cheap when nothing changed).
-pub fn check(context: &Arc<Context>) {
-    let Some(desired) = desired_plan(context) else {
-        return;
-    };
+/// force (called every reconcile round with its document; cheap when nothing
+/// changed).
+pub fn check(context: &Arc<Context>, state: &DesiredState) {
+    let desired = desired_plan(context, state);
     let (applied, rejected) = match context.firewall.lock() {
         Ok(status) => (status.applied.clone(), status.rejected.clone()),
         Err(_) => return,
@@ -228,7 +226,8 @@ fn exposure(plan: &FirewallPlan) -> String {
 /// Writes the plan's script and applies it as one nft transaction, after a dry run.
 async fn apply(nft: &Path, file: &Path, plan: &FirewallPlan) -> Result<(), String> {
     let script = plan.script()?;
-    write_private(file, &script).map_err(|error| format!("writing {}: {error}", file.display()))?;
+    crate::runtime::write_atomic(file, script.as_bytes(), 0o600)
+        .map_err(|error| format!("writing {}: {error}", file.display()))?;
     let path = file.display().to_string();
     for args in [vec!["-c", "-f", &path], vec!["-f", &path]] {
         let output = run(CommandSpec {
@@ -248,18 +247,6 @@ async fn apply(nft: &Path, file: &Path, plan: &FirewallPlan) -> Result<(), Strin
         }
     }
     Ok(())
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())
 }
 
 /// True once, after `since`, a fresh TCP connection to the control plane opened

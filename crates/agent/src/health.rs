@@ -1,14 +1,14 @@
 //! Health checks of one instance: HTTP GET of a path, a command, or a TCP connect,
 //! always against the instance's own port on loopback.
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nanoscale_core::service::HealthSpec;
 use nanoscale_process::{run, CommandSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::runtime::{self, Limits, ShimSpec, ShimStatus};
+use crate::runtime::{self, Ended, Limits, ShimSpec};
 use crate::sandbox::Confinement;
 
 /// Where a health command runs: the release's directory and env, and, when the app
@@ -76,8 +76,7 @@ pub async fn check(spec: &HealthSpec, port: u16, place: &CommandPlace<'_>) -> Re
     }
 }
 
-/// A minimal HTTP/1.1 GET: the status line is all a health check needs, and a
-/// plain socket keeps the agent free of a second HTTP client configuration.
+/// Runs a health command under a one-shot shim, confined like the app.
 async fn run_in_shim(
     shim: &ShimPlace<'_>,
     command: &str,
@@ -111,34 +110,28 @@ async fn run_in_shim(
     runtime::launch(shim.program, shim.args, &shim.dir, &spec)
         .await
         .map_err(|error| format!("health command did not start: {error}"))?;
-    let deadline = Instant::now() + timeout;
-    let outcome = loop {
-        match runtime::inspect(&shim.dir) {
-            ShimStatus::Exited(exit) if exit.code == Some(0) => break Ok(()),
-            ShimStatus::Exited(exit) => {
-                let said = runtime::tail_exit_reason(&spec.log_dir, 1)
-                    .pop()
-                    .unwrap_or_else(|| crate::executor::describe(&exit));
-                break Err(format!("health command failed: {said}"));
-            }
-            ShimStatus::Gone | ShimStatus::Orphaned { .. } => {
-                break Err("health command's supervisor died".to_owned())
-            }
-            ShimStatus::Running(_) | ShimStatus::Starting { .. } => {}
+    let outcome = match runtime::wait_for_exit(&shim.dir, timeout, Duration::from_millis(20)).await
+    {
+        Ended::Exited(exit) if exit.code == Some(0) => Ok(()),
+        Ended::Exited(exit) => {
+            let said = runtime::tail_exit_reason(&spec.log_dir, 1)
+                .pop()
+                .unwrap_or_else(|| crate::executor::describe(&exit));
+            Err(format!("health command failed: {said}"))
         }
-        if Instant::now() >= deadline {
-            break Err(format!(
-                "health command timed out after {} s",
-                timeout.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ended::Died => Err("health command's supervisor died".to_owned()),
+        Ended::TimedOut => Err(format!(
+            "health command timed out after {} s",
+            timeout.as_secs()
+        )),
     };
     let _ = runtime::stop(&shim.dir, Duration::from_secs(1)).await;
     let _ = tokio::fs::remove_dir_all(&shim.dir).await;
     outcome
 }
 
+/// A minimal HTTP/1.1 GET: the status line is all a health check needs, and a
+/// plain socket keeps the agent free of a second HTTP client configuration.
 async fn http_get(port: u16, path: &str) -> Result<(), String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await

@@ -145,7 +145,7 @@ fn chown_tree(path: &Path, user: &AppUser) -> std::io::Result<()> {
 }
 
 /// True when `dir` belongs to `user` already (the cheap check before a start).
-pub fn owned_by(dir: &Path, user: &AppUser) -> bool {
+fn owned_by(dir: &Path, user: &AppUser) -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(dir).is_ok_and(|meta| meta.uid() == user.uid)
 }
@@ -184,15 +184,6 @@ pub async fn confine(
             vec![release.to_path_buf(), home.to_path_buf()],
         )),
     })
-}
-
-/// The user `service`'s commands run as, when the agent sandboxes apps and the user
-/// exists (for health-check commands, which run outside the shim).
-pub fn service_user(config: &crate::context::AgentConfig, service: &str) -> Option<AppUser> {
-    if !config.sandbox {
-        return None;
-    }
-    lookup(&user_name(service)).ok().flatten()
 }
 
 /// The sandbox of an app whose writable directories are `writable`, on a node whose

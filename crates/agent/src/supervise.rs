@@ -56,10 +56,7 @@ pub async fn start(
         limits: Limits {
             memory_bytes: resources.memory_mb.map(|mb| u64::from(mb) << 20),
             cpu_millis: resources.cpu_millis,
-            pids: resources.pids.or(context
-                .config
-                .sandbox
-                .then_some(context.config.default_pids)),
+            pids: context.config.pids_limit(resources.pids),
         },
         stop_grace_secs: u32::try_from(context.config.stop_grace.as_secs()).unwrap_or(10),
         uid: confinement.uid,
@@ -204,15 +201,19 @@ pub fn watch_health(context: &Arc<Context>, instance: &InstanceRecord, release: 
         .collect();
     let service = instance.service.clone();
     tokio::spawn(async move {
-        // A health command is the user's code: it runs confined like the app.
+        // A health command is the user's code: it runs confined like the app, or
+        // not at all (a sandbox that cannot be made fails the check).
         let confinement = match (&spec.command, &release.dir) {
-            (Some(_), Some(dir)) if context.config.sandbox => {
-                let home = home_dir(&context, &service);
-                crate::sandbox::confine(&context.config, &service, dir, &home)
-                    .await
-                    .map_err(|error| tracing::warn!(%error, "health command sandbox"))
-                    .ok()
-            }
+            (Some(_), Some(dir)) if context.config.sandbox => Some(
+                crate::sandbox::confine(
+                    &context.config,
+                    &service,
+                    dir,
+                    &home_dir(&context, &service),
+                )
+                .await
+                .map_err(|error| format!("health command sandbox: {error}")),
+            ),
             _ => None,
         };
         let shim_args = shim_args(&context);
@@ -229,20 +230,28 @@ pub fn watch_health(context: &Arc<Context>, instance: &InstanceRecord, release: 
             {
                 break;
             }
-            let shim = confinement.as_ref().map(|confinement| ShimPlace {
-                program: &context.config.shim_program,
-                args: &shim_args,
-                dir: instance.dir.join("health"),
-                id: format!("{}-health", instance.id),
-                confinement,
-                pids: context.config.default_pids,
-            });
-            let place = CommandPlace {
-                cwd: &cwd,
-                env: &env,
-                shim,
+            let result = match &confinement {
+                Some(Err(error)) => Err(error.clone()),
+                confined => {
+                    let shim = confined
+                        .as_ref()
+                        .and_then(|c| c.as_ref().ok())
+                        .map(|confinement| ShimPlace {
+                            program: &context.config.shim_program,
+                            args: &shim_args,
+                            dir: instance.dir.join("health"),
+                            id: format!("{}-health", instance.id),
+                            confinement,
+                            pids: context.config.default_pids,
+                        });
+                    let place = CommandPlace {
+                        cwd: &cwd,
+                        env: &env,
+                        shim,
+                    };
+                    crate::health::check(&spec, instance.port, &place).await
+                }
             };
-            let result = crate::health::check(&spec, instance.port, &place).await;
             let in_start_period = begun.elapsed() < start_period;
             let next = match &result {
                 Ok(()) => {

@@ -150,8 +150,8 @@ async fn cycle(namespace: &Namespace) {
     }
 
     // B while the control plane answers: kept, and the table is what mode B says.
-    *context.document.lock().unwrap() = Some(document(SecurityMode::B));
-    nanoscale_agent::firewall::check(&context);
+    let current = document(SecurityMode::B);
+    nanoscale_agent::firewall::check(&context, &current.state);
     let applied = wait_status(&context, "applied").await;
     assert_eq!(applied.mode, SecurityMode::B);
     assert_eq!(applied.open_tcp_ports, Some(vec![22, 7070]));
@@ -167,9 +167,9 @@ async fn cycle(namespace: &Namespace) {
     // C, after which nothing reaches the control plane any more: reverted to B.
     reporting.store(false, Ordering::SeqCst);
     drop(control_plane);
-    *context.document.lock().unwrap() = Some(document(SecurityMode::C));
+    let current = document(SecurityMode::C);
     let begun = Instant::now();
-    nanoscale_agent::firewall::check(&context);
+    nanoscale_agent::firewall::check(&context, &current.state);
     let reverted = wait_status(&context, "reverted").await;
     let took = begun.elapsed();
     assert_eq!(reverted.mode, SecurityMode::B, "{reverted:?}");
@@ -192,7 +192,7 @@ async fn cycle(namespace: &Namespace) {
         "{events:?}"
     );
     // The same plan is not tried again by itself...
-    nanoscale_agent::firewall::check(&context);
+    nanoscale_agent::firewall::check(&context, &current.state);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         context
@@ -207,8 +207,8 @@ async fn cycle(namespace: &Namespace) {
     );
 
     // ...but A is, and it leaves no table behind.
-    *context.document.lock().unwrap() = Some(document(SecurityMode::A));
-    nanoscale_agent::firewall::check(&context);
+    let current = document(SecurityMode::A);
+    nanoscale_agent::firewall::check(&context, &current.state);
     let open = wait_status(&context, "applied").await;
     assert_eq!(open.mode, SecurityMode::A);
     let (listed, _) = namespace.nft(&["list", "table", "inet", "nanoscale"]);

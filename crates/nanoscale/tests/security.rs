@@ -11,6 +11,11 @@ use common::{fixture_repo, wait_for, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+/// The tests here run one at a time: each starts its own `nanoscale up`, and two
+/// agents on one host pick instance ports from the same range, so one's health
+/// check could reach the other's app on a port both took.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -42,6 +47,7 @@ fn uid_of(pid: i64) -> u32 {
 
 #[tokio::test]
 async fn deployed_apps_run_as_their_own_users_and_cannot_escape_their_sandbox() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     if !is_root() {
         eprintln!("skipping: sandboxing apps needs the agent to run as root");
         return;
@@ -242,6 +248,7 @@ fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_planted_secret_is_nowhere_in_clear_but_in_the_app_and_an_audited_reveal() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let temp = tempfile::tempdir().expect("tempdir");
     let data_dir = temp.path().join("data");
     let log_path = temp.path().join("server.log");

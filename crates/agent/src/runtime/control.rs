@@ -240,6 +240,32 @@ pub fn warnings(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// How a run under a shim ended, as [`wait_for_exit`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Exited(ExitInfo),
+    /// The shim is gone (or the app orphaned) without recording an exit.
+    Died,
+    TimedOut,
+}
+
+/// Waits, checking every `poll`, until the run in `dir` has ended or `timeout`
+/// has passed. Stops nothing: on `Died` or `TimedOut` the caller decides.
+pub async fn wait_for_exit(dir: &Path, timeout: Duration, poll: Duration) -> Ended {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match inspect(dir) {
+            ShimStatus::Exited(exit) => return Ended::Exited(exit),
+            ShimStatus::Gone | ShimStatus::Orphaned { .. } => return Ended::Died,
+            ShimStatus::Running(_) | ShimStatus::Starting { .. } => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ended::TimedOut;
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 fn read_exit(dir: &Path) -> Option<ExitRecord> {
     let bytes = std::fs::read(dir.join(files::EXIT)).ok()?;
     serde_json::from_slice(&bytes).ok()

@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use control::{inspect, launch, stop, tail_exit_reason, warnings};
+pub use control::{inspect, launch, stop, tail_exit_reason, wait_for_exit, warnings, Ended};
 pub use logs::{LogCursor, LogLine, Stream};
 pub use sandbox::SandboxSpec;
 
