@@ -91,6 +91,7 @@ impl InstanceStatus {
 
 /// Query of `GET /api/v1/agent/desired-state`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredStateQuery {
     /// The version the agent already has: the call waits (up to `wait_secs`) until
@@ -250,6 +251,7 @@ pub fn is_instance_id(value: &str) -> bool {
 
 /// Query of `GET /api/v1/agent/log-requests`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogRequestsQuery {
     /// Longest wait in seconds for a request to come (at most 60).

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::names::{check_dns_label, is_env_name};
-use crate::validation::{check_range, check_text, ValidationError};
+use crate::validation::{check_range, check_text, is_bidi_control, ValidationError};
 
 pub const MAX_ENV_VARS: usize = 200;
 pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
@@ -410,9 +410,21 @@ pub fn validate_label(field: &str, key: &str, value: &str) -> Result<(), Validat
 }
 
 pub fn validate_env_var(field: &str, key: &str, value: &str) -> Result<(), ValidationError> {
+    validate_env_entry(field, field, key, value)
+}
+
+/// As [`validate_env_var`], where the name and the value arrive in different
+/// fields (`PUT .../env/{name}` with `{"value"}`): each error names its own.
+pub fn validate_env_entry(
+    name_field: &str,
+    value_field: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), ValidationError> {
+    let field = value_field;
     if !is_env_name(key) {
         return Err(ValidationError::new(
-            field,
+            name_field,
             "variable names are letters, digits and '_', not starting with a digit",
         ));
     }
@@ -564,6 +576,13 @@ pub fn validate_git_url(field: &str, url: &str) -> Result<(), ValidationError> {
         if rest.is_empty() || (*scheme != "file://" && rest.starts_with('/')) {
             return Err(ValidationError::new(field, "is missing a host"));
         }
+        if *scheme != "file://" && dash_in_authority(rest) {
+            // ssh://-oProxyCommand=... would hand ssh an option (CVE-2017-1000117).
+            return Err(ValidationError::new(
+                field,
+                "the user and host must not start with '-'",
+            ));
+        }
         if *scheme == "file://" && rest.contains('%') {
             // git percent-decodes file:// paths; a check on the literal path could
             // be walked around with %2e%2e.
@@ -594,7 +613,8 @@ pub fn validate_git_url(field: &str, url: &str) -> Result<(), ValidationError> {
         let host_ok = !host_part.is_empty()
             && !host_part.contains('/')
             && host_part.contains('@')
-            && !host_part.starts_with('@');
+            && !host_part.starts_with('@')
+            && !dash_in_authority(host_part);
         if host_ok && !path.is_empty() && !path.split('/').any(|segment| segment == "..") {
             return Ok(());
         }
@@ -603,6 +623,18 @@ pub fn validate_git_url(field: &str, url: &str) -> Result<(), ValidationError> {
         field,
         "must be an https://, http://, ssh://, git://, file:// or user@host:path URL",
     ))
+}
+
+/// Whether the user or host of `authority...` (what follows `scheme://`, or the
+/// `user@host` of scp syntax) starts with '-', which ssh would read as an option.
+fn dash_in_authority(rest: &str) -> bool {
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, authority),
+    };
+    let host = host.trim_start_matches('[');
+    host.starts_with('-') || user.is_some_and(|user| user.starts_with('-'))
 }
 
 /// A branch, tag or commit, following `git check-ref-format` plus: no leading `-`
@@ -619,9 +651,9 @@ pub fn validate_git_ref(field: &str, git_ref: &str) -> Result<(), ValidationErro
         || git_ref.contains("@{")
         || git_ref.contains("//")
         || git_ref == "@"
-        || git_ref
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
+        || git_ref.chars().any(|c| {
+            c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c) || is_bidi_control(c)
+        })
         || git_ref.split('/').any(|part| part.starts_with('.'));
     if bad {
         return Err(ValidationError::new(
@@ -688,6 +720,12 @@ mod tests {
             "https://host/\nx",
             "/just/a/path",
             "",
+            "ssh://-oProxyCommand=touch${IFS}/tmp/x/repo",
+            "ssh://-oProxyCommand=x@host/repo",
+            "git+ssh://git@-oProxyCommand=x/repo",
+            "ssh://[-oProxyCommand=x]/repo",
+            "-oProxyCommand=x@host:repo",
+            "git@-oProxyCommand=x:repo",
         ] {
             assert!(validate_git_url("g", bad).is_err(), "{bad}");
         }
@@ -720,6 +758,8 @@ mod tests {
             ".hidden",
             "a/.b",
             "$(id)",
+            "safe\u{202E}txt.exe",
+            "main\u{2066}",
         ] {
             // "$(id)" is a legal ref name for git; it is only dangerous through a
             // shell, which we never use, so it passes validation.

@@ -49,14 +49,19 @@ pub fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), Va
     Ok(())
 }
 
+/// A Unicode bidirectional formatting character: text holding one can display
+/// in an order other than the one it has ("Trojan Source").
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Text from outside (a commit's author or subject) made safe to show: control
 /// characters and bidirectional formatting characters (which can make text read
 /// differently from what it is) removed, cut to `max_chars`, trimmed.
 pub fn plain_text(value: &str, max_chars: usize) -> String {
-    let bidi = |c: char| matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
     value
         .chars()
-        .filter(|&c| !c.is_control() && !bidi(c))
+        .filter(|&c| !c.is_control() && !is_bidi_control(c))
         .take(max_chars)
         .collect::<String>()
         .trim()

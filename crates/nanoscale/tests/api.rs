@@ -629,15 +629,71 @@ async fn hostile_repository_urls_are_contained() {
         .post("/api/v1/projects", &admin, json!({"name": "p"}))
         .await;
     let pid = project["id"].as_str().expect("id");
-    // file:// outside the allowed roots (data dir, $HOME, /tmp) is refused at deploy.
+    // file:// outside the allowed roots (data dir, $HOME, /tmp) is refused when
+    // saved, whether the path exists or not.
+    for outside in ["file:///etc", "file:///srv/not-there.git"] {
+        let (status, body) = server
+            .call(
+                Method::POST,
+                &format!("/api/v1/projects/{pid}/services"),
+                Some(&admin),
+                Some(json!({"name": "etc", "source": {"git": outside}})),
+            )
+            .await;
+        assert_eq!(
+            (status, error_field(&body).as_deref()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("source.git")),
+            "{outside}: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("/tmp"),
+            "the message names the allowed roots: {body}"
+        );
+    }
+    let repo = tempfile::tempdir_in("/tmp").expect("tempdir");
     let service = server
         .post(
             &format!("/api/v1/projects/{pid}/services"),
             &admin,
-            json!({"name": "etc", "source": {"git": "file:///etc"}}),
+            json!({"name": "etc", "source": {"git": format!("file://{}", repo.path().display())}}),
         )
         .await;
     let sid = service["id"].as_str().expect("id");
+    // A symlink under /tmp pointing outside is resolved before the check.
+    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+    let link = dir.path().join("escape");
+    std::os::unix::fs::symlink("/etc", &link).expect("symlink");
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/services/{sid}"),
+            Some(&admin),
+            Some(json!({"source": {"git": format!("file://{}", link.display())}})),
+        )
+        .await;
+    assert_eq!(
+        (status, error_field(&body).as_deref()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("source.git")),
+        "{body}"
+    );
+    // A path that was inside when saved and leads outside by deploy time (a
+    // symlink swapped in) is caught by the deploy's own check.
+    let swapped = dir.path().join("swapped");
+    std::fs::create_dir(&swapped).expect("mkdir");
+    let (status, body) = server
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/services/{sid}"),
+            Some(&admin),
+            Some(json!({"source": {"git": format!("file://{}", swapped.display())}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    std::fs::remove_dir(&swapped).expect("rmdir");
+    std::os::unix::fs::symlink("/etc", &swapped).expect("symlink");
     let (status, body) = server
         .call(
             Method::POST,
@@ -651,30 +707,11 @@ async fn hostile_repository_urls_are_contained() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("source.git")),
         "{body}"
     );
-    // A symlink under /tmp pointing outside is resolved before the check.
-    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
-    let link = dir.path().join("escape");
-    std::os::unix::fs::symlink("/etc", &link).expect("symlink");
-    let (status, body) = server
-        .call(
-            Method::PATCH,
-            &format!("/api/v1/services/{sid}"),
-            Some(&admin),
-            Some(json!({"source": {"git": format!("file://{}", link.display())}})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &format!("/api/v1/services/{sid}/deploy"),
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, error_field(&body).as_deref()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("source.git")),
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("must be under"),
         "{body}"
     );
     // Shell metacharacters in a ref are only ever an argument: git finds no such ref.
@@ -1426,7 +1463,7 @@ async fn review_findings_stay_fixed() {
         (status, error_field(&body).as_deref()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("source.git"))
     );
-    let (status, _) = server
+    let (status, body) = server
         .call(
             Method::PATCH,
             &format!("/api/v1/services/{sid}"),
@@ -1434,7 +1471,16 @@ async fn review_findings_stay_fixed() {
             Some(json!({"source": {"git": "file:///root/.ssh", "ref": "a".repeat(40)}})),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    // Saved when it is under $HOME as written (a root of `up` run as root),
+    // though it does not exist; refused at once otherwise.
+    if status != StatusCode::OK {
+        assert_eq!(
+            (status, error_field(&body).as_deref()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("source.git")),
+            "{body}"
+        );
+        return;
+    }
     let (status, body) = server
         .call(
             Method::POST,
@@ -1446,7 +1492,7 @@ async fn review_findings_stay_fixed() {
     assert_eq!(
         (status, error_field(&body).as_deref()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("source.git")),
-        "{body}"
+        "a commit id does not skip the deploy's root check: {body}"
     );
 }
 

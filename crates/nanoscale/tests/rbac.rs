@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::TestServer;
+use common::{id, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -171,13 +171,6 @@ struct Fixture {
     release: String,
     node: String,
     counter: AtomicUsize,
-}
-
-fn id(value: &Value) -> String {
-    value["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {value}"))
-        .to_owned()
 }
 
 impl Fixture {

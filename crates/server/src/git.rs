@@ -58,15 +58,40 @@ impl GitResolver {
         pick_ref(&output.stdout, git_ref).ok_or_else(|| GitError::RefNotFound(git_ref.to_owned()))
     }
 
+    /// Refuses a `file://` source outside the allowed roots when a service is
+    /// saved, not only when it is deployed. A path that does not exist yet must
+    /// be under a root as written (it is absolute and free of `..`: the URL
+    /// passed validation); one that exists is resolved first, symlinks included.
+    pub fn check_source(&self, url: &str) -> Result<(), GitError> {
+        let Some(path) = url.strip_prefix("file://").map(Path::new) else {
+            return Ok(());
+        };
+        if path.symlink_metadata().is_ok() {
+            return self.check_file_path(path).map(|_| ());
+        }
+        let under_a_root = self
+            .allowed_file_roots
+            .iter()
+            .filter_map(|root| root.canonicalize().ok())
+            .any(|root| path.starts_with(root));
+        if under_a_root {
+            Ok(())
+        } else {
+            Err(self.not_allowed())
+        }
+    }
+
+    fn not_allowed(&self) -> GitError {
+        let roots: Vec<String> = self
+            .allowed_file_roots
+            .iter()
+            .map(|root| root.display().to_string())
+            .collect();
+        GitError::PathNotAllowed(roots.join(", "))
+    }
+
     fn check_file_path(&self, path: &Path) -> Result<PathBuf, GitError> {
-        confine(path, &self.allowed_file_roots).ok_or_else(|| {
-            let roots: Vec<String> = self
-                .allowed_file_roots
-                .iter()
-                .map(|root| root.display().to_string())
-                .collect();
-            GitError::PathNotAllowed(roots.join(", "))
-        })
+        confine(path, &self.allowed_file_roots).ok_or_else(|| self.not_allowed())
     }
 }
 

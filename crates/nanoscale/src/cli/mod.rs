@@ -100,9 +100,11 @@ pub async fn run(global: GlobalArgs, command: ClientCommand) -> ExitCode {
     match dispatch(global, command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", error.message);
+            // Messages often quote what the user typed (or the server echoed):
+            // no control characters reach the terminal, and no wall of text.
+            eprintln!("error: {}", output::terminal_message(&error.message));
             if let Some(hint) = &error.hint {
-                eprintln!("hint: {hint}");
+                eprintln!("hint: {}", output::terminal_message(hint));
             }
             ExitCode::from(error.exit_code())
         }

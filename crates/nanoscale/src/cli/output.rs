@@ -105,6 +105,26 @@ pub fn printable(text: &str) -> String {
         .replace('\n', " ")
 }
 
+/// Longest error or hint the CLI prints; past it, the message is cut.
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// An error message for the terminal: its lines kept, control characters
+/// replaced as [`printable`] does, cut to [`MAX_MESSAGE_CHARS`].
+pub fn terminal_message(text: &str) -> String {
+    let mut out: String = text
+        .split('\n')
+        .map(printable)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .chars()
+        .take(MAX_MESSAGE_CHARS)
+        .collect();
+    if text.chars().count() > MAX_MESSAGE_CHARS {
+        out.push('…');
+    }
+    out
+}
+
 /// The end of an id, as tables show it; accepted back by [`matches_id`].
 pub fn short_id(id: &Uuid) -> String {
     let text = id.to_string();
@@ -176,6 +196,15 @@ mod tests {
              shop                12        5m ago\n\
              a-much-longer-name  0\n"
         );
+    }
+
+    #[test]
+    fn error_messages_keep_their_lines_but_lose_escapes_and_length() {
+        let message = terminal_message("no project named \"\u{1b}[2Jx\"\nhint\u{7}");
+        assert_eq!(message, "no project named \"?[2Jx\"\nhint?");
+        let long = terminal_message(&"a".repeat(5000));
+        assert_eq!(long.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(long.ends_with('…'));
     }
 
     #[test]

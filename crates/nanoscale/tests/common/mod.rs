@@ -401,6 +401,14 @@ impl Drop for GitDaemon {
     }
 }
 
+/// The `id` of an API answer.
+pub fn id(value: &Value) -> String {
+    value["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {value}"))
+        .to_owned()
+}
+
 /// How long whole-system tests wait for a state (builds included).
 pub const WAIT: Duration = Duration::from_secs(90);
 

@@ -230,6 +230,28 @@ fn validate(report: &AgentReport) -> Result<(), ApiError> {
                 format!("at most {MAX_EVENT_MESSAGE} bytes"),
             ));
         }
+        // The dashboard and the CLI colour by severity: nothing else gets in.
+        if !matches!(event.severity.as_str(), "info" | "warning" | "error") {
+            return Err(ApiError::field(
+                &format!("events[{index}].severity"),
+                "info, warning or error",
+            ));
+        }
+    }
+    for (index, release) in report.releases.iter().enumerate() {
+        if release
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.len() > MAX_PROBLEM)
+        {
+            return Err(ApiError::field(
+                &format!("releases[{index}].reason"),
+                format!("at most {MAX_PROBLEM} bytes"),
+            ));
+        }
+    }
+    if let Some(firewall) = &report.firewall {
+        validate_firewall(firewall)?;
     }
     for (index, instance) in report.instances.iter().enumerate() {
         if !nanoscale_core::agent::is_instance_id(&instance.id) {
@@ -244,6 +266,42 @@ fn validate(report: &AgentReport) -> Result<(), ApiError> {
             &format!("problems[{index}]"),
             format!("at most {MAX_PROBLEM} bytes"),
         ));
+    }
+    Ok(())
+}
+
+/// A node's firewall report is shown as its exposure: only statuses the agent
+/// makes, and networks that parse.
+fn validate_firewall(firewall: &nanoscale_core::firewall::FirewallState) -> Result<(), ApiError> {
+    const STATUSES: [&str; 5] = ["applied", "confirming", "reverted", "failed", "unavailable"];
+    if !STATUSES.contains(&firewall.status.as_str()) {
+        return Err(ApiError::field(
+            "firewall.status",
+            "applied, confirming, reverted, failed or unavailable",
+        ));
+    }
+    if firewall
+        .message
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_PROBLEM)
+    {
+        return Err(ApiError::field(
+            "firewall.message",
+            format!("at most {MAX_PROBLEM} bytes"),
+        ));
+    }
+    if firewall.ssh_from.len() > MAX_ITEMS_PER_REPORT {
+        return Err(ApiError::field(
+            "firewall.ssh_from",
+            format!("at most {MAX_ITEMS_PER_REPORT} networks"),
+        ));
+    }
+    for (index, network) in firewall.ssh_from.iter().enumerate() {
+        if network != "any" {
+            nanoscale_core::firewall::parse_network(network).map_err(|message| {
+                ApiError::field(&format!("firewall.ssh_from[{index}]"), message)
+            })?;
+        }
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use nanoscale_core::api::{
     Service, ServiceMetrics, SetEnvVar,
 };
 use nanoscale_core::service::{
-    validate_env_var, validate_git_ref, ServicePatch, ServiceSpec, REDACTED,
+    validate_env_entry, validate_git_ref, ServicePatch, ServiceSpec, REDACTED,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -68,6 +68,15 @@ pub async fn list_services(
     Ok(Json(services.into_iter().map(shown).collect()))
 }
 
+/// A `file://` source outside the control plane's allowed roots is refused when
+/// saved (deploy checks it again, on the path as it is then).
+fn check_source(state: &AppState, url: &str) -> Result<(), ApiError> {
+    state
+        .git
+        .check_source(url)
+        .map_err(|error| ApiError::field("source.git", error.to_string()))
+}
+
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/services", tag = "services", request_body = ServiceSpec,
     params(("project_id" = Uuid, Path, description = "project id")), responses((status = 201, body = Service)))]
 pub async fn create_service(
@@ -83,6 +92,7 @@ pub async fn create_service(
         .map_err(store_error("project", "project_id"))?;
     principal.require_project(&state, project_id).await?;
     spec.validate()?;
+    check_source(&state, &spec.source.git)?;
     let service = state
         .store
         .create_service(project_id, &spec, principal.user.id, |service| {
@@ -137,6 +147,9 @@ pub async fn update_service(
     service.spec.check_patch(&patch)?;
     let next = service.spec.apply(patch);
     next.validate()?;
+    if next.source.git != service.spec.source.git {
+        check_source(&state, &next.source.git)?;
+    }
     let change = change(
         &principal,
         "service.update",
@@ -275,7 +288,7 @@ pub async fn set_env(
     ApiPath((id, name)): ApiPath<(Uuid, String)>,
     ApiJson(body): ApiJson<SetEnvVar>,
 ) -> ApiResult<StatusCode> {
-    validate_env_var("name", &name, &body.value)?;
+    validate_env_entry("name", "value", &name, &body.value)?;
     let summary = json!({"name": name, "secret": body.secret});
     edit_service(&state, &principal, id, "service.env.set", summary, |spec| {
         spec.env.insert(name.clone(), body.value.clone());
