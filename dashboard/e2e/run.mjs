@@ -480,6 +480,63 @@ async function main() {
       await viewer.close();
     });
 
+    await step("markup in every text a user or an app controls stays text", async () => {
+      // The attack suite's HTML payloads, put through the API into the product
+      // name, a token's name, a service's commands and env, and a build's output
+      // (which the build log and the failure event show). Each page must show
+      // them as text, run none of them, and make no element of them.
+      const marks = [
+        '<img src=x onerror="window.__pwned=1">',
+        '"><svg onload="window.__pwned=2">',
+        "<script>window.__pwned=3</script>",
+      ];
+      const auth = { authorization: `Bearer ${adminToken}`, "content-type": "application/json" };
+      const call = async (method, path, body) => {
+        const answer = await fetch(`${url}${path}`, { method, headers: auth, body: body && JSON.stringify(body) });
+        if (!answer.ok) fail(`${method} ${path} answered ${answer.status}: ${await answer.text()}`);
+        return answer.status === 204 ? null : answer.json();
+      };
+      await call("PATCH", "/api/v1/settings", { product_name: marks[0] });
+      await call("POST", "/api/v1/tokens", { name: marks[1], role: "viewer" });
+      const projects = await call("GET", "/api/v1/projects");
+      const demo = projects.find((p) => p.name === "demo");
+      const service = await call("POST", `/api/v1/projects/${demo.id}/services`, {
+        name: "markup",
+        source: { git: `file://${repo}`, ref: "main" },
+        // Prints markup into the build log, then fails: the reason and the event show too.
+        build: `echo '${marks[0]}'; echo '${marks[2]}'; exit 3`,
+        run: `echo '${marks[1]}'`,
+        env: { MARKUP: marks[2] },
+      });
+      await call("POST", `/api/v1/services/${service.id}/deploy`, {});
+      await page.goto(`/services/${service.id}`);
+      await heading("markup").waitFor();
+      await page.getByTestId("release-1").getByText("failed", { exact: true }).waitFor({ timeout: 120_000 });
+      const log = page.getByTestId("build-log");
+      await waitFor("markup in the build log", async () => ((await log.textContent()) ?? "").includes("<script>window.__pwned=3</script>"), 60_000);
+      await page.getByText(marks[2], { exact: true }).first().waitFor();
+      await shot("markup-inert");
+      const pages = [
+        ["/", "Overview"],
+        [`/services/${service.id}`, "markup"],
+        ["/events", "Events"],
+        ["/settings", "Settings"],
+        ["/projects", "Projects"],
+      ];
+      for (const [path, title] of pages) {
+        await page.goto(path);
+        await heading(title).waitFor();
+        // The product name is in the header of every page, as text.
+        await page.getByTestId("product-name").getByText(marks[0], { exact: true }).waitFor();
+        if (path === "/settings") await page.getByText(marks[1], { exact: true }).first().waitFor();
+        await page.waitForTimeout(300);
+        if (await page.evaluate(() => "__pwned" in window)) fail(`markup ran as script on ${path}`);
+        const made = await page.locator('img[src="x"], svg[onload], script:not([src])').count();
+        if (made > 0) fail(`markup became ${made} element(s) on ${path}`);
+      }
+      await call("PATCH", "/api/v1/settings", { product_name: "Acme Cloud" });
+    });
+
     await step("figures: first-load bundle and first render with 200 services", async () => {
       const figures = await measure(browser, url, adminToken, repo);
       console.log(`      first page load: ${figures.files} files, ${(figures.gzipBytes / 1024).toFixed(1)} KiB gzipped JS+CSS (budget 200 KiB)`);

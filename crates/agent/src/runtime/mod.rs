@@ -34,6 +34,7 @@ mod logwriter;
 mod proc;
 pub mod sandbox;
 pub mod shim;
+pub mod systemd;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
