@@ -12,7 +12,7 @@
 //! | private `/tmp`, `/var/tmp`, `/dev/shm` | `PrivateTmp=yes`, `PrivateDevices=yes` |
 //! | release and home bound back read-write | `BindPaths=` + `ReadWritePaths=` |
 //! | no capabilities, no_new_privs, no core dumps | `CapabilityBoundingSet=`, `NoNewPrivileges=yes`, `LimitCORE=0` |
-//! | own uid/gid | `User=`, `Group=` (numeric) |
+//! | own uid/gid | `User=`, `Group=` (the `ns-<service>` account) |
 //! | cgroup memory, CPU, pids | `MemoryMax=`, `CPUQuota=`, `TasksMax=` |
 //!
 //! and more that ordinary web apps do not notice (kernel tunables, modules,
@@ -50,8 +50,20 @@ pub fn unit_name(id: &str) -> String {
     format!("nanoscale-{id}.service")
 }
 
-/// Renders `spec` as a unit that reads its environment from `environment_file`.
-pub fn render(spec: &ShimSpec, environment_file: &Path) -> Result<AppUnit, String> {
+/// Renders `spec` as a unit that runs as the account `user` (the service's
+/// `ns-<service>`, whose uid the spec carries) and reads its environment from
+/// `environment_file`. systemd needs the name: a bare uid no account has fails
+/// with 217/USER.
+pub fn render(spec: &ShimSpec, user: &str, environment_file: &Path) -> Result<AppUnit, String> {
+    let user_ok = !user.is_empty()
+        && user.len() <= 32
+        && user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !user_ok || user == "root" {
+        return Err(format!("{user:?} is not an app's account name"));
+    }
     let id_ok = !spec.id.is_empty()
         && spec.id.len() <= 200
         && spec
@@ -92,8 +104,8 @@ pub fn render(spec: &ShimSpec, environment_file: &Path) -> Result<AppUnit, Strin
     line(format!("ExecStart={}", exec_line(&spec.argv)?));
     line(format!("WorkingDirectory={}", unit_path(&spec.cwd)?));
     line(format!("EnvironmentFile={}", unit_path(environment_file)?));
-    line(format!("User={uid}"));
-    line(format!("Group={gid}"));
+    line(format!("User={user}"));
+    line(format!("Group={user}"));
     line("Restart=no".into());
     line("KillMode=control-group".into());
     line("KillSignal=SIGTERM".into());
@@ -290,6 +302,7 @@ mod tests {
     fn the_unit_matches_its_snapshot() {
         let unit = render(
             &web_spec(),
+            "ns-web",
             Path::new("/var/lib/nanoscale/apps/web/instances/web-r3-0-k2j4/env"),
         )
         .expect("renders");
@@ -325,7 +338,7 @@ mod tests {
             return;
         };
         let dir = tempfile::tempdir().expect("tempdir");
-        let unit = render(&web_spec(), &dir.path().join("env")).expect("renders");
+        let unit = render(&web_spec(), "ns-web", &dir.path().join("env")).expect("renders");
         let path = dir.path().join(&unit.name);
         std::fs::write(&path, &unit.unit).expect("write unit");
         std::fs::write(dir.path().join("env"), &unit.environment).expect("write env");
@@ -391,22 +404,31 @@ mod tests {
     fn refuses_what_would_escape_a_directive_or_the_sandbox() {
         let mut spec = web_spec();
         spec.uid = None;
-        assert!(render(&spec, Path::new("/x/env")).is_err(), "no user");
+        assert!(
+            render(&spec, "ns-web", Path::new("/x/env")).is_err(),
+            "no user"
+        );
         let mut spec = web_spec();
         spec.uid = Some(0);
-        assert!(render(&spec, Path::new("/x/env")).is_err(), "root");
+        assert!(
+            render(&spec, "ns-web", Path::new("/x/env")).is_err(),
+            "root"
+        );
         let mut spec = web_spec();
         spec.sandbox = None;
-        assert!(render(&spec, Path::new("/x/env")).is_err(), "no sandbox");
+        assert!(
+            render(&spec, "ns-web", Path::new("/x/env")).is_err(),
+            "no sandbox"
+        );
         let mut spec = web_spec();
         spec.argv[0] = "sh".into();
         assert!(
-            render(&spec, Path::new("/x/env")).is_err(),
+            render(&spec, "ns-web", Path::new("/x/env")).is_err(),
             "relative program"
         );
         let mut spec = web_spec();
         spec.id = "Web/../x".into();
-        assert!(render(&spec, Path::new("/x/env")).is_err(), "id");
+        assert!(render(&spec, "ns-web", Path::new("/x/env")).is_err(), "id");
         for path in [
             "/a b",
             "/a%n",
@@ -417,10 +439,22 @@ mod tests {
         ] {
             let mut spec = web_spec();
             spec.cwd = PathBuf::from(path);
-            assert!(render(&spec, Path::new("/x/env")).is_err(), "{path:?}");
+            assert!(
+                render(&spec, "ns-web", Path::new("/x/env")).is_err(),
+                "{path:?}"
+            );
+        }
+        for user in ["root", "", "Web", "ns web", "ns-web\nUser=root", "-x"] {
+            assert!(
+                render(&web_spec(), user, Path::new("/x/env")).is_err(),
+                "{user:?}"
+            );
         }
         let mut spec = web_spec();
         spec.env.push(("BAD NAME".into(), "x".into()));
-        assert!(render(&spec, Path::new("/x/env")).is_err(), "env name");
+        assert!(
+            render(&spec, "ns-web", Path::new("/x/env")).is_err(),
+            "env name"
+        );
     }
 }
