@@ -398,7 +398,16 @@ async fn execute(
                 tracing::warn!(%error, dir = %dir.display(), "removing a service's files");
             }
             if context.config.sandbox {
-                if let Err(error) = crate::sandbox::remove_user(&service).await {
+                let removed = match crate::helper::Helper::for_agent(&context.config) {
+                    Ok(helper) => helper
+                        .run(&crate::helper::Operation::RemoveAppUser {
+                            service: service.clone(),
+                        })
+                        .await
+                        .map(|_| ()),
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = removed {
                     tracing::warn!(%error, %service, "removing a service's user");
                 }
             }

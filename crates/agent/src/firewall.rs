@@ -9,14 +9,12 @@
 //! TCP connection to the control plane *and* a report the control plane accepted
 //! after the change → keep it, or revert. A reverted plan is not tried again until
 //! the desired plan changes.
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nanoscale_core::desired::{DesiredState, SecurityMode};
 use nanoscale_core::firewall::{FirewallPlan, FirewallState};
-use nanoscale_process::{run, CommandSpec};
 
 use crate::context::Context;
 use crate::store::{event, now_ms};
@@ -29,14 +27,6 @@ pub struct FirewallStatus {
     /// The last plan that had to be reverted.
     pub rejected: Option<FirewallPlan>,
     pub report: Option<FirewallState>,
-}
-
-/// nft lives in /usr/sbin on Debian and Ubuntu.
-fn nft() -> Option<PathBuf> {
-    ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|path| path.is_file())
 }
 
 /// The plan the document's `state` asks for on this node.
@@ -113,7 +103,7 @@ fn set_report(context: &Context, report: FirewallState) {
 }
 
 async fn change(context: &Arc<Context>, previous: Option<FirewallPlan>, desired: FirewallPlan) {
-    let Some(nft) = nft() else {
+    if crate::helper::nft().is_none() {
         if desired.mode == SecurityMode::A {
             // Nothing to remove where nft cannot even have put anything.
             if let Ok(mut status) = context.firewall.lock() {
@@ -131,14 +121,13 @@ async fn change(context: &Arc<Context>, previous: Option<FirewallPlan>, desired:
             status.rejected = Some(desired);
         }
         return;
-    };
+    }
     let previous = previous.unwrap_or(FirewallPlan {
         mode: SecurityMode::A,
         open_tcp_ports: Vec::new(),
         ssh_from: Vec::new(),
     });
-    let file = context.config.state_dir.join("firewall.nft");
-    if let Err(error) = apply(&nft, &file, &desired).await {
+    if let Err(error) = apply(context, &desired).await {
         record(
             context,
             "firewall.failed",
@@ -177,7 +166,7 @@ async fn change(context: &Arc<Context>, previous: Option<FirewallPlan>, desired:
         "could not reach the control plane within {} s of the change",
         context.config.firewall_confirm.as_secs()
     );
-    let restored = apply(&nft, &file, &previous).await;
+    let restored = apply(context, &previous).await;
     let message = match &restored {
         Ok(()) => format!(
             "security mode {:?} reverted to {:?}: {why}",
@@ -223,30 +212,13 @@ fn exposure(plan: &FirewallPlan) -> String {
     }
 }
 
-/// Writes the plan's script and applies it as one nft transaction, after a dry run.
-async fn apply(nft: &Path, file: &Path, plan: &FirewallPlan) -> Result<(), String> {
-    let script = plan.script()?;
-    crate::runtime::write_atomic(file, script.as_bytes(), 0o600)
-        .map_err(|error| format!("writing {}: {error}", file.display()))?;
-    let path = file.display().to_string();
-    for args in [vec!["-c", "-f", &path], vec!["-f", &path]] {
-        let output = run(CommandSpec {
-            program: nft.to_path_buf(),
-            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
-            timeout: Duration::from_secs(20),
-            ..CommandSpec::default()
-        })
+/// Applies the plan through the privileged helper (which writes the script
+/// from the plan itself, checks it with `nft -c`, then applies it atomically).
+async fn apply(context: &Context, plan: &FirewallPlan) -> Result<(), String> {
+    crate::helper::Helper::for_agent(&context.config)?
+        .run(&crate::helper::Operation::ApplyFirewall { plan: plan.clone() })
         .await
-        .map_err(|error| error.to_string())?;
-        if !output.success {
-            return Err(format!(
-                "nft {}: {}",
-                args.join(" "),
-                nanoscale_process::git::first_line(&output.stderr)
-            ));
-        }
-    }
-    Ok(())
+        .map(|_| ())
 }
 
 /// True once, after `since`, a fresh TCP connection to the control plane opened

@@ -12,6 +12,7 @@ pub mod context;
 pub mod executor;
 pub mod firewall;
 pub mod health;
+pub mod helper;
 pub mod plan;
 pub mod protocol;
 pub mod runtime;

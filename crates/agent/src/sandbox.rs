@@ -14,13 +14,11 @@
 //! Everything else under the data dir, `/home` and `/root` is hidden; `/tmp`,
 //! `/var/tmp` and `/dev/shm` are private to the instance; the rest of the host is
 //! read-only.
-use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use nanoscale_process::{run, CommandSpec};
 use sha2::{Digest, Sha256};
 
+use crate::helper::{Answer, Helper, Operation};
 use crate::runtime::SandboxSpec;
 
 /// Linux user names longer than this are refused by useradd.
@@ -43,105 +41,6 @@ pub fn user_name(service: &str) -> String {
     let digest = hex::encode(Sha256::digest(service.as_bytes()));
     let head: String = service.chars().take(20).collect();
     format!("ns-{head}-{}", &digest[..8])
-}
-
-/// The service's user, created (a system user with its own group, no login shell,
-/// no home of its own) when it does not exist yet.
-pub async fn ensure_user(service: &str) -> Result<AppUser, String> {
-    let name = user_name(service);
-    if let Some(user) = lookup(&name)? {
-        return Ok(user);
-    }
-    let args = vec![
-        "--system".to_owned(),
-        "--user-group".to_owned(),
-        "--no-create-home".to_owned(),
-        "--home-dir".to_owned(),
-        "/nonexistent".to_owned(),
-        "--shell".to_owned(),
-        "/usr/sbin/nologin".to_owned(),
-        "--comment".to_owned(),
-        format!("NanoScale app {service}"),
-        name.clone(),
-    ];
-    account_tool("/usr/sbin/useradd", args, &name).await?;
-    lookup(&name)?.ok_or_else(|| format!("useradd made no user {name}"))
-}
-
-/// Deletes the service's user (and its group), if there is one.
-pub async fn remove_user(service: &str) -> Result<(), String> {
-    let name = user_name(service);
-    if lookup(&name)?.is_none() {
-        return Ok(());
-    }
-    account_tool("/usr/sbin/userdel", vec![name.clone()], &name).await
-}
-
-fn lookup(name: &str) -> Result<Option<AppUser>, String> {
-    let user = nix::unistd::User::from_name(name)
-        .map_err(|error| format!("looking up user {name}: {error}"))?;
-    Ok(user.map(|user| AppUser {
-        name: user.name,
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-    }))
-}
-
-/// Runs useradd/userdel, retrying while another one holds the password file lock
-/// (exit code 10 for both; several agents on one host, or parallel services).
-async fn account_tool(program: &str, args: Vec<String>, name: &str) -> Result<(), String> {
-    let mut attempts = 0;
-    loop {
-        let output = run(CommandSpec {
-            program: program.into(),
-            args: args.clone(),
-            timeout: Duration::from_secs(30),
-            ..CommandSpec::default()
-        })
-        .await
-        .map_err(|error| error.to_string())?;
-        if output.success {
-            return Ok(());
-        }
-        // Lost a race with another agent creating the same user: that is success.
-        if program.ends_with("useradd") && lookup(name)?.is_some() {
-            return Ok(());
-        }
-        attempts += 1;
-        let locked = output.stderr.contains("lock") || output.stderr.contains("try again");
-        if !locked || attempts >= 20 {
-            return Err(format!(
-                "{program} {name}: {}",
-                nanoscale_process::git::first_line(&output.stderr)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100 * attempts)).await;
-    }
-}
-
-/// Gives `dir` and everything under it to `user` (0700 on `dir`), without following
-/// symbolic links. Nothing of the app runs while this runs: it is called on a tree
-/// the agent just wrote or before the app's first start.
-pub fn own_tree(dir: &Path, user: &AppUser) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|error| format!("reading {}: {error}", dir.display()))?;
-    if !meta.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
-    }
-    chown_tree(dir, user)
-        .map_err(|error| format!("giving {} to {}: {error}", dir.display(), user.name))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|error| format!("chmod {}: {error}", dir.display()))
-}
-
-fn chown_tree(path: &Path, user: &AppUser) -> std::io::Result<()> {
-    lchown(path, Some(user.uid), Some(user.gid))?;
-    if std::fs::symlink_metadata(path)?.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), user)?;
-        }
-    }
-    Ok(())
 }
 
 /// True when `dir` belongs to `user` already (the cheap check before a start).
@@ -170,10 +69,25 @@ pub async fn confine(
     if !config.sandbox {
         return Ok(Confinement::default());
     }
-    let user = ensure_user(service).await?;
+    // Everything that needs root goes through the privileged helper.
+    let helper = Helper::for_agent(config)?;
+    let created = helper
+        .run(&Operation::CreateAppUser {
+            service: service.to_owned(),
+        })
+        .await?;
+    let Answer::User { name, uid, gid } = created else {
+        return Err(format!("the helper made no user for {service}"));
+    };
+    let user = AppUser { name, uid, gid };
     for dir in [release, home] {
         if !owned_by(dir, &user) {
-            own_tree(dir, &user)?;
+            helper
+                .run(&Operation::OwnAppDir {
+                    service: service.to_owned(),
+                    dir: dir.to_path_buf(),
+                })
+                .await?;
         }
     }
     Ok(Confinement {

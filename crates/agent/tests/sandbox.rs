@@ -6,10 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nanoscale_agent::helper::{Answer, Helper, Operation};
 use nanoscale_agent::runtime::{
     inspect, launch, stop, tail_exit_reason, warnings, ExitInfo, Limits, ShimSpec, ShimStatus,
 };
-use nanoscale_agent::sandbox::{ensure_user, own_tree, spec, AppUser};
+use nanoscale_agent::sandbox::{spec, AppUser};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -53,11 +54,31 @@ impl Node {
         self.data().join("apps").join(app).join("home")
     }
 
+    /// The app's user and directories, made through the privileged helper as
+    /// the agent makes them.
     async fn user(&self, app: &str) -> AppUser {
-        let user = ensure_user(app).await.expect("create the app user");
-        own_tree(&self.release(app), &user).expect("chown release");
-        own_tree(&self.home(app), &user).expect("chown home");
-        user
+        let helper =
+            Helper::new(&self.data().join("apps"), &self.data().join("agent")).expect("helper");
+        let service = app.to_owned();
+        let created = helper
+            .run(&Operation::CreateAppUser {
+                service: service.clone(),
+            })
+            .await
+            .expect("create the app user");
+        let Answer::User { name, uid, gid } = created else {
+            panic!("no user: {created:?}");
+        };
+        for dir in [self.release(app), self.home(app)] {
+            helper
+                .run(&Operation::OwnAppDir {
+                    service: service.clone(),
+                    dir,
+                })
+                .await
+                .expect("chown");
+        }
+        AppUser { name, uid, gid }
     }
 
     /// Runs `script` as app `app`, sandboxed, and waits for it to exit.

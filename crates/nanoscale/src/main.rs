@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod cli;
 mod config;
+mod helper;
 mod join;
 mod node_run;
 mod proxy;
@@ -38,6 +39,9 @@ enum Command {
     /// Run the traffic layer (started and supervised by the agent).
     #[command(hide = true)]
     Proxy(proxy::ProxyArgs),
+    /// Do one privileged operation of the agent's fixed list (run as root).
+    #[command(hide = true)]
+    Helper(helper::HelperArgs),
     /// Make this server a node of a cluster with a one-time token (the install
     /// script from `nanoscale node add` runs it).
     Join(join::JoinArgs),
@@ -61,33 +65,34 @@ fn main() -> ExitCode {
     if let Command::Proxy(proxy_args) = args.command {
         return proxy::main(proxy_args);
     }
+    if let Command::Helper(helper_args) = args.command {
+        return helper::main(helper_args);
+    }
     if let Command::Agent(agent_args) = args.command {
         // The agent stays small: one thread is plenty for its loops.
-        return match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        return match async_runtime(tokio::runtime::Builder::new_current_thread()) {
             Ok(runtime) => runtime.block_on(agent::run(agent_args)),
-            Err(error) => {
-                eprintln!("error: cannot start the async runtime: {error}");
-                ExitCode::FAILURE
-            }
+            Err(code) => code,
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match async_runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match args.command {
         Command::Up(up_args) => runtime.block_on(up::run(up_args)),
         Command::Join(join_args) => runtime.block_on(join::run(join_args)),
-        Command::Agent(_) | Command::Proxy(_) => ExitCode::FAILURE,
+        Command::Agent(_) | Command::Proxy(_) | Command::Helper(_) => ExitCode::FAILURE,
         Command::Client(command) => runtime.block_on(cli::run(args.global, command)),
     }
+}
+
+/// A tokio runtime from `builder`, or the exit code after saying why not.
+pub(crate) fn async_runtime(
+    mut builder: tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|error| {
+        eprintln!("error: cannot start the async runtime: {error}");
+        ExitCode::FAILURE
+    })
 }

@@ -1,0 +1,443 @@
+//! The privileged helper: the one place where the agent does what needs root,
+//! as a fixed list of operations whose arguments are checked before anything
+//! runs. A root agent calls it in process ([`Helper::run`]); `nanoscale helper
+//! --data-dir DIR '<operation as JSON>'` runs the same code as a command, for an
+//! agent that runs as an unprivileged user and reaches it through one sudo rule
+//! that pins the data dir. Either way the same checks and the same code run.
+//!
+//! | operation | what | checked |
+//! |---|---|---|
+//! | `create_app_user {service}` | `useradd --system` of `ns-<service>` | a DNS label |
+//! | `remove_app_user {service}` | `userdel` of it | a DNS label |
+//! | `own_app_dir {service, dir}` | the tree to `ns-<service>`, 0700, links not followed | exactly `<apps>/<service>/releases/<n>` or `<apps>/<service>/home`, no `..`, no symlink on the way, a directory |
+//! | `apply_firewall {plan}` | NanoScale's nft table, from the plan (the helper writes the script itself: no script crosses the boundary) | `FirewallPlan::script` (networks parse, ports are numbers) |
+//!
+//! Executables are called by absolute path and never through a shell
+//! (`nanoscale-process`). Anything else (another operation, an unknown field, a
+//! path elsewhere) is refused with the reason and changes nothing.
+//!
+//! Not yet on the list (the agent still does them as root itself): starting a
+//! shim (which enters the sandbox and drops to the app's user), systemd units,
+//! swap files.
+use std::os::unix::fs::{lchown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nanoscale_core::firewall::FirewallPlan;
+use nanoscale_process::{run, CommandSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::{user_name, AppUser};
+
+/// One privileged operation, as the agent asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Operation {
+    CreateAppUser { service: String },
+    RemoveAppUser { service: String },
+    OwnAppDir { service: String, dir: PathBuf },
+    ApplyFirewall { plan: FirewallPlan },
+}
+
+impl Operation {
+    /// One operation from its JSON object (`{"op": "...", ...}`); anything else,
+    /// an array included (serde would take one for a tagged enum), is refused.
+    pub fn parse(json: &str) -> Result<Operation, String> {
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|error| format!("not JSON: {error}"))?;
+        if !value.is_object() {
+            return Err("an operation is a JSON object: {\"op\": ..., ...}".into());
+        }
+        serde_json::from_value(value).map_err(|error| format!("not an operation: {error}"))
+    }
+}
+
+/// What an operation gave back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// The app's account (after `create_app_user`).
+    User {
+        name: String,
+        uid: u32,
+        gid: u32,
+    },
+    Done,
+}
+
+/// The helper for one node's data dir.
+#[derive(Debug, Clone)]
+pub struct Helper {
+    /// Canonical `<data>/apps`.
+    apps_dir: PathBuf,
+    /// `<data>/apps` as configured (the agent builds its paths from it).
+    apps_dir_given: PathBuf,
+    /// `<data>/agent`, where the firewall script is written.
+    state_dir: PathBuf,
+}
+
+impl Helper {
+    /// The helper for a node whose apps live in `apps_dir` and whose agent state
+    /// is in `state_dir`.
+    pub fn new(apps_dir: &Path, state_dir: &Path) -> Result<Helper, String> {
+        let apps_dir_given = apps_dir.to_path_buf();
+        let apps_dir = apps_dir
+            .canonicalize()
+            .map_err(|error| format!("the apps directory {}: {error}", apps_dir.display()))?;
+        Ok(Helper {
+            apps_dir,
+            apps_dir_given,
+            state_dir: state_dir.to_path_buf(),
+        })
+    }
+
+    /// For the agent of `config`.
+    pub fn for_agent(config: &crate::context::AgentConfig) -> Result<Helper, String> {
+        std::fs::create_dir_all(&config.apps_dir)
+            .map_err(|error| format!("creating {}: {error}", config.apps_dir.display()))?;
+        Helper::new(&config.apps_dir, &config.state_dir)
+    }
+
+    /// Whether `operation` is allowed, without doing it.
+    pub fn check(&self, operation: &Operation) -> Result<(), String> {
+        match operation {
+            Operation::CreateAppUser { service } | Operation::RemoveAppUser { service } => {
+                check_service(service)
+            }
+            Operation::OwnAppDir { service, dir } => {
+                check_service(service)?;
+                self.check_app_dir(service, dir)
+            }
+            Operation::ApplyFirewall { plan } => plan.script().map(|_| ()),
+        }
+    }
+
+    /// Checks `operation`, then does it.
+    pub async fn run(&self, operation: &Operation) -> Result<Answer, String> {
+        self.check(operation)?;
+        match operation {
+            Operation::CreateAppUser { service } => {
+                let user = create_user(service).await?;
+                Ok(Answer::User {
+                    name: user.name,
+                    uid: user.uid,
+                    gid: user.gid,
+                })
+            }
+            Operation::RemoveAppUser { service } => {
+                remove_user(service).await.map(|()| Answer::Done)
+            }
+            Operation::OwnAppDir { service, dir } => {
+                let user = lookup(&user_name(service))?
+                    .ok_or_else(|| format!("{} does not exist yet", user_name(service)))?;
+                own_tree(dir, &user).map(|()| Answer::Done)
+            }
+            Operation::ApplyFirewall { plan } => apply_firewall(&self.state_dir, plan)
+                .await
+                .map(|()| Answer::Done),
+        }
+    }
+
+    /// `dir` must be `<apps>/<service>/releases/<n>` or `<apps>/<service>/home`
+    /// as written (absolute, nothing like `..`), and no part of it under the
+    /// apps directory may be a symlink: lchown does not follow the last one, and
+    /// none before it may lead elsewhere.
+    fn check_app_dir(&self, service: &str, dir: &Path) -> Result<(), String> {
+        let refuse = |why: &str| Err(format!("{}: {why}", dir.display()));
+        if !dir.is_absolute() {
+            return refuse("must be an absolute path");
+        }
+        // On the text: `Path::components` drops a `.` in the middle silently.
+        let Some(text) = dir.to_str() else {
+            return refuse("is not UTF-8");
+        };
+        if text.split('/').any(|part| part == "." || part == "..") {
+            return refuse("must not contain '.' or '..'");
+        }
+        let inside = dir
+            .strip_prefix(&self.apps_dir)
+            .or_else(|_| dir.strip_prefix(&self.apps_dir_given));
+        let Ok(inside) = inside else {
+            return refuse(&format!("is not under {}", self.apps_dir.display()));
+        };
+        let parts: Vec<&str> = inside
+            .components()
+            .map(|c| c.as_os_str().to_str().unwrap_or("\u{0}"))
+            .collect();
+        let shaped = match parts.as_slice() {
+            [owner, "home"] => *owner == service,
+            [owner, "releases", number] => {
+                *owner == service
+                    && !number.is_empty()
+                    && number.len() <= 12
+                    && number.bytes().all(|b| b.is_ascii_digit())
+            }
+            _ => false,
+        };
+        if !shaped {
+            return refuse(&format!(
+                "is not {0}/{service}/home or {0}/{service}/releases/<n>",
+                self.apps_dir.display()
+            ));
+        }
+        let mut walked = self.apps_dir.clone();
+        for part in parts {
+            walked.push(part);
+            let meta = std::fs::symlink_metadata(&walked)
+                .map_err(|error| format!("{}: {error}", walked.display()))?;
+            if meta.file_type().is_symlink() {
+                return refuse(&format!("{} is a symbolic link", walked.display()));
+            }
+            if !meta.is_dir() {
+                return refuse(&format!("{} is not a directory", walked.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_service(service: &str) -> Result<(), String> {
+    if nanoscale_core::is_dns_label(service) {
+        Ok(())
+    } else {
+        Err(format!("{service:?} is not a service name (a DNS label)"))
+    }
+}
+
+/// The service's user, created (a system user with its own group, no login shell,
+/// no home of its own) when it does not exist yet.
+async fn create_user(service: &str) -> Result<AppUser, String> {
+    let name = user_name(service);
+    if let Some(user) = lookup(&name)? {
+        return Ok(user);
+    }
+    let args = vec![
+        "--system".to_owned(),
+        "--user-group".to_owned(),
+        "--no-create-home".to_owned(),
+        "--home-dir".to_owned(),
+        "/nonexistent".to_owned(),
+        "--shell".to_owned(),
+        "/usr/sbin/nologin".to_owned(),
+        "--comment".to_owned(),
+        format!("NanoScale app {service}"),
+        name.clone(),
+    ];
+    account_tool("/usr/sbin/useradd", args, &name).await?;
+    lookup(&name)?.ok_or_else(|| format!("useradd made no user {name}"))
+}
+
+/// Deletes the service's user (and its group), if there is one.
+async fn remove_user(service: &str) -> Result<(), String> {
+    let name = user_name(service);
+    if lookup(&name)?.is_none() {
+        return Ok(());
+    }
+    account_tool("/usr/sbin/userdel", vec![name.clone()], &name).await
+}
+
+/// The account `name`, if it exists.
+pub fn lookup(name: &str) -> Result<Option<AppUser>, String> {
+    let user = nix::unistd::User::from_name(name)
+        .map_err(|error| format!("looking up user {name}: {error}"))?;
+    Ok(user.map(|user| AppUser {
+        name: user.name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    }))
+}
+
+/// Runs useradd/userdel, retrying while another one holds the password file lock
+/// (exit code 10 for both; several agents on one host, or parallel services).
+async fn account_tool(program: &str, args: Vec<String>, name: &str) -> Result<(), String> {
+    let mut attempts = 0;
+    loop {
+        let output = run(CommandSpec {
+            program: program.into(),
+            args: args.clone(),
+            timeout: Duration::from_secs(30),
+            ..CommandSpec::default()
+        })
+        .await
+        .map_err(|error| error.to_string())?;
+        if output.success {
+            return Ok(());
+        }
+        // Lost a race with another agent creating the same user: that is success.
+        if program.ends_with("useradd") && lookup(name)?.is_some() {
+            return Ok(());
+        }
+        attempts += 1;
+        let locked = output.stderr.contains("lock") || output.stderr.contains("try again");
+        if !locked || attempts >= 20 {
+            return Err(format!(
+                "{program} {name}: {}",
+                nanoscale_process::git::first_line(&output.stderr)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100 * attempts)).await;
+    }
+}
+
+/// Gives `dir` and everything under it to `user` (0700 on `dir`), without following
+/// symbolic links. Nothing of the app runs while this runs: it is called on a tree
+/// the agent just wrote or before the app's first start.
+fn own_tree(dir: &Path, user: &AppUser) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|error| format!("reading {}: {error}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    chown_tree(dir, user)
+        .map_err(|error| format!("giving {} to {}: {error}", dir.display(), user.name))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|error| format!("chmod {}: {error}", dir.display()))
+}
+
+fn chown_tree(path: &Path, user: &AppUser) -> std::io::Result<()> {
+    lchown(path, Some(user.uid), Some(user.gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), user)?;
+        }
+    }
+    Ok(())
+}
+
+/// nft lives in /usr/sbin on Debian and Ubuntu.
+pub fn nft() -> Option<PathBuf> {
+    ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists())
+}
+
+/// Writes the plan's script and applies it as one nft transaction, after a dry run.
+async fn apply_firewall(state_dir: &Path, plan: &FirewallPlan) -> Result<(), String> {
+    let nft = nft().ok_or("nftables (nft) is not installed")?;
+    let script = plan.script()?;
+    let file = state_dir.join("firewall.nft");
+    crate::runtime::write_atomic(&file, script.as_bytes(), 0o600)
+        .map_err(|error| format!("writing {}: {error}", file.display()))?;
+    let path = file.display().to_string();
+    for args in [vec!["-c", "-f", &path], vec!["-f", &path]] {
+        let output = run(CommandSpec {
+            program: nft.clone(),
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            timeout: Duration::from_secs(20),
+            ..CommandSpec::default()
+        })
+        .await
+        .map_err(|error| error.to_string())?;
+        if !output.success {
+            return Err(format!(
+                "nft {}: {}",
+                args.join(" "),
+                nanoscale_process::git::first_line(&output.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nanoscale_core::desired::SecurityMode;
+
+    fn node() -> (tempfile::TempDir, Helper) {
+        let temp = tempfile::tempdir().expect("tempdir");
+        for dir in [
+            "apps/web/releases/3",
+            "apps/web/home",
+            "apps/db/home",
+            "agent",
+        ] {
+            std::fs::create_dir_all(temp.path().join(dir)).expect("mkdir");
+        }
+        let helper =
+            Helper::new(&temp.path().join("apps"), &temp.path().join("agent")).expect("helper");
+        (temp, helper)
+    }
+
+    #[test]
+    fn app_dirs_are_exactly_a_release_or_the_home_of_that_service() {
+        let (temp, helper) = node();
+        let apps = helper.apps_dir.clone();
+        let own = |service: &str, dir: PathBuf| Operation::OwnAppDir {
+            service: service.into(),
+            dir,
+        };
+        assert!(helper
+            .check(&own("web", apps.join("web/releases/3")))
+            .is_ok());
+        assert!(helper.check(&own("web", apps.join("web/home"))).is_ok());
+        let refused = [
+            own("web", apps.join("db/home")),       // another app's
+            own("web", apps.join("web")),           // the agent's records
+            own("web", apps.join("web/instances")), // idem
+            own("web", apps.join("web/releases/3/../../../../etc")), // `..`
+            own("web", apps.join("web/./home")),    // `.`
+            own("web", PathBuf::from("/etc")),      // outside
+            own("web", PathBuf::from("web/home")),  // relative
+            own("web", apps.join("web/releases/x")), // not a number
+            own("web", apps.join("web/releases/4")), // not there
+            own("../etc", apps.join("../etc/home")), // bad service
+            own("Web", apps.join("Web/home")),
+        ];
+        for operation in &refused {
+            assert!(helper.check(operation).is_err(), "{operation:?}");
+        }
+        // A symlink anywhere on the way, or as the directory itself.
+        std::fs::remove_dir(apps.join("web/home")).expect("rmdir");
+        std::os::unix::fs::symlink("/etc", apps.join("web/home")).expect("symlink");
+        let error = helper
+            .check(&own("web", apps.join("web/home")))
+            .expect_err("symlink");
+        assert!(error.contains("symbolic link"), "{error}");
+        std::fs::rename(apps.join("db"), temp.path().join("db-moved")).expect("move");
+        std::os::unix::fs::symlink(temp.path().join("db-moved"), apps.join("db")).expect("link");
+        assert!(helper.check(&own("db", apps.join("db/home"))).is_err());
+    }
+
+    #[test]
+    fn only_listed_operations_with_their_fields_parse() {
+        let parsed =
+            Operation::parse(r#"{"op":"create_app_user","service":"web"}"#).expect("parses");
+        assert_eq!(
+            parsed,
+            Operation::CreateAppUser {
+                service: "web".into()
+            }
+        );
+        for refused in [
+            r#"{"op":"run_command","argv":["/bin/sh","-c","id"]}"#,
+            r#"{"op":"create_app_user","service":"web","uid":0}"#,
+            r#"{"op":"apply_firewall","script":"flush ruleset"}"#,
+            r#"{"service":"web"}"#,
+            r#"["create_app_user","web"]"#,
+        ] {
+            assert!(Operation::parse(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn names_and_firewall_plans_are_checked() {
+        let (_temp, helper) = node();
+        for service in ["", "-rf", "a/b", "root;id", &"a".repeat(64)] {
+            let operation = Operation::CreateAppUser {
+                service: service.to_owned(),
+            };
+            assert!(helper.check(&operation).is_err(), "{service:?}");
+        }
+        let plan = |ssh_from: &str| Operation::ApplyFirewall {
+            plan: FirewallPlan {
+                mode: SecurityMode::B,
+                open_tcp_ports: vec![80],
+                ssh_from: vec![ssh_from.to_owned()],
+            },
+        };
+        assert!(helper.check(&plan("10.0.0.0/8")).is_ok());
+        assert!(helper.check(&plan("10.0.0.0/8; flush ruleset")).is_err());
+    }
+}

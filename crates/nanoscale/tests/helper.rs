@@ -1,0 +1,144 @@
+//! The privileged helper as a command (`nanoscale helper --data-dir DIR OP`): the
+//! operations on its list work, and everything else — other operations, extra
+//! fields, paths outside the node's app directories, through `..` or symlinks —
+//! is refused with exit 2 and changes nothing. The agent runs the same code in
+//! process when it is root.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // runs the binary under test
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+fn helper(data: &Path, operation: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nanoscale"))
+        .args(["helper", "--data-dir"])
+        .arg(data)
+        .arg(operation)
+        .output()
+        .expect("run nanoscale helper")
+}
+
+fn owner(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).expect("stat").uid()
+}
+
+#[test]
+fn the_helper_does_its_list_and_refuses_everything_else() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = temp.path();
+    let apps = data.join("apps");
+    let service = format!("hlp{}", std::process::id());
+    for dir in [
+        format!("{service}/releases/1"),
+        format!("{service}/home"),
+        "other/home".to_owned(),
+        format!("{service}/instances"),
+    ] {
+        std::fs::create_dir_all(apps.join(dir)).expect("mkdir");
+    }
+    std::fs::create_dir_all(data.join("agent")).expect("mkdir");
+    // A release whose tree links out: lchown must not follow.
+    std::os::unix::fs::symlink(
+        "/etc/passwd",
+        apps.join(format!("{service}/releases/1/passwd")),
+    )
+    .expect("symlink");
+    // A "release" that is a link to /etc.
+    std::os::unix::fs::symlink("/etc", apps.join(format!("{service}/releases/2")))
+        .expect("symlink");
+    let etc_owner = owner(Path::new("/etc"));
+    let passwd_owner = owner(Path::new("/etc/passwd"));
+
+    let own =
+        |dir: String| json!({"op": "own_app_dir", "service": service, "dir": dir}).to_string();
+    let apps_text = apps.display().to_string();
+    let refused = [
+        ("an operation off the list", json!({"op": "run_command", "argv": ["/bin/id"]}).to_string()),
+        ("an extra field", json!({"op": "create_app_user", "service": service, "uid": 0}).to_string()),
+        ("a script instead of a plan", json!({"op": "apply_firewall", "script": "flush ruleset"}).to_string()),
+        ("an array", json!(["create_app_user", service]).to_string()),
+        ("not JSON", "create_app_user web".to_owned()),
+        ("a name that is no service's", json!({"op": "create_app_user", "service": "Root"}).to_string()),
+        ("a name with '..'", json!({"op": "remove_app_user", "service": "../x"}).to_string()),
+        ("an option as a name", json!({"op": "create_app_user", "service": "-o"}).to_string()),
+        ("a path outside", own("/etc".into())),
+        ("a path through '..'", own(format!("{apps_text}/{service}/home/../../../../etc"))),
+        ("a path through '.'", own(format!("{apps_text}/{service}/./home"))),
+        ("another app's home", own(format!("{apps_text}/other/home"))),
+        ("the agent's records", own(format!("{apps_text}/{service}/instances"))),
+        ("the service directory", own(format!("{apps_text}/{service}"))),
+        ("a release that is a symlink", own(format!("{apps_text}/{service}/releases/2"))),
+        ("below a release", own(format!("{apps_text}/{service}/releases/1/passwd"))),
+        ("a relative path", own(format!("{service}/home"))),
+        (
+            "a firewall plan with an injected network",
+            json!({"op": "apply_firewall", "plan": {"mode": "B", "open_tcp_ports": [80], "ssh_from": ["10.0.0.0/8; flush ruleset"]}}).to_string(),
+        ),
+    ];
+    for (what, operation) in &refused {
+        let output = helper(data, operation);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{what}: {stderr}");
+        assert!(stderr.contains("refused"), "{what}: {stderr}");
+    }
+    assert_eq!(owner(Path::new("/etc")), etc_owner, "/etc is untouched");
+
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "helper: {} refusals checked; skipping the operations themselves: they need root",
+            refused.len()
+        );
+        return;
+    }
+    let created = helper(
+        data,
+        &json!({"op": "create_app_user", "service": service}).to_string(),
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&created.stdout).expect("JSON answer");
+    let uid = answer["user"]["uid"].as_u64().expect("uid") as u32;
+    assert_eq!(answer["user"]["name"], format!("ns-{service}"));
+    for dir in [format!("{service}/releases/1"), format!("{service}/home")] {
+        let output = helper(data, &own(format!("{apps_text}/{dir}")));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let meta = std::fs::metadata(apps.join(&dir)).expect("stat");
+        assert_eq!(
+            (meta.uid(), meta.permissions().mode() & 0o777),
+            (uid, 0o700),
+            "{dir}"
+        );
+    }
+    assert_eq!(
+        owner(&apps.join(format!("{service}/releases/1/passwd"))),
+        uid,
+        "the link itself"
+    );
+    assert_eq!(
+        owner(Path::new("/etc/passwd")),
+        passwd_owner,
+        "not what it points to"
+    );
+    let removed = helper(
+        data,
+        &json!({"op": "remove_app_user", "service": service}).to_string(),
+    );
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert!(nix::unistd::User::from_name(&format!("ns-{service}"))
+        .expect("getpwnam")
+        .is_none());
+    eprintln!("helper: {} refusals, 4 operations done", refused.len());
+}
