@@ -102,6 +102,25 @@ if [ "$UNINSTALL" -eq 1 ]; then
         [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
         say "stopped this node's processes"
     fi
+    if [ -x "$BIN" ] && [ "$(id -u)" -eq 0 ]; then
+        # NanoScale's own firewall table and its apps' users go through the
+        # helper the agent uses: nothing else of the host is touched.
+        if command -v nft >/dev/null 2>&1 && nft list table inet nanoscale >/dev/null 2>&1; then
+            "$BIN" helper --data-dir "$DATA_DIR" \
+                '{"op":"apply_firewall","plan":{"mode":"A","open_tcp_ports":[],"ssh_from":[]}}' >/dev/null \
+                && say "removed NanoScale's firewall table (inet nanoscale)"
+        fi
+        # Only the host's own node removes ns-* users: nodes made with --data-dir
+        # may share this host (and its users) with others.
+        if [ "$OWN_USER" -eq 1 ] && [ -d "$DATA_DIR/apps" ]; then
+            for dir in "$DATA_DIR"/apps/*/; do
+                [ -d "$dir" ] || continue
+                service=$(basename "$dir")
+                "$BIN" helper --data-dir "$DATA_DIR" "{\"op\":\"remove_app_user\",\"service\":\"$service\"}" >/dev/null 2>&1 \
+                    && say "removed the user of $service"
+            done
+        fi
+    fi
     if [ -f /etc/hosts ] && grep -q "^# BEGIN nanoscale $DATA_DIR/" /etc/hosts; then
         sed -i "\\|^# BEGIN nanoscale $DATA_DIR/|,\\|^# END nanoscale $DATA_DIR/|d" /etc/hosts
         say "removed this node's block from /etc/hosts"
@@ -134,6 +153,16 @@ if [ "$OWN_USER" -eq 1 ] && ! id nanoscale >/dev/null 2>&1; then
     useradd --system --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin nanoscale 2>/dev/null \
         || useradd -r -d "$DATA_DIR" -M -s /sbin/nologin nanoscale
     say "created the nanoscale system user"
+fi
+# Security modes B and C need nftables; install it where apt can, or say what
+# is missing (the node then reports the modes as unavailable).
+if ! command -v nft >/dev/null 2>&1 && [ ! -x /usr/sbin/nft ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1 \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nftables >/dev/null 2>&1; then
+        say "installed nftables (for security modes B and C)"
+    else
+        say "warning: nftables is not installed; security modes B and C stay unavailable on this node until it is"
+    fi
 fi
 umask 077
 mkdir -p "$DATA_DIR" "$DATA_DIR/apps" "$BIN_DIR"

@@ -397,7 +397,16 @@ async fn cluster(hosts: &Hosts, work: &Path) {
 
     refusals(hosts, work, &mut server, &token, &w3_id).await;
 
-    // --uninstall removes a node's processes and files.
+    // --uninstall removes a node's processes, files and firewall table, and
+    // leaves other tables alone.
+    for table in ["nanoscale", "someone-else"] {
+        let added = hosts.exec("w2", &["nft", "add", "table", "inet", table]);
+        assert!(
+            added.status.success(),
+            "nft add table inet {table}: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+    }
     let w2 = data_dir(work, "w2");
     let output = hosts.exec(
         "w2",
@@ -416,6 +425,15 @@ async fn cluster(hosts: &Hosts, work: &Path) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(!w2.exists(), "uninstall removes {}", w2.display());
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.contains("removed NanoScale's firewall table"),
+        "{said}"
+    );
+    let tables = hosts.exec("w2", &["nft", "list", "tables"]);
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(!tables.contains("inet nanoscale"), "{tables}");
+    assert!(tables.contains("inet someone-else"), "{tables}");
     wait_for("w2's processes gone", async || {
         hosts.pids("w2").is_empty().then_some(())
     })
