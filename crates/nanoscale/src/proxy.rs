@@ -31,6 +31,12 @@ pub struct ProxyArgs {
     /// Access log: `off`, `stdout` or an absolute file path.
     #[arg(long, value_name = "DEST", default_value = "stdout")]
     access_log: Destination,
+    /// A file access log is rotated past this size (MiB): `<file>.1`, `.2`, …
+    #[arg(long, value_name = "MIB", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    access_log_max_mb: u64,
+    /// Rotated access logs kept (the oldest beyond is deleted).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
+    access_log_keep: u32,
     /// text or json (diagnostics on stderr).
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: String,
@@ -91,6 +97,10 @@ pub fn main(args: ProxyArgs) -> ExitCode {
         dns_listen: args.dns_listen.0,
         metrics_listen: args.metrics_listen.0,
         access_log: args.access_log,
+        access_log_rotation: nanoscale_proxy::access_log::Rotation {
+            max_bytes: args.access_log_max_mb << 20,
+            keep: args.access_log_keep,
+        },
     };
     runtime.block_on(async move {
         crate::up::init_logging(format);

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 
-use crate::access_log::{AccessLog, Destination};
+use crate::access_log::{AccessLog, Destination, Rotation};
 use crate::dns::DnsAnswers;
 use crate::forward::{handle, Listener, Proxy};
 use crate::table::{compile, validate, Compiled};
@@ -43,6 +43,8 @@ pub struct ProxyConfig {
     pub dns_listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
     pub access_log: Destination,
+    /// Size rotation of a file access log.
+    pub access_log_rotation: Rotation,
 }
 
 /// A request on the control socket (one JSON object per line).
@@ -104,7 +106,8 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> any
     let _lock = prepare_state_dir(&config.state_dir)?;
     let table = load_table(&config.state_dir);
     let compiled = compile(table, &Compiled::default());
-    let access_log = AccessLog::open(&config.access_log).context("opening the access log")?;
+    let access_log = AccessLog::open(&config.access_log, config.access_log_rotation)
+        .context("opening the access log")?;
     let proxy = Arc::new(Proxy::new(compiled, access_log));
     let dns = Arc::new(ArcSwap::from_pointee(DnsAnswers::default()));
     let running = Arc::new(Running {
