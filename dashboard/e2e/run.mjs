@@ -480,6 +480,46 @@ async function main() {
       await viewer.close();
     });
 
+    await step("accessibility: axe finds no serious or critical WCAG 2 A/AA problem on any page", async () => {
+      // axe-core is injected into the page, which the dashboard's CSP would
+      // refuse: this context (same session) bypasses CSP for the audit only.
+      const audit = await browser.newContext({ baseURL: url, viewport: { width: 1280, height: 900 }, storageState: await page.context().storageState(), bypassCSP: true });
+      const a = await audit.newPage();
+      const axeSource = readFileSync(join(here, "../node_modules/axe-core/axe.min.js"), "utf8");
+      const projectPath = await (async () => {
+        await a.goto("/projects");
+        await a.getByRole("heading", { level: 1, name: "Projects" }).waitFor();
+        return new URL(await a.getByRole("link", { name: "demo" }).first().evaluate((link) => link.href)).pathname;
+      })();
+      const pages = ["/", "/servers", "/projects", projectPath, new URL(serviceUrl).pathname, "/events", "/settings"];
+      let checks = 0;
+      const found = [];
+      const audited = [];
+      for (const theme of ["light", "dark"]) for (const path of pages) audited.push([theme, path]);
+      for (const [theme, path] of audited) {
+        if (path === pages[0]) {
+          // The theme is kept in localStorage: chosen once per round.
+          await a.goto("/");
+          await a.getByLabel("Theme").selectOption(theme);
+        }
+        await a.goto(path);
+        await a.locator("h1").first().waitFor();
+        await a.waitForTimeout(500);
+        await a.evaluate(axeSource);
+        const result = await a.evaluate(async () =>
+          // eslint-disable-next-line no-undef
+          await axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] }, resultTypes: ["violations"] }),
+        );
+        checks += result.passes.length + result.violations.length;
+        for (const violation of result.violations.filter((v) => v.impact === "serious" || v.impact === "critical")) {
+          found.push(`${path} (${theme}): ${violation.id} (${violation.impact}): ${violation.help}; e.g. ${violation.nodes[0]?.target.join(" ")}`);
+        }
+      }
+      await audit.close();
+      console.log(`      axe: ${pages.length} pages in light and dark, ${checks} rule results, ${found.length} serious or critical`);
+      if (found.length > 0) fail(`accessibility problems:\n  ${found.join("\n  ")}`);
+    });
+
     await step("markup in every text a user or an app controls stays text", async () => {
       // The attack suite's HTML payloads, put through the API into the product
       // name, a token's name, a service's commands and env, and a build's output
