@@ -218,3 +218,116 @@ fn a_world_readable_token_file_is_refused() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("chmod 600"), "{stderr}");
 }
+
+/// `nanoscale logs -f` and `logs --build N -f` against a real agent: each line
+/// once, in order, as it comes; the build's follow ends with the build.
+#[tokio::test]
+async fn logs_follow_a_running_app_and_a_build() {
+    use std::io::{BufRead, BufReader};
+    let (_keep, repo, commits) = common::fixture_repo(&[("ticker", "v1")]);
+    let server = TestServer::start_with_agent();
+    let token = server.bootstrap().await;
+    let project = server
+        .post(
+            "/api/v1/projects",
+            &token,
+            serde_json::json!({"name": "follow"}),
+        )
+        .await;
+    let project = project["id"].as_str().unwrap().to_owned();
+    let service = server
+        .post(
+            &format!("/api/v1/projects/{project}/services"),
+            &token,
+            serde_json::json!({
+                "name": "ticker",
+                "source": {"git": format!("file://{}", repo.display()), "ref": commits[0]},
+                // A build that takes a while, so its log is followed while it grows.
+                "build": "for i in 1 2 3 4 5 6; do echo build line $i; sleep 0.4; done",
+            }),
+        )
+        .await;
+    let service = service["id"].as_str().unwrap().to_owned();
+    server
+        .post(
+            &format!("/api/v1/services/{service}/deploy"),
+            &token,
+            serde_json::json!({}),
+        )
+        .await;
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nanoscale"))
+            .args(args)
+            .env("NANOSCALE_URL", &server.url)
+            .env("NANOSCALE_TOKEN", &token)
+            .env("NANOSCALE_CLI_CONFIG", "/nonexistent/config.toml")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nanoscale")
+    };
+    // The build's log, followed from its start: every line, in order, and the
+    // command ends by itself when the build does.
+    let build = cli(&["logs", "ticker", "--build", "1", "-f"]);
+    let build_pid = build.id();
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || build.wait_with_output()),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        let _ = Command::new("kill").arg(build_pid.to_string()).status();
+        panic!("logs --build 1 -f did not end with the build")
+    })
+    .unwrap()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.split_once("build line ").map(|(_, n)| n))
+        .collect();
+    assert_eq!(lines, ["1", "2", "3", "4", "5", "6"], "{text}");
+
+    // The app's log: new ticks keep coming, each once, in order.
+    common::wait_for("the ticker running", async || {
+        let instances = server
+            .get(&format!("/api/v1/services/{service}/instances"), &token)
+            .await;
+        instances
+            .as_array()?
+            .iter()
+            .any(|i| i["status"] == "healthy")
+            .then_some(())
+    })
+    .await;
+    let mut follow = cli(&["logs", "ticker", "-f", "--tail", "1"]);
+    let stdout = follow.stdout.take().unwrap();
+    let ticks = tokio::task::spawn_blocking(move || {
+        let mut ticks = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((_, n)) = line.split_once("tick ") {
+                ticks.push(n.trim().parse::<u64>().expect("a tick number"));
+            }
+            if ticks.len() >= 15 {
+                break;
+            }
+        }
+        ticks
+    });
+    let ticks = tokio::time::timeout(std::time::Duration::from_secs(30), ticks)
+        .await
+        .expect("15 ticks within 30 s")
+        .unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        ticks.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "each tick once and in order: {ticks:?}"
+    );
+}

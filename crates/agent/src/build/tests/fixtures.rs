@@ -52,6 +52,7 @@ fn every_fixture_app_gets_its_intended_plan() {
         ("ignore-sigterm", procfile()),
         ("leak-memory", procfile()),
         ("escape-attempts", procfile()),
+        ("ticker", procfile()),
         ("fork-bomb", (None, command("sh bomb.sh"), "Procfile")),
         (
             "fail-build",
