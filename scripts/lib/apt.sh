@@ -22,10 +22,11 @@ _NS_APT_SH=1
 #   nftables        the firewall of security modes B and C (nft), in the firewall tests
 #   nmap            scans a node from another namespace in the firewall test
 #   passwd          useradd/userdel for the per-service users of the sandbox
+#   ufw             the firewall test's ufw path (run in a namespace of its own)
 #   systemd         systemd-analyze, which verifies and rates the generated units
 #   systemd-container  systemd-nspawn, which boots systemd as PID 1 in a container
 #                   so the generated units are run by a real systemd
-NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates bind9-dnsutils nghttp2-client iproute2 chromium nftables nmap passwd systemd systemd-container)
+NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates bind9-dnsutils nghttp2-client iproute2 chromium nftables nmap passwd ufw systemd systemd-container)
 
 apt_pkg_installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

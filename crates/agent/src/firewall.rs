@@ -127,37 +127,42 @@ async fn change(context: &Arc<Context>, previous: Option<FirewallPlan>, desired:
         open_tcp_ports: Vec::new(),
         ssh_from: Vec::new(),
     });
-    if let Err(error) = apply(context, &desired).await {
-        record(
-            context,
-            "firewall.failed",
-            "error",
-            format!(
-                "the firewall of security mode {:?} could not be applied: {error}",
-                desired.mode
-            ),
-        )
-        .await;
-        if let Ok(mut status) = context.firewall.lock() {
-            status.rejected = Some(desired.clone());
-            status.report = Some(previous.state("failed", Some(error)));
+    let backend = match apply(context, &desired).await {
+        Ok(backend) => backend,
+        Err(error) => {
+            record(
+                context,
+                "firewall.failed",
+                "error",
+                format!(
+                    "the firewall of security mode {:?} could not be applied: {error}",
+                    desired.mode
+                ),
+            )
+            .await;
+            if let Ok(mut status) = context.firewall.lock() {
+                status.rejected = Some(desired.clone());
+                status.report = Some(previous.state("failed", Some(error)));
+            }
+            return;
         }
-        return;
-    }
+    };
+    let note = backend_note(&backend);
     let started = now_ms();
-    set_report(context, desired.state("confirming", None));
+    set_report(context, desired.state("confirming", note.clone()));
     let confirmed = desired.mode == SecurityMode::A || confirm(context, started).await;
     if confirmed {
         let said = exposure(&desired);
         if let Ok(mut status) = context.firewall.lock() {
             status.applied = Some(desired.clone());
-            status.report = Some(desired.state("applied", None));
+            status.report = Some(desired.state("applied", note.clone()));
         }
+        let with = if backend == "ufw" { " (with ufw)" } else { "" };
         record(
             context,
             "firewall.applied",
             "info",
-            format!("security mode {:?} in force: {said}", desired.mode),
+            format!("security mode {:?} in force{with}: {said}", desired.mode),
         )
         .await;
         return;
@@ -168,7 +173,7 @@ async fn change(context: &Arc<Context>, previous: Option<FirewallPlan>, desired:
     );
     let restored = apply(context, &previous).await;
     let message = match &restored {
-        Ok(()) => format!(
+        Ok(_) => format!(
             "security mode {:?} reverted to {:?}: {why}",
             desired.mode, previous.mode
         ),
@@ -212,13 +217,26 @@ fn exposure(plan: &FirewallPlan) -> String {
     }
 }
 
-/// Applies the plan through the privileged helper (which writes the script
-/// from the plan itself, checks it with `nft -c`, then applies it atomically).
-async fn apply(context: &Context, plan: &FirewallPlan) -> Result<(), String> {
-    crate::helper::Helper::for_agent(&context.config)?
+/// Applies the plan through the privileged helper (nftables: it writes the
+/// script from the plan itself, checks it with `nft -c`, then applies it
+/// atomically; where ufw is active, NanoScale's rules go into ufw). Returns the
+/// backend that keeps it.
+async fn apply(context: &Context, plan: &FirewallPlan) -> Result<String, String> {
+    let answer = crate::helper::Helper::for_agent(&context.config)?
         .run(&crate::helper::Operation::ApplyFirewall { plan: plan.clone() })
-        .await
-        .map(|_| ())
+        .await?;
+    Ok(match answer {
+        crate::helper::Answer::Firewall { backend } => backend,
+        _ => "nftables".into(),
+    })
+}
+
+/// What the report says of a plan kept by ufw: the operator's own ufw rules
+/// apply too, so more may be open than NanoScale's list.
+fn backend_note(backend: &str) -> Option<String> {
+    (backend == "ufw").then(|| {
+        "kept with ufw, which is active on this node; ufw's other rules apply too".to_owned()
+    })
 }
 
 /// True once, after `since`, a fresh TCP connection to the control plane opened

@@ -62,6 +62,11 @@ pub enum Answer {
         uid: u32,
         gid: u32,
     },
+    /// The firewall is in place, kept by `backend`: `nftables` (NanoScale's own
+    /// table) or `ufw` (where ufw is active: NanoScale's rules among its own).
+    Firewall {
+        backend: String,
+    },
     Done,
 }
 
@@ -132,9 +137,21 @@ impl Helper {
                     .ok_or_else(|| format!("{} does not exist yet", user_name(service)))?;
                 own_tree(dir, &user).map(|()| Answer::Done)
             }
-            Operation::ApplyFirewall { plan } => apply_firewall(&self.state_dir, plan)
-                .await
-                .map(|()| Answer::Done),
+            Operation::ApplyFirewall { plan } => {
+                let backend = match ufw_active().await {
+                    Some(ufw) => {
+                        apply_ufw(&ufw, &self.state_dir, plan).await?;
+                        "ufw"
+                    }
+                    None => {
+                        apply_firewall(&self.state_dir, plan).await?;
+                        "nftables"
+                    }
+                };
+                Ok(Answer::Firewall {
+                    backend: backend.into(),
+                })
+            }
         }
     }
 
@@ -340,6 +357,157 @@ async fn apply_firewall(state_dir: &Path, plan: &FirewallPlan) -> Result<(), Str
     Ok(())
 }
 
+/// ufw, when it is installed and active on this host (then NanoScale's rules go
+/// into ufw, which would otherwise filter beside NanoScale's table).
+async fn ufw_active() -> Option<PathBuf> {
+    let ufw = ["/usr/sbin/ufw", "/sbin/ufw"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists())?;
+    let output = ufw_run(&ufw, &["status"]).await.ok()?;
+    output
+        .lines()
+        .next()
+        .is_some_and(|line| line.trim() == "Status: active")
+        .then_some(ufw)
+}
+
+async fn ufw_run(ufw: &Path, args: &[&str]) -> Result<String, String> {
+    let output = run(CommandSpec {
+        program: ufw.to_path_buf(),
+        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+        // ufw is a Python script that runs iptables and sysctl by name: a fixed
+        // system PATH and nothing else of the caller's environment.
+        env: vec![(
+            "PATH".to_owned(),
+            "/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        )],
+        timeout: Duration::from_secs(30),
+        ..CommandSpec::default()
+    })
+    .await
+    .map_err(|error| error.to_string())?;
+    if !output.success {
+        return Err(format!(
+            "ufw {}: {}",
+            args.join(" "),
+            nanoscale_process::git::first_line(&output.stderr)
+        ));
+    }
+    Ok(output.stdout)
+}
+
+/// Every ufw rule NanoScale adds carries a comment that names it
+/// (`nanoscale tcp/8080`, `nanoscale ssh 10.0.0.0/8`): that is how its own rules
+/// are told from the operator's, which are never touched.
+const UFW_MARK: &str = "nanoscale ";
+
+/// The ufw rules of `plan`: (comment, the arguments that add the rule).
+fn ufw_rules(plan: &FirewallPlan) -> Result<Vec<(String, Vec<String>)>, String> {
+    plan.script()?; // the same checks as for nftables: networks parse, ports are numbers
+    let mut rules = Vec::new();
+    if plan.mode != nanoscale_core::desired::SecurityMode::B {
+        return Ok(rules);
+    }
+    let owned = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    let mut ports = plan.open_tcp_ports.clone();
+    ports.sort_unstable();
+    ports.dedup();
+    for port in ports.into_iter().filter(|port| *port != 0) {
+        let comment = format!("{UFW_MARK}tcp/{port}");
+        let args = owned(&["allow", &format!("{port}/tcp"), "comment", &comment]);
+        rules.push((comment, args));
+    }
+    let ssh = nanoscale_core::firewall::SSH_PORT.to_string();
+    if plan.ssh_from.is_empty() {
+        let comment = format!("{UFW_MARK}ssh any");
+        let args = owned(&["allow", &format!("{ssh}/tcp"), "comment", &comment]);
+        rules.push((comment, args));
+    }
+    for network in &plan.ssh_from {
+        let comment = format!("{UFW_MARK}ssh {network}");
+        let args = owned(&[
+            "allow", "from", network, "to", "any", "port", &ssh, "proto", "tcp", "comment",
+            &comment,
+        ]);
+        rules.push((comment, args));
+    }
+    Ok(rules)
+}
+
+/// NanoScale's rules in `ufw status numbered`: (number, comment), in order.
+fn ufw_marked(status: &str) -> Vec<(u32, String)> {
+    status
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim_start().strip_prefix('[')?;
+            let (number, rest) = rest.split_once(']')?;
+            let number = number.trim().parse().ok()?;
+            let (_, comment) = rest.split_once(" # ")?;
+            let comment = comment.trim();
+            comment
+                .starts_with(UFW_MARK)
+                .then(|| (number, comment.to_owned()))
+        })
+        .collect()
+}
+
+/// ufw's default for incoming traffic (`deny`, `allow` or `reject`).
+fn ufw_default_incoming(verbose: &str) -> Option<String> {
+    let line = verbose.lines().find(|l| l.starts_with("Default:"))?;
+    let (_, rest) = line.split_once(':')?;
+    rest.split(',')
+        .find(|part| part.contains("(incoming)"))
+        .and_then(|part| part.split_whitespace().next())
+        .map(str::to_owned)
+}
+
+/// Brings ufw's NanoScale rules to `plan`: adds what is missing (ufw skips a rule
+/// it has), deletes what is no longer wanted (highest number first, so the
+/// numbers stay valid), and denies incoming by default in B and C. ufw's default
+/// as it was is kept in `<state>/ufw-default-incoming` and restored in mode A.
+async fn apply_ufw(ufw: &Path, state_dir: &Path, plan: &FirewallPlan) -> Result<(), String> {
+    let rules = ufw_rules(plan)?;
+    let saved = state_dir.join("ufw-default-incoming");
+    if plan.mode == nanoscale_core::desired::SecurityMode::A {
+        if let Ok(previous) = std::fs::read_to_string(&saved) {
+            let previous = previous.trim();
+            if matches!(previous, "allow" | "deny" | "reject") {
+                ufw_run(ufw, &["default", previous, "incoming"]).await?;
+            }
+            let _ = std::fs::remove_file(&saved);
+        }
+    } else {
+        let verbose = ufw_run(ufw, &["status", "verbose"]).await?;
+        let current = ufw_default_incoming(&verbose).unwrap_or_else(|| "deny".into());
+        if current != "deny" {
+            if !saved.exists() {
+                crate::runtime::write_atomic(&saved, current.as_bytes(), 0o600)
+                    .map_err(|error| format!("writing {}: {error}", saved.display()))?;
+            }
+            ufw_run(ufw, &["default", "deny", "incoming"]).await?;
+        }
+    }
+    for (comment, args) in &rules {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ufw_run(ufw, &args)
+            .await
+            .map_err(|error| format!("adding {comment}: {error}"))?;
+    }
+    let wanted: Vec<&str> = rules.iter().map(|(comment, _)| comment.as_str()).collect();
+    let numbered = ufw_run(ufw, &["status", "numbered"]).await?;
+    let mut stale: Vec<u32> = ufw_marked(&numbered)
+        .into_iter()
+        .filter(|(_, comment)| !wanted.contains(&comment.as_str()))
+        .map(|(number, _)| number)
+        .collect();
+    stale.sort_unstable_by(|a, b| b.cmp(a));
+    for number in stale {
+        ufw_run(ufw, &["--force", "delete", &number.to_string()]).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,6 +587,51 @@ mod tests {
         ] {
             assert!(Operation::parse(refused).is_err(), "{refused}");
         }
+    }
+
+    #[test]
+    fn ufw_rules_are_told_apart_by_their_comment() {
+        let status = "Status: active\n\n     To                         Action      From\n\
+     --                         ------      ----\n\
+[ 1] 8080/tcp                   ALLOW IN    Anywhere                   # nanoscale tcp/8080\n\
+[ 2] 22/tcp                     ALLOW IN    10.0.0.0/8                 # nanoscale ssh 10.0.0.0/8\n\
+[ 3] 5000/tcp                   ALLOW IN    Anywhere                   # mine\n\
+[ 4] 8080/tcp (v6)              ALLOW IN    Anywhere (v6)              # nanoscale tcp/8080\n\
+[ 5] 5000/tcp (v6)              ALLOW IN    Anywhere (v6)\n";
+        assert_eq!(
+            ufw_marked(status),
+            [
+                (1, "nanoscale tcp/8080".to_owned()),
+                (2, "nanoscale ssh 10.0.0.0/8".to_owned()),
+                (4, "nanoscale tcp/8080".to_owned()),
+            ]
+        );
+        let verbose = "Status: active\nLogging: on (low)\n\
+Default: allow (incoming), allow (outgoing), disabled (routed)\n";
+        assert_eq!(ufw_default_incoming(verbose).as_deref(), Some("allow"));
+        let plan = FirewallPlan {
+            mode: SecurityMode::B,
+            open_tcp_ports: vec![8080, 80, 8080],
+            ssh_from: vec!["10.0.0.0/8".into()],
+        };
+        let comments: Vec<String> = ufw_rules(&plan)
+            .expect("rules")
+            .into_iter()
+            .map(|(comment, _)| comment)
+            .collect();
+        assert_eq!(
+            comments,
+            [
+                "nanoscale tcp/80",
+                "nanoscale tcp/8080",
+                "nanoscale ssh 10.0.0.0/8"
+            ]
+        );
+        let closed = FirewallPlan {
+            mode: SecurityMode::C,
+            ..plan
+        };
+        assert!(ufw_rules(&closed).expect("rules").is_empty());
     }
 
     #[test]

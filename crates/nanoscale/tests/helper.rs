@@ -142,3 +142,158 @@ fn the_helper_does_its_list_and_refuses_everything_else() {
         .is_none());
     eprintln!("helper: {} refusals, 4 operations done", refused.len());
 }
+
+/// Runs `args` in network namespace `ns` (where `ip netns exec` also shows
+/// `/etc/netns/<ns>/*` over `/etc/*`: that namespace's own ufw configuration).
+fn in_ns(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .expect("ip netns exec")
+}
+
+/// Where ufw is active, the firewall goes into ufw: NanoScale's rules (marked by
+/// their comment) are added, changed and removed with the mode, the operator's
+/// own rules stay, and ufw's default for incoming traffic comes back in mode A.
+/// ufw runs in a network namespace of its own, with a copy of its configuration,
+/// so this host's ufw and firewall are never touched.
+#[test]
+fn where_ufw_is_active_the_firewall_goes_into_ufw_and_leaves_the_operators_rules() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: ufw and network namespaces need root");
+        return;
+    }
+    assert!(
+        Path::new("/usr/sbin/ufw").exists(),
+        "ufw is missing: scripts/test installs it"
+    );
+    let ns = format!("ns-ufw-{}", std::process::id());
+    let etc = Path::new("/etc/netns").join(&ns);
+    struct Cleanup(String, std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let _cleanup = Cleanup(ns.clone(), etc.clone());
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap()
+        .success());
+    std::fs::create_dir_all(&etc).unwrap();
+    for dir in ["/etc/ufw", "/etc/default"] {
+        let copied = Command::new("cp")
+            .args(["-a", dir])
+            .arg(&etc)
+            .status()
+            .unwrap();
+        assert!(copied.success(), "copy {dir}");
+    }
+    let ufw = |args: &[&str]| {
+        let mut all = vec!["/usr/sbin/ufw"];
+        all.extend_from_slice(args);
+        let output = in_ns(&ns, &all);
+        assert!(
+            output.status.success(),
+            "ufw {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let host_before = ufw_host_status();
+    ufw(&["--force", "enable"]);
+    ufw(&["default", "allow", "incoming"]); // the operator's choice, to be given back
+    ufw(&["allow", "5000/tcp", "comment", "operator rule"]);
+
+    let temp = tempfile::tempdir().expect("tempdir");
+    for dir in ["apps", "agent"] {
+        std::fs::create_dir_all(temp.path().join(dir)).unwrap();
+    }
+    let data = temp.path().display().to_string();
+    let apply = |mode: &str, ports: &[u16], ssh_from: &[&str]| {
+        let operation = json!({"op": "apply_firewall", "plan": {"mode": mode, "open_tcp_ports": ports, "ssh_from": ssh_from}});
+        let output = in_ns(
+            &ns,
+            &[
+                env!("CARGO_BIN_EXE_nanoscale"),
+                "helper",
+                "--data-dir",
+                &data,
+                &operation.to_string(),
+            ],
+        );
+        assert!(
+            output.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&output.stdout).expect("answer");
+        assert_eq!(answer["firewall"]["backend"], "ufw", "{answer}");
+    };
+    let marked = |status: &str| -> Vec<String> {
+        status
+            .lines()
+            .filter_map(|line| line.split_once(" # ").map(|(_, c)| c.trim().to_owned()))
+            .filter(|comment| comment.starts_with("nanoscale "))
+            .collect()
+    };
+
+    apply("B", &[8080], &["10.0.0.0/8"]);
+    let status = ufw(&["status", "verbose"]);
+    assert!(status.contains("Default: deny (incoming)"), "{status}");
+    let mine = marked(&status);
+    assert!(mine.contains(&"nanoscale tcp/8080".to_owned()), "{status}");
+    assert!(
+        mine.contains(&"nanoscale ssh 10.0.0.0/8".to_owned()),
+        "{status}"
+    );
+    assert!(status.contains("operator rule"), "{status}");
+    let tables =
+        String::from_utf8_lossy(&in_ns(&ns, &["nft", "list", "tables"]).stdout).into_owned();
+    assert!(
+        !tables.contains("inet nanoscale"),
+        "no table of NanoScale's beside ufw: {tables}"
+    );
+
+    apply("B", &[9090], &[]);
+    let mine = marked(&ufw(&["status"]));
+    assert!(mine.contains(&"nanoscale tcp/9090".to_owned()), "{mine:?}");
+    assert!(mine.contains(&"nanoscale ssh any".to_owned()), "{mine:?}");
+    assert!(
+        !mine
+            .iter()
+            .any(|c| c.contains("8080") || c.contains("10.0.0.0/8")),
+        "{mine:?}"
+    );
+
+    apply("C", &[9090], &[]);
+    let status = ufw(&["status", "verbose"]);
+    assert!(marked(&status).is_empty(), "{status}");
+    assert!(status.contains("Default: deny (incoming)"), "{status}");
+    assert!(status.contains("operator rule"), "{status}");
+
+    apply("A", &[], &[]);
+    let status = ufw(&["status", "verbose"]);
+    assert!(marked(&status).is_empty(), "{status}");
+    assert!(
+        status.contains("Default: allow (incoming)"),
+        "the operator's default is back: {status}"
+    );
+    assert!(status.contains("operator rule"), "{status}");
+    assert_eq!(
+        ufw_host_status(),
+        host_before,
+        "this host's own ufw was not touched"
+    );
+}
+
+fn ufw_host_status() -> String {
+    let output = Command::new("/usr/sbin/ufw")
+        .args(["status", "verbose"])
+        .output()
+        .expect("ufw");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
