@@ -57,6 +57,10 @@ pub struct AgentConfig {
     /// How long a firewall change may go without reaching the control plane
     /// before it is reverted.
     pub firewall_confirm: Duration,
+    /// Retired releases of a service whose built trees are kept (rolling back to
+    /// one is instant); older trees are deleted, and a rollback to one builds it
+    /// again.
+    pub keep_releases: usize,
 }
 
 impl AgentConfig {
@@ -89,6 +93,7 @@ impl AgentConfig {
             manage_firewall: nix::unistd::geteuid().is_root(),
             firewall_open_ports: Vec::new(),
             firewall_confirm: Duration::from_secs(60),
+            keep_releases: 3,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! against the document, execute the actions, then move release lifecycles and
 //! record whether the document is applied. The deciding is `plan`'s; this layer
 //! only looks and acts.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -425,6 +425,61 @@ async fn execute(
     Ok(())
 }
 
+/// Keeps the built trees of the newest `keep_releases` retired releases of each
+/// service; older ones (that no instance runs and the document does not want)
+/// are deleted and forgotten, so a small server's disk does not fill with old
+/// builds. A rollback to a forgotten release builds it again. A tree a kept
+/// release shares (a reused build) stays.
+async fn prune_retired(context: &Arc<Context>, document: &DesiredDocument) -> StoreResult<()> {
+    let releases = context.store.releases().await?;
+    let instances = context.store.instances().await?;
+    let wanted: HashSet<Uuid> = document
+        .state
+        .workloads
+        .iter()
+        .map(|w| w.release_id)
+        .collect();
+    let mut by_service: BTreeMap<&str, Vec<&ReleaseRecord>> = BTreeMap::new();
+    for release in releases.iter().filter(|r| r.state == ReleaseState::Retired) {
+        by_service
+            .entry(&release.service)
+            .or_default()
+            .push(release);
+    }
+    let mut doomed: Vec<&ReleaseRecord> = Vec::new();
+    for retired in by_service.values_mut() {
+        retired.sort_by_key(|release| std::cmp::Reverse(release.number));
+        doomed.extend(
+            retired
+                .iter()
+                .skip(context.config.keep_releases)
+                .filter(|old| {
+                    !wanted.contains(&old.id) && !instances.iter().any(|i| i.release_id == old.id)
+                }),
+        );
+    }
+    let doomed_ids: HashSet<Uuid> = doomed.iter().map(|r| r.id).collect();
+    for old in doomed {
+        let shared = old.dir.is_some()
+            && releases
+                .iter()
+                .any(|other| !doomed_ids.contains(&other.id) && other.dir == old.dir);
+        if let Some(dir) = old.dir.as_ref().filter(|_| !shared) {
+            match tokio::fs::remove_dir_all(dir).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::warn!(%error, dir = %dir.display(), "removing an old release tree");
+                    continue;
+                }
+            }
+        }
+        context.store.forget_build(old.id).await?;
+        tracing::info!(service = %old.service, release = old.number, "removed an old release tree");
+    }
+    Ok(())
+}
+
 /// A built release whose replicas are all healthy becomes live (the service's
 /// current release on this node); the one it replaces retires.
 async fn promote(
@@ -478,7 +533,9 @@ async fn promote(
             .await?;
         context.nudge();
     }
-    Ok(())
+    // Every round, not only at a promotion: the instances of a release just
+    // retired are still stopping then, and its tree must wait for them.
+    prune_retired(context, document).await
 }
 
 async fn record_convergence(

@@ -119,17 +119,23 @@ pub fn instances_dir(context: &Context, service: &str) -> PathBuf {
     context.service_dir(service).join("instances")
 }
 
-/// The lowest port of the range that no instance holds and that binds right now.
+/// A port of the range that no instance holds and that binds right now, looked
+/// for from a random place in the range: two agents on one host (nodes made
+/// with `--data-dir`, as the tests make them) would otherwise both take the
+/// lowest free port at the same moment, and one app would fail to bind.
 async fn free_port(context: &Context) -> Result<u16, String> {
     let used = context
         .store
         .used_ports()
         .await
         .map_err(|error| error.to_string())?;
-    context
-        .config
-        .ports
-        .clone()
+    let range = context.config.ports.clone();
+    let size = usize::from(range.end().saturating_sub(*range.start())) + 1;
+    let start = rand::rng().random_range(0..size);
+    range
+        .cycle()
+        .skip(start)
+        .take(size)
         .filter(|port| !used.contains(port))
         .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
         .ok_or_else(|| "no free port left in the instance port range".to_owned())

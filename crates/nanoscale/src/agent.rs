@@ -49,6 +49,11 @@ pub struct AgentArgs {
     #[arg(long, env = "NANOSCALE_FIREWALL_CONFIRM_SECS", value_name = "SECONDS", default_value_t = 60,
         value_parser = clap::value_parser!(u64).range(5..=3600))]
     firewall_confirm_secs: u64,
+    /// Retired releases per service whose built trees stay on disk for an
+    /// instant rollback; older ones are deleted (a rollback to one rebuilds it).
+    #[arg(long, env = "NANOSCALE_KEEP_RELEASES", value_name = "N", default_value_t = 3,
+        value_parser = clap::value_parser!(u32).range(0..=1000))]
+    keep_releases: u32,
     /// text or json (as `up`'s log format).
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: String,
@@ -75,6 +80,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     config.allowed_file_roots.extend(args.allowed_file_roots);
     config.firewall_open_ports = args.firewall_open_ports;
     config.firewall_confirm = std::time::Duration::from_secs(args.firewall_confirm_secs);
+    config.keep_releases = args.keep_releases as usize;
     match std::env::current_exe() {
         Ok(exe) => {
             config.shim_program = exe.clone();

@@ -81,6 +81,7 @@ impl AgentSupervisor {
             "HOME",
             "PATH",
             "NANOSCALE_FIREWALL_CONFIRM_SECS",
+            "NANOSCALE_KEEP_RELEASES",
         ]
         .iter()
         .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))

@@ -550,3 +550,77 @@ async fn a_memory_limit_from_the_spec_is_enforced_and_the_event_says_so() {
         "{instances:?}"
     );
 }
+
+/// Old release trees go (here all but the newest retired one, with
+/// `NANOSCALE_KEEP_RELEASES=1`), so a small server's disk does not fill with
+/// builds; a rollback to a release whose tree went builds it again.
+#[tokio::test]
+async fn old_release_trees_are_removed_and_a_rollback_to_one_builds_it_again() {
+    let (_keep, repo, commits) = fixture_repo(&[
+        ("python-http", "v1"),
+        ("python-http", "v2"),
+        ("python-http", "v3"),
+        ("python-http", "v4"),
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = TestServer::start_with_agent_logging(
+        &data,
+        &[("NANOSCALE_KEEP_RELEASES", "1")],
+        std::process::Stdio::inherit(),
+    );
+    let token = server.bootstrap().await;
+    let app = deployable(
+        &server,
+        &token,
+        json!({
+            "name": "keeper",
+            "source": {"git": format!("file://{}", repo.display()), "ref": commits[0]},
+            "health": {"path": "/healthz", "start_period_secs": 20, "interval_secs": 1},
+        }),
+    )
+    .await;
+    let mut numbers = Vec::new();
+    for commit in &commits {
+        let number = app.deploy(commit).await;
+        app.wait_release(number, "live").await;
+        numbers.push(number);
+    }
+    let releases_dir = data.join("apps/keeper/releases");
+    let trees = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&releases_dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    // The live one and the newest retired one stay.
+    let kept = wait_for("the old trees removed", async || {
+        let names = trees();
+        (names.len() == 2).then_some(names)
+    })
+    .await;
+    assert_eq!(kept, [numbers[2].to_string(), numbers[3].to_string()]);
+
+    // Back to release 1: its tree went, so it is built again, and serves v1.
+    let rolled = server
+        .post(
+            &format!("/api/v1/services/{}/rollback", app.service),
+            &token,
+            json!({"release": numbers[0]}),
+        )
+        .await;
+    let number = rolled["number"].as_i64().expect("number");
+    app.wait_release(number, "live").await;
+    let instance = app.healthy_instance(number).await;
+    let body = get_text(instance["port"].as_u64().expect("port"), "/")
+        .await
+        .expect("answers");
+    assert!(body.contains("v1"), "{body}");
+    assert!(trees().contains(&number.to_string()), "{:?}", trees());
+}
