@@ -430,9 +430,13 @@ async fn execute(
 /// are deleted and forgotten, so a small server's disk does not fill with old
 /// builds. A rollback to a forgotten release builds it again. A tree a kept
 /// release shares (a reused build) stays.
-async fn prune_retired(context: &Arc<Context>, document: &DesiredDocument) -> StoreResult<()> {
+async fn prune_retired(
+    context: &Arc<Context>,
+    document: &DesiredDocument,
+    instances: &[InstanceRecord],
+) -> StoreResult<()> {
+    // Read again: promotion may just have retired some.
     let releases = context.store.releases().await?;
-    let instances = context.store.instances().await?;
     let wanted: HashSet<Uuid> = document
         .state
         .workloads
@@ -535,7 +539,7 @@ async fn promote(
     }
     // Every round, not only at a promotion: the instances of a release just
     // retired are still stopping then, and its tree must wait for them.
-    prune_retired(context, document).await
+    prune_retired(context, document, &instances).await
 }
 
 async fn record_convergence(

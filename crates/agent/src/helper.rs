@@ -337,24 +337,33 @@ async fn apply_firewall(state_dir: &Path, plan: &FirewallPlan) -> Result<(), Str
     crate::runtime::write_atomic(&file, script.as_bytes(), 0o600)
         .map_err(|error| format!("writing {}: {error}", file.display()))?;
     let path = file.display().to_string();
-    for args in [vec!["-c", "-f", &path], vec!["-f", &path]] {
-        let output = run(CommandSpec {
-            program: nft.clone(),
-            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
-            timeout: Duration::from_secs(20),
-            ..CommandSpec::default()
-        })
-        .await
-        .map_err(|error| error.to_string())?;
-        if !output.success {
-            return Err(format!(
-                "nft {}: {}",
-                args.join(" "),
-                nanoscale_process::git::first_line(&output.stderr)
-            ));
-        }
+    for args in [["-c", "-f", &path].as_slice(), &["-f", &path]] {
+        tool(&nft, args, Vec::new()).await?;
     }
     Ok(())
+}
+
+/// Runs a firewall tool; its stdout, or the first line of what it said went
+/// wrong, named by the tool and its arguments.
+async fn tool(program: &Path, args: &[&str], env: Vec<(String, String)>) -> Result<String, String> {
+    let output = run(CommandSpec {
+        program: program.to_path_buf(),
+        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+        env,
+        timeout: Duration::from_secs(30),
+        ..CommandSpec::default()
+    })
+    .await
+    .map_err(|error| error.to_string())?;
+    if !output.success {
+        let name = program.file_name().unwrap_or_default().to_string_lossy();
+        return Err(format!(
+            "{name} {}: {}",
+            args.join(" "),
+            nanoscale_process::git::first_line(&output.stderr)
+        ));
+    }
+    Ok(output.stdout)
 }
 
 /// ufw, when it is installed and active on this host (then NanoScale's rules go
@@ -373,28 +382,13 @@ async fn ufw_active() -> Option<PathBuf> {
 }
 
 async fn ufw_run(ufw: &Path, args: &[&str]) -> Result<String, String> {
-    let output = run(CommandSpec {
-        program: ufw.to_path_buf(),
-        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
-        // ufw is a Python script that runs iptables and sysctl by name: a fixed
-        // system PATH and nothing else of the caller's environment.
-        env: vec![(
-            "PATH".to_owned(),
-            "/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
-        )],
-        timeout: Duration::from_secs(30),
-        ..CommandSpec::default()
-    })
-    .await
-    .map_err(|error| error.to_string())?;
-    if !output.success {
-        return Err(format!(
-            "ufw {}: {}",
-            args.join(" "),
-            nanoscale_process::git::first_line(&output.stderr)
-        ));
-    }
-    Ok(output.stdout)
+    // ufw is a Python script that runs iptables and sysctl by name: a fixed
+    // system PATH and nothing else of the caller's environment.
+    let path = (
+        "PATH".to_owned(),
+        "/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+    );
+    tool(ufw, args, vec![path]).await
 }
 
 /// Every ufw rule NanoScale adds carries a comment that names it

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod escape;
 pub mod netns;
 
 use reqwest::{Method, StatusCode};
