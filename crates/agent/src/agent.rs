@@ -282,7 +282,7 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
     }
     let events = context.store.pending_events(MAX_EVENTS_PER_REPORT).await?;
     let full = events.len() == MAX_EVENTS_PER_REPORT;
-    let report = AgentReport {
+    let mut report = AgentReport {
         target_version,
         applied_version,
         convergence: status
@@ -302,6 +302,7 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
             .ok()
             .and_then(|status| status.report.clone()),
     };
+    report.clip_texts();
     let ack = control_plane.report(&report).await?;
     context
         .last_contact_ms

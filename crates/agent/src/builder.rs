@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nanoscale_core::desired::Workload;
+use uuid::Uuid;
 
 use crate::build::{detect, RunPlan};
 use crate::context::{about, Context};
@@ -17,6 +18,8 @@ use crate::store::{event, ReleaseState, StoreResult};
 
 /// Lines of build output quoted in a failure reason.
 const REASON_LINES: usize = 12;
+/// Longest line of output quoted in a reason, in bytes.
+const REASON_LINE: usize = 240;
 
 /// `<apps>/<service>/releases/<number>`.
 pub fn release_dir(context: &Context, service: &str, number: i64) -> PathBuf {
@@ -36,9 +39,28 @@ pub fn build_dir(context: &Context, service: &str, number: i64) -> PathBuf {
 
 /// Starts building `workload`'s release in the background, unless it already is.
 pub async fn start(context: &Arc<Context>, workload: &Workload) -> StoreResult<()> {
-    let key = format!("build:{}", workload.release_id);
+    let key = build_key(workload.release_id);
     if !context.claim(key.clone()) {
         return Ok(());
+    }
+    // The planner's view may predate a build that just finished: a recorded
+    // outcome stands. Only a record still `building` with no task (an outcome
+    // that could not be written) is built again.
+    match context.store.release(workload.release_id).await {
+        Ok(Some(record)) if record.state != ReleaseState::Building => {
+            context.release(&key);
+            return Ok(());
+        }
+        Ok(Some(_)) => tracing::warn!(
+            service = %workload.service,
+            release = workload.release_number,
+            "a build left no outcome; building it again"
+        ),
+        Ok(None) => {}
+        Err(error) => {
+            context.release(&key);
+            return Err(error);
+        }
     }
     let started = about(
         event(
@@ -62,6 +84,11 @@ pub async fn start(context: &Arc<Context>, workload: &Workload) -> StoreResult<(
     let context = Arc::clone(context);
     let workload = workload.clone();
     tokio::spawn(async move {
+        // Released however the task ends, a panic included.
+        let _claim = Claim {
+            context: Arc::clone(&context),
+            key,
+        };
         let outcome = build(&context, &workload).await;
         let store = &context.store;
         let recorded = match outcome {
@@ -108,10 +135,26 @@ pub async fn start(context: &Arc<Context>, workload: &Workload) -> StoreResult<(
         if let Err(error) = recorded {
             tracing::error!(%error, release = %workload.release_id, "could not record a build outcome");
         }
-        context.release(&key);
-        context.nudge();
     });
     Ok(())
+}
+
+/// The claim a build task holds on its release while it runs.
+pub fn build_key(release: Uuid) -> String {
+    format!("build:{release}")
+}
+
+/// A claim released when dropped, and the loop nudged to look again.
+struct Claim {
+    context: Arc<Context>,
+    key: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.context.release(&self.key);
+        self.context.nudge();
+    }
 }
 
 /// Returns the built tree, the run command and how it was decided.
@@ -288,9 +331,13 @@ async fn run_build(
     }
 }
 
-/// A reason followed by the last lines of a log.
+/// A reason followed by the last lines of a log, each cut to [`REASON_LINE`]
+/// bytes so that one long line cannot push the others out of the report's limit.
 pub fn with_log(reason: &str, log_dir: &Path) -> String {
-    let lines = runtime::tail_exit_reason(log_dir, REASON_LINES);
+    let lines: Vec<_> = runtime::tail_exit_reason(log_dir, REASON_LINES)
+        .iter()
+        .map(|line| nanoscale_core::agent::clip(line, REASON_LINE).into_owned())
+        .collect();
     if lines.is_empty() {
         reason.to_owned()
     } else {

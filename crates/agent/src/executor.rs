@@ -228,6 +228,14 @@ fn observe(
 ) -> Observed {
     let builds: BTreeMap<Uuid, BuildState> = releases
         .values()
+        // A release recorded as building with no build task running (the task
+        // could not record its outcome) is left out, so the planner builds it
+        // again instead of waiting on it forever; `builder::start` checks the
+        // record once more before it does.
+        .filter(|release| {
+            release.state != ReleaseState::Building
+                || context.is_busy(&crate::builder::build_key(release.id))
+        })
         .map(|release| {
             let state = match release.state {
                 ReleaseState::Building => BuildState::Building,

@@ -158,6 +158,30 @@ pub struct CommitInfo {
 /// Longest author or message a report may carry, in bytes.
 pub const MAX_COMMIT_TEXT: usize = 1000;
 
+/// Longest event message a report may carry, in bytes.
+pub const MAX_EVENT_MESSAGE: usize = 8 * 1024;
+
+/// Longest release reason, convergence problem or firewall message, in bytes.
+pub const MAX_PROBLEM: usize = 4 * 1024;
+
+/// Longest event kind, in bytes.
+pub const MAX_EVENT_KIND: usize = 100;
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in `…` where
+/// something was cut.
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    const MARK: &str = "…";
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mark = if max >= MARK.len() { MARK } else { "" };
+    let mut end = max - mark.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}{mark}", &text[..end]))
+}
+
 /// A transition the agent observed, recorded in its outbox until acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -204,6 +228,38 @@ pub struct AgentReport {
     /// manage none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall: Option<crate::firewall::FirewallState>,
+}
+
+impl AgentReport {
+    /// Cuts every free text to the size the control plane takes. A report it
+    /// refuses is sent again and again, holding every event behind it, so the
+    /// agent never sends one that is too long (an app's output ends up in
+    /// release reasons and events, at any length).
+    pub fn clip_texts(&mut self) {
+        fn cut(text: &mut String, max: usize) {
+            if let std::borrow::Cow::Owned(clipped) = clip(text, max) {
+                *text = clipped;
+            }
+        }
+        for problem in &mut self.problems {
+            cut(problem, MAX_PROBLEM);
+        }
+        for release in &mut self.releases {
+            if let Some(reason) = &mut release.reason {
+                cut(reason, MAX_PROBLEM);
+            }
+            if let Some(info) = &mut release.commit_info {
+                cut(&mut info.author, MAX_COMMIT_TEXT);
+                cut(&mut info.message, MAX_COMMIT_TEXT);
+            }
+        }
+        for event in &mut self.events {
+            cut(&mut event.message, MAX_EVENT_MESSAGE);
+        }
+        if let Some(message) = self.firewall.as_mut().and_then(|f| f.message.as_mut()) {
+            cut(message, MAX_PROBLEM);
+        }
+    }
 }
 
 /// The control plane's answer to a report.
@@ -256,4 +312,64 @@ pub fn is_instance_id(value: &str) -> bool {
 pub struct LogRequestsQuery {
     /// Longest wait in seconds for a request to come (at most 60).
     pub wait_secs: Option<u64>,
+}
+
+#[cfg(test)]
+mod clip_tests {
+    use super::*;
+
+    #[test]
+    fn clips_on_a_character_boundary_and_marks_the_cut() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("abcdefghij", 10), "abcdefghij");
+        let cut = clip("ééééé", 6);
+        assert!(cut.len() <= 6, "{cut}");
+        assert_eq!(cut, "é…");
+        // No room for the mark: just cut.
+        assert_eq!(clip("xyz", 2), "xy");
+    }
+
+    #[test]
+    fn a_report_with_an_apps_long_output_fits_every_limit() {
+        let long = "x".repeat(100_000);
+        let mut report = AgentReport {
+            target_version: 1,
+            applied_version: 1,
+            convergence: Convergence::Degraded,
+            problems: vec![long.clone()],
+            instances: Vec::new(),
+            releases: vec![ReleaseReport {
+                release_id: Uuid::nil(),
+                status: ReleaseStatus::Failed,
+                reason: Some(long.clone()),
+                commit_info: Some(CommitInfo {
+                    author: long.clone(),
+                    message: "é".repeat(5_000),
+                }),
+            }],
+            events: vec![AgentEvent {
+                id: Uuid::nil(),
+                time: Utc::now(),
+                kind: "build.failed".into(),
+                severity: "error".into(),
+                message: long.clone(),
+                service_id: None,
+                release_id: None,
+            }],
+            usage: None,
+            traffic: Vec::new(),
+            firewall: None,
+        };
+        report.clip_texts();
+        assert!(report.problems[0].len() <= MAX_PROBLEM);
+        assert!(report.problems[0].ends_with('…'));
+        let release = &report.releases[0];
+        assert!(release
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.len() <= MAX_PROBLEM));
+        let info = release.commit_info.as_ref().expect("info");
+        assert!(info.author.len() <= MAX_COMMIT_TEXT && info.message.len() <= MAX_COMMIT_TEXT);
+        assert!(report.events[0].message.len() <= MAX_EVENT_MESSAGE);
+    }
 }

@@ -392,11 +392,30 @@ async fn bad_inputs_get_clear_4xx_and_never_5xx() {
     let path = services.clone();
     let url = server.url.clone();
     let token = admin.clone();
-    let reply = tokio::task::spawn_blocking(move || oversized_request(&url, &path, &token))
-        .await
-        .expect("task");
+    let (reply, _) =
+        tokio::task::spawn_blocking(move || oversized_request(&url, &path, &token, 64 * 1024))
+            .await
+            .expect("task");
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     assert!(reply.contains("\"payload_too_large\""), "{reply}");
+    // Sent whole, again and again: never a reset instead of the 413, and the
+    // connection stays usable.
+    let (path, url, token) = (services.clone(), server.url.clone(), admin.clone());
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        for round in 0..10 {
+            let (reply, mut stream) = oversized_request(&url, &path, &token, 2 * 1024 * 1024);
+            assert!(reply.starts_with("HTTP/1.1 413"), "round {round}: {reply}");
+            stream
+                .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .expect("second request");
+            let mut next = String::new();
+            stream.read_to_string(&mut next).expect("second answer");
+            assert!(next.starts_with("HTTP/1.1 200"), "round {round}: {next}");
+        }
+    })
+    .await
+    .expect("task");
 
     // Nothing above was created.
     let listed = server.get(&services, &admin).await;
@@ -1117,8 +1136,14 @@ async fn me_names_the_token_and_login_failures_say_why() {
     assert_eq!(body["error"]["code"], "unauthorized");
 }
 
-/// Declares a 2 MiB JSON body, sends 64 KiB of it, and returns the raw answer.
-fn oversized_request(url: &str, path: &str, token: &str) -> String {
+/// Declares a 2 MiB JSON body, sends `sent` bytes of it, and returns the raw
+/// answer and the connection.
+fn oversized_request(
+    url: &str,
+    path: &str,
+    token: &str,
+    sent: usize,
+) -> (String, std::net::TcpStream) {
     use std::io::{Read, Write};
     let address = url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).expect("connect");
@@ -1131,10 +1156,14 @@ fn oversized_request(url: &str, path: &str, token: &str) -> String {
         2 * 1024 * 1024
     );
     stream.write_all(head.as_bytes()).expect("head");
-    let _ = stream.write_all(&[b' '; 64 * 1024]);
+    // A client that writes its whole body before reading (most do) must still get
+    // the answer, not a reset: the server reads on after refusing.
+    stream
+        .write_all(&vec![b' '; sent])
+        .expect("the server reads the refused body");
     let mut reply = vec![0u8; 4096];
     let read = stream.read(&mut reply).expect("read reply");
-    String::from_utf8_lossy(&reply[..read]).into_owned()
+    (String::from_utf8_lossy(&reply[..read]).into_owned(), stream)
 }
 
 #[test]

@@ -380,6 +380,11 @@ async fn releases_that_fail_to_build_start_or_become_healthy_never_replace_the_l
         let failed = app.wait_release(number, "failed").await;
         let reason = failed["reason"].as_str().unwrap_or_default();
         assert!(reason.contains(expected), "release {number}: {reason}");
+        assert!(
+            reason.len() <= nanoscale_core::agent::MAX_PROBLEM,
+            "release {number}: {} bytes",
+            reason.len()
+        );
         if index == 1 {
             let build = server
                 .get(

@@ -551,8 +551,9 @@ async fn attack_body(
     let mut body = targets.body(name).expect("recipe");
     body["padding"] = json!("P".repeat(2 * 1024 * 1024));
     let bytes = serde_json::to_vec(&body).expect("json");
-    // On a connection of its own: the server answers from the declared length
-    // and closes it without reading the body.
+    // On a connection of its own. The server answers from the declared length at
+    // once and reads the rest away, so the client, still writing, gets the 413
+    // and not a reset (the flake this once was).
     let once = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()

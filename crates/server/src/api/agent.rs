@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nanoscale_core::agent::{
     AgentReport, DesiredStateQuery, LogAnswer, LogRequest, LogRequestsQuery, ReportAck,
-    MAX_COMMIT_TEXT, MAX_EVENTS_PER_REPORT, MAX_ITEMS_PER_REPORT, MAX_WAIT_SECS,
-    NODE_CREDENTIAL_PREFIX,
+    MAX_COMMIT_TEXT, MAX_EVENTS_PER_REPORT, MAX_EVENT_KIND, MAX_EVENT_MESSAGE,
+    MAX_ITEMS_PER_REPORT, MAX_PROBLEM, MAX_WAIT_SECS, NODE_CREDENTIAL_PREFIX,
 };
 use nanoscale_core::api::Node;
 use nanoscale_core::desired::DesiredDocument;
@@ -26,10 +26,6 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::auth::{bearer_token, hash_secret};
 use crate::state::AppState;
-
-const MAX_EVENT_KIND: usize = 100;
-const MAX_EVENT_MESSAGE: usize = 8 * 1024;
-const MAX_PROBLEM: usize = 4 * 1024;
 
 /// The node whose credential authenticated the request.
 pub struct NodeIdentity(pub Node);

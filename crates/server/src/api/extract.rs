@@ -3,7 +3,6 @@
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -11,6 +10,70 @@ use super::error::ApiError;
 
 /// Largest request body the API accepts.
 pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// The most of a too-large body that is read and thrown away after the 413. A
+/// server that closes with unread bytes in its socket makes the kernel send a
+/// reset, and a client still writing its body may lose the answer to it (nginx's
+/// "lingering close" reads on for the same reason). Past this, the refusal is
+/// immediate and such a client sees a reset.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// The longest a refused body is read for.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The body, at most [`BODY_LIMIT`] bytes. A body declared or found to be larger is
+/// refused with 413 at once, while a task reads the rest of it (up to
+/// [`DRAIN_LIMIT`] and [`DRAIN_TIME`]) so that the client is listening when the
+/// answer comes and the connection can be kept.
+async fn read_body(request: Request) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let mut body = request.into_body();
+    if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
+        return Err(refuse_too_large(body, 0, declared));
+    }
+    let mut kept = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::BadRequest {
+            message: "could not read the request body".into(),
+            field: None,
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if kept.len() + data.len() > BODY_LIMIT {
+            return Err(refuse_too_large(body, kept.len() + data.len(), None));
+        }
+        kept.extend_from_slice(&data);
+    }
+    Ok(kept.freeze())
+}
+
+/// The 413 for a body of which `read` bytes have been read, with the rest read
+/// and dropped in the background where it is not declared past [`DRAIN_LIMIT`].
+fn refuse_too_large(body: axum::body::Body, read: usize, declared: Option<u64>) -> ApiError {
+    use http_body_util::BodyExt;
+    if declared.is_none_or(|length| length <= DRAIN_LIMIT) {
+        tokio::spawn(async move {
+            let mut body = body;
+            let mut read = read as u64;
+            let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+            while read <= DRAIN_LIMIT {
+                match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Ok(Some(Ok(frame))) => {
+                        read += frame.data_ref().map_or(0, |data| data.len() as u64);
+                    }
+                    _ => break,
+                }
+            }
+        });
+    }
+    ApiError::PayloadTooLarge(BODY_LIMIT)
+}
 
 /// A JSON body: 415 without a JSON content type, 413 over [`BODY_LIMIT`], 400 on
 /// malformed JSON or invalid UTF-8, 422 naming the field on wrong types, missing
@@ -20,7 +83,7 @@ pub struct ApiJson<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let is_json = request
             .headers()
             .get(CONTENT_TYPE)
@@ -34,27 +97,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        // Refuse from the declared length, before reading a byte of the body.
-        let declared = request
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
-            return Err(ApiError::PayloadTooLarge(BODY_LIMIT));
-        }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(BODY_LIMIT)
-                } else {
-                    ApiError::BadRequest {
-                        message: "could not read the request body".into(),
-                        field: None,
-                    }
-                }
-            })?;
+        let bytes = read_body(request).await?;
         parse_json(&bytes).map(ApiJson)
     }
 }
