@@ -564,6 +564,8 @@ async function main() {
       await page.goto(`/services/${service.id}`);
       await heading("markup").waitFor();
       await page.getByTestId("release-1").getByText("failed", { exact: true }).waitFor({ timeout: 120_000 });
+      // The deploy target, but it never served: not "current".
+      if ((await page.getByTestId("release-1").getByText("current", { exact: true }).count()) > 0) fail("a failed release is marked current");
       const log = page.getByTestId("build-log");
       await waitFor("markup in the build log", async () => ((await log.textContent()) ?? "").includes("<script>window.__pwned=3</script>"), 60_000);
       await page.getByText(marks[2], { exact: true }).first().waitFor();

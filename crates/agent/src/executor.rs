@@ -433,12 +433,13 @@ async fn execute(
     Ok(())
 }
 
-/// Keeps the built trees of the newest `keep_releases` retired releases of each
-/// service; older ones (that no instance runs and the document does not want)
+/// Keeps the built trees and build logs of the newest `keep_releases` retired and
+/// as many failed releases of each service, besides those the document wants;
+/// older ones (that no instance runs)
 /// are deleted and forgotten, so a small server's disk does not fill with old
 /// builds. A rollback to a forgotten release builds it again. A tree a kept
 /// release shares (a reused build) stays.
-async fn prune_retired(
+async fn prune_old_releases(
     context: &Arc<Context>,
     document: &DesiredDocument,
     instances: &[InstanceRecord],
@@ -451,10 +452,17 @@ async fn prune_retired(
         .iter()
         .map(|w| w.release_id)
         .collect();
-    let mut by_service: BTreeMap<&str, Vec<&ReleaseRecord>> = BTreeMap::new();
-    for release in releases.iter().filter(|r| r.state == ReleaseState::Retired) {
+    // Retired and failed ones are counted apart: failing deploys do not push out
+    // the last good releases a rollback wants.
+    let mut by_service: BTreeMap<(&str, &str), Vec<&ReleaseRecord>> = BTreeMap::new();
+    // Failed releases go the same way (a service that fails again and again must
+    // not fill the disk either); the document's own target never does, or it
+    // would be built again.
+    for release in releases.iter().filter(|r| {
+        matches!(r.state, ReleaseState::Retired | ReleaseState::Failed) && !wanted.contains(&r.id)
+    }) {
         by_service
-            .entry(&release.service)
+            .entry((&release.service, release.state.as_str()))
             .or_default()
             .push(release);
     }
@@ -465,18 +473,22 @@ async fn prune_retired(
             retired
                 .iter()
                 .skip(context.config.keep_releases)
-                .filter(|old| {
-                    !wanted.contains(&old.id) && !instances.iter().any(|i| i.release_id == old.id)
-                }),
+                .filter(|old| !instances.iter().any(|i| i.release_id == old.id)),
         );
     }
     let doomed_ids: HashSet<Uuid> = doomed.iter().map(|r| r.id).collect();
     for old in doomed {
-        let shared = old.dir.is_some()
-            && releases
+        // A failed build recorded no tree, but may have left its own.
+        let tree = old.dir.clone().or_else(|| {
+            (old.state == ReleaseState::Failed)
+                .then(|| crate::builder::release_dir(context, &old.service, old.number))
+        });
+        let shared = tree.as_ref().is_some_and(|tree| {
+            releases
                 .iter()
-                .any(|other| !doomed_ids.contains(&other.id) && other.dir == old.dir);
-        if let Some(dir) = old.dir.as_ref().filter(|_| !shared) {
+                .any(|other| !doomed_ids.contains(&other.id) && other.dir.as_ref() == Some(tree))
+        });
+        if let Some(dir) = tree.as_ref().filter(|_| !shared) {
             match tokio::fs::remove_dir_all(dir).await {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -484,6 +496,13 @@ async fn prune_retired(
                     tracing::warn!(%error, dir = %dir.display(), "removing an old release tree");
                     continue;
                 }
+            }
+        }
+        // Its build log goes with it.
+        let log = crate::builder::build_dir(context, &old.service, old.number);
+        if let Err(error) = tokio::fs::remove_dir_all(&log).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%error, dir = %log.display(), "removing an old build log");
             }
         }
         context.store.forget_build(old.id).await?;
@@ -547,7 +566,7 @@ async fn promote(
     }
     // Every round, not only at a promotion: the instances of a release just
     // retired are still stopping then, and its tree must wait for them.
-    prune_retired(context, document, &instances).await
+    prune_old_releases(context, document, &instances).await
 }
 
 async fn record_convergence(

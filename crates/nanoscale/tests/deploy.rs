@@ -566,6 +566,7 @@ async fn old_release_trees_are_removed_and_a_rollback_to_one_builds_it_again() {
         ("python-http", "v2"),
         ("python-http", "v3"),
         ("python-http", "v4"),
+        ("fail-build", "bad"),
     ]);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
@@ -586,7 +587,7 @@ async fn old_release_trees_are_removed_and_a_rollback_to_one_builds_it_again() {
     )
     .await;
     let mut numbers = Vec::new();
-    for commit in &commits {
+    for commit in &commits[..4] {
         let number = app.deploy(commit).await;
         app.wait_release(number, "live").await;
         numbers.push(number);
@@ -628,4 +629,34 @@ async fn old_release_trees_are_removed_and_a_rollback_to_one_builds_it_again() {
         .expect("answers");
     assert!(body.contains("v1"), "{body}");
     assert!(trees().contains(&number.to_string()), "{:?}", trees());
+
+    // Failed releases are pruned too, counted apart from the retired ones, and
+    // their build logs go with them; the failing target itself stays.
+    let builds_dir = data.join("apps/keeper/builds");
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        let number = app.deploy(&commits[4]).await;
+        app.wait_release(number, "failed").await;
+        failed.push(number);
+    }
+    let gone = |number: i64| {
+        !releases_dir.join(number.to_string()).exists()
+            && !builds_dir.join(number.to_string()).exists()
+    };
+    wait_for("the oldest failed release's files removed", async || {
+        gone(failed[0]).then_some(())
+    })
+    .await;
+    assert!(
+        builds_dir.join(failed[2].to_string()).exists(),
+        "the target's build log stays"
+    );
+    assert!(
+        builds_dir.join(failed[1].to_string()).exists(),
+        "the newest other failure stays"
+    );
+    // The live rollback and the release it retired are untouched.
+    assert!(trees().contains(&number.to_string()), "{:?}", trees());
+    assert!(trees().contains(&numbers[3].to_string()), "{:?}", trees());
+    assert_eq!(app.release(number).await["status"], "live");
 }

@@ -172,7 +172,12 @@ function ReleaseTable(props: {
                 <th scope="row">{r.number}</th>
                 <td>
                   <StatusBadge status={r.status} />
-                  {isCurrent ? <span className="badge badge-current">current</span> : null}
+                  {/* The deploy target is "current" once it serves; one that failed is not (the
+                      release before it, if any, still serves and says live). */}
+                  {isCurrent && r.status === "live" ? <span className="badge badge-current">current</span> : null}
+                  {isCurrent && (r.status === "queued" || r.status === "building" || r.status === "starting") ? (
+                    <span className="badge badge-target">target</span>
+                  ) : null}
                   {r.reason ? <span className="muted"> {r.reason}</span> : null}
                 </td>
                 <td>
