@@ -110,6 +110,11 @@ if [ "$UNINSTALL" -eq 1 ]; then
                 '{"op":"apply_firewall","plan":{"mode":"A","open_tcp_ports":[],"ssh_from":[]}}' >/dev/null \
                 && say "removed NanoScale's firewall table (inet nanoscale)"
         fi
+        # A swap file the agent made is on until switched off (rm cannot free it).
+        if [ -e "$DATA_DIR/agent/swapfile" ]; then
+            "$BIN" helper --data-dir "$DATA_DIR" '{"op":"remove_swap"}' >/dev/null \
+                && say "switched off and removed this node's swap file"
+        fi
         # Only the host's own node removes ns-* users: nodes made with --data-dir
         # may share this host (and its users) with others.
         if [ "$OWN_USER" -eq 1 ] && [ -d "$DATA_DIR/apps" ]; then

@@ -39,6 +39,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     let renewer = tokio::spawn(renew_loop(control_plane.clone()));
     let context = Arc::new(Context::new(config, store));
     restore(&context).await?;
+    // A low-memory host hears about it (or gets its swap file) at once, not only
+    // at its first build.
+    tokio::spawn({
+        let context = Arc::clone(&context);
+        async move { crate::low_memory::ensure(&context).await }
+    });
 
     let (fatal_tx, mut fatal) = tokio::sync::mpsc::channel::<anyhow::Error>(2);
     let fetcher = tokio::spawn(fetch_loop(

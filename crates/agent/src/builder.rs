@@ -194,6 +194,7 @@ async fn build(
     let plan = detect(&dir, spec.build.as_deref(), spec.run.as_deref(), &tools)
         .map_err(|error| error.to_string())?;
     if let Some(command) = &plan.build {
+        crate::low_memory::ensure(context).await;
         run_build(context, workload, &dir, command).await?;
     }
     let run = match plan.run {

@@ -61,6 +61,11 @@ pub struct AgentConfig {
     /// one is instant); older trees are deleted, and a rollback to one builds it
     /// again.
     pub keep_releases: usize,
+    /// Make a swap file of this many MiB before building when the host has less
+    /// RAM than `swap_below_mib` and no swap (`low_memory.rs`); `None` only warns.
+    pub swap_file_mib: Option<u64>,
+    /// RAM in MiB under which a host without swap counts as low on memory.
+    pub swap_below_mib: u64,
 }
 
 impl AgentConfig {
@@ -94,6 +99,8 @@ impl AgentConfig {
             firewall_open_ports: Vec::new(),
             firewall_confirm: Duration::from_secs(60),
             keep_releases: 3,
+            swap_file_mib: None,
+            swap_below_mib: 2048,
         }
     }
 }
@@ -147,6 +154,9 @@ pub struct Context {
     /// When the control plane last accepted a report (UTC ms): a firewall change
     /// is kept only if this moves on after it.
     pub last_contact_ms: std::sync::atomic::AtomicI64,
+    /// Set once the host's memory was checked (and the swap file made, where
+    /// enabled) in this agent run.
+    pub memory_checked: tokio::sync::OnceCell<()>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +186,7 @@ impl Context {
             commits: Mutex::new(HashMap::new()),
             firewall: Mutex::new(Default::default()),
             last_contact_ms: std::sync::atomic::AtomicI64::new(0),
+            memory_checked: tokio::sync::OnceCell::new(),
         }
     }
 

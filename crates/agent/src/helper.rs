@@ -11,14 +11,15 @@
 //! | `remove_app_user {service}` | `userdel` of it | a DNS label |
 //! | `own_app_dir {service, dir}` | the tree to `ns-<service>`, 0700, links not followed | exactly `<apps>/<service>/releases/<n>` or `<apps>/<service>/home`, no `..`, no symlink on the way, a directory |
 //! | `apply_firewall {plan}` | NanoScale's nft table, from the plan (the helper writes the script itself: no script crosses the boundary) | `FirewallPlan::script` (networks parse, ports are numbers) |
+//! | `create_swap {size_mib}` | `<state>/swapfile`: zeros, 0600, mkswap, swapon (nothing when it is on already) | 16 MiB to 64 GiB, and 512 MiB of disk left beside it; the path is the helper's own |
+//! | `remove_swap {}` | swapoff and delete it | a plain file, not a link |
 //!
 //! Executables are called by absolute path and never through a shell
 //! (`nanoscale-process`). Anything else (another operation, an unknown field, a
 //! path elsewhere) is refused with the reason and changes nothing.
 //!
 //! Not yet on the list (the agent still does them as root itself): starting a
-//! shim (which enters the sandbox and drops to the app's user), systemd units,
-//! swap files.
+//! shim (which enters the sandbox and drops to the app's user), systemd units.
 use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{user_name, AppUser};
 
+mod swap;
+
 /// One privileged operation, as the agent asks for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -37,6 +40,8 @@ pub enum Operation {
     RemoveAppUser { service: String },
     OwnAppDir { service: String, dir: PathBuf },
     ApplyFirewall { plan: FirewallPlan },
+    CreateSwap { size_mib: u64 },
+    RemoveSwap {},
 }
 
 impl Operation {
@@ -66,6 +71,12 @@ pub enum Answer {
     /// table) or `ufw` (where ufw is active: NanoScale's rules among its own).
     Firewall {
         backend: String,
+    },
+    /// The swap file is on (`created` is false when it already was).
+    Swap {
+        path: PathBuf,
+        size_mib: u64,
+        created: bool,
     },
     Done,
 }
@@ -114,6 +125,8 @@ impl Helper {
                 self.check_app_dir(service, dir)
             }
             Operation::ApplyFirewall { plan } => plan.script().map(|_| ()),
+            Operation::CreateSwap { size_mib } => swap::check_size(*size_mib),
+            Operation::RemoveSwap {} => Ok(()),
         }
     }
 
@@ -152,6 +165,15 @@ impl Helper {
                     backend: backend.into(),
                 })
             }
+            Operation::CreateSwap { size_mib } => {
+                let created = swap::create(&self.state_dir, *size_mib).await?;
+                Ok(Answer::Swap {
+                    path: swap::path(&self.state_dir),
+                    size_mib: *size_mib,
+                    created,
+                })
+            }
+            Operation::RemoveSwap {} => swap::remove(&self.state_dir).await.map(|()| Answer::Done),
         }
     }
 
@@ -578,8 +600,24 @@ mod tests {
             r#"{"op":"apply_firewall","script":"flush ruleset"}"#,
             r#"{"service":"web"}"#,
             r#"["create_app_user","web"]"#,
+            // The swap file's place is the helper's, never the caller's.
+            r#"{"op":"create_swap","size_mib":64,"path":"/etc/passwd"}"#,
+            r#"{"op":"create_swap","size_mib":-1}"#,
+            r#"{"op":"remove_swap","path":"/swapfile"}"#,
         ] {
             assert!(Operation::parse(refused).is_err(), "{refused}");
+        }
+        assert_eq!(
+            Operation::parse(r#"{"op":"create_swap","size_mib":512}"#),
+            Ok(Operation::CreateSwap { size_mib: 512 })
+        );
+        let (_dir, helper) = node();
+        for size_mib in [0, 15, 64 * 1024 + 1, u64::MAX] {
+            let refused = helper.check(&Operation::CreateSwap { size_mib });
+            assert!(
+                refused.is_err_and(|why| why.contains("size_mib")),
+                "{size_mib}"
+            );
         }
     }
 

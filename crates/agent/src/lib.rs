@@ -1,5 +1,6 @@
-//! NanoScale node agent. Today: the pure reconciliation planner. The executor that
-//! fetches, builds, supervises and health-checks (issue 3) will run its actions.
+//! NanoScale node agent: it fetches the node's desired-state document, and its
+//! executor runs what the pure planner decides (fetch, build, start, stop,
+//! health-check, route, firewall), then reports. `docs/ARCHITECTURE.md` has the map.
 //!
 //! Architecture invariant: planning does no I/O; the executor does no deciding.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod executor;
 pub mod firewall;
 pub mod health;
 pub mod helper;
+pub mod low_memory;
 pub mod plan;
 pub mod protocol;
 pub mod runtime;

@@ -54,6 +54,16 @@ pub struct AgentArgs {
     #[arg(long, env = "NANOSCALE_KEEP_RELEASES", value_name = "N", default_value_t = 3,
         value_parser = clap::value_parser!(u32).range(0..=1000))]
     keep_releases: u32,
+    /// On a host with less RAM than --swap-below-mib and no swap, make a swap file
+    /// of this many MiB (`<data>/agent/swapfile`, through the privileged helper)
+    /// before building. Without it the agent only warns.
+    #[arg(long, env = "NANOSCALE_SWAP_FILE_MIB", value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(16..=65536))]
+    swap_file_mib: Option<u64>,
+    /// RAM in MiB under which a host without swap counts as low on memory.
+    #[arg(long, env = "NANOSCALE_SWAP_BELOW_MIB", value_name = "MIB", default_value_t = 2048,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    swap_below_mib: u64,
     /// text or json (as `up`'s log format).
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: String,
@@ -81,6 +91,8 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     config.firewall_open_ports = args.firewall_open_ports;
     config.firewall_confirm = std::time::Duration::from_secs(args.firewall_confirm_secs);
     config.keep_releases = args.keep_releases as usize;
+    config.swap_file_mib = args.swap_file_mib;
+    config.swap_below_mib = args.swap_below_mib;
     match std::env::current_exe() {
         Ok(exe) => {
             config.shim_program = exe.clone();

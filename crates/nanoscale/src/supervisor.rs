@@ -82,6 +82,8 @@ impl AgentSupervisor {
             "PATH",
             "NANOSCALE_FIREWALL_CONFIRM_SECS",
             "NANOSCALE_KEEP_RELEASES",
+            "NANOSCALE_SWAP_FILE_MIB",
+            "NANOSCALE_SWAP_BELOW_MIB",
         ]
         .iter()
         .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))

@@ -122,6 +122,13 @@ async fn deployable<'a>(server: &'a TestServer, token: &str, spec: Value) -> App
     }
 }
 
+/// `up` with its agent on `data`, the agent's environment given, and an admin token.
+async fn node_with_env(data: &Path, env: &[(&str, &str)]) -> (TestServer, String) {
+    let server = TestServer::start_with_agent_logging(data, env, std::process::Stdio::inherit());
+    let token = server.bootstrap().await;
+    (server, token)
+}
+
 async fn create_service(server: &TestServer, token: &str, spec: Value) -> String {
     let project = server
         .post("/api/v1/projects", token, json!({"name": "shop"}))
@@ -570,12 +577,7 @@ async fn old_release_trees_are_removed_and_a_rollback_to_one_builds_it_again() {
     ]);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let server = TestServer::start_with_agent_logging(
-        &data,
-        &[("NANOSCALE_KEEP_RELEASES", "1")],
-        std::process::Stdio::inherit(),
-    );
-    let token = server.bootstrap().await;
+    let (server, token) = node_with_env(&data, &[("NANOSCALE_KEEP_RELEASES", "1")]).await;
     let app = deployable(
         &server,
         &token,
@@ -659,4 +661,113 @@ async fn old_release_trees_are_removed_and_a_rollback_to_one_builds_it_again() {
     assert!(trees().contains(&number.to_string()), "{:?}", trees());
     assert!(trees().contains(&numbers[3].to_string()), "{:?}", trees());
     assert_eq!(app.release(number).await["status"], "live");
+}
+
+/// Switches the agent's swap file off however the test ends.
+struct SwapOff(std::path::PathBuf);
+
+impl Drop for SwapOff {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/swapoff").arg(&self.0).output();
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn a_low_memory_host_is_warned_or_given_a_swap_file_before_it_builds() {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let kib = |name: &str| -> u64 {
+        meminfo
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .expect("meminfo field")
+    };
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("swap: skipped: making a swap file needs root");
+        return;
+    }
+    if kib("SwapTotal:") > 0 {
+        eprintln!("swap: skipped: this host already swaps, so it never counts as low on memory");
+        return;
+    }
+    // This host has plenty of RAM: the threshold is put above it, so the agent
+    // sees it as a small server (the one knob an operator has for this).
+    let below = (kib("MemTotal:") / 1024 + 1).to_string();
+    let (_keep, repo, commits) = fixture_repo(&[("fail-build", "bad")]);
+
+    // Without a swap size: a warning naming the setting.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, token) = node_with_env(
+        &dir.path().join("data"),
+        &[("NANOSCALE_SWAP_BELOW_MIB", &below)],
+    )
+    .await;
+    let events = wait_for("the low-memory warning", async || {
+        let events = server
+            .get("/api/v1/events?kind=node.low_memory", &token)
+            .await;
+        (!events.as_array()?.is_empty()).then_some(events)
+    })
+    .await;
+    assert!(
+        events.to_string().contains("NANOSCALE_SWAP_FILE_MIB"),
+        "{events}"
+    );
+    assert!(!dir.path().join("data/agent/swapfile").exists());
+    drop(server);
+
+    // With one: the swap file is on before the first build starts.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let swapfile = data.join("agent/swapfile");
+    let _off = SwapOff(swapfile.clone());
+    let (server, token) = node_with_env(
+        &data,
+        &[
+            ("NANOSCALE_SWAP_BELOW_MIB", &below),
+            ("NANOSCALE_SWAP_FILE_MIB", "16"),
+        ],
+    )
+    .await;
+    let app = deployable(
+        &server,
+        &token,
+        json!({
+            "name": "small",
+            "source": {"git": format!("file://{}", repo.display()), "ref": commits[0]},
+        }),
+    )
+    .await;
+    let number = app.deploy(&commits[0]).await;
+    app.wait_release(number, "failed").await;
+    let made = server
+        .get("/api/v1/events?kind=node.swap_created", &token)
+        .await;
+    let made = made.as_array().expect("events").clone();
+    assert_eq!(made.len(), 1, "once per agent run: {made:?}");
+    let started = server
+        .get("/api/v1/events?kind=build.started", &token)
+        .await;
+    let at = |event: &Value| {
+        chrono::DateTime::parse_from_rfc3339(event["time"].as_str().unwrap_or_default())
+            .expect("an event time")
+    };
+    assert!(
+        at(&made[0]) <= at(&started[0]),
+        "made before the build: {made:?} {started}"
+    );
+    let swaps = std::fs::read_to_string("/proc/swaps").expect("swaps");
+    assert!(
+        swaps.contains(
+            &swapfile
+                .canonicalize()
+                .expect("swapfile")
+                .display()
+                .to_string()
+        ),
+        "{swaps}"
+    );
+    eprintln!("swap: warned without a size; made a 16 MiB swap file before building with one");
 }

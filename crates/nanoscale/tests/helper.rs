@@ -297,3 +297,97 @@ fn ufw_host_status() -> String {
         .expect("ufw");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Switches a swap file off however the test ends: a failed assertion must not
+/// leave the host swapping to a deleted temp file.
+struct SwapOff(std::path::PathBuf);
+
+impl Drop for SwapOff {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/swapoff").arg(&self.0).output();
+    }
+}
+
+fn swaps_list(file: &Path) -> bool {
+    std::fs::read_to_string("/proc/swaps")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some(&file.display().to_string()))
+}
+
+#[test]
+fn the_swap_file_is_made_switched_on_off_and_removed_in_its_own_place() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = temp.path().canonicalize().expect("canonical");
+    let state = data.join("agent");
+    std::fs::create_dir_all(data.join("apps")).expect("mkdir");
+    std::fs::create_dir_all(&state).expect("mkdir");
+    let file = state.join("swapfile");
+    for (what, operation) in [
+        ("too small", json!({"op": "create_swap", "size_mib": 1})),
+        (
+            "too large",
+            json!({"op": "create_swap", "size_mib": 1u64 << 40}),
+        ),
+        (
+            "a path of the caller's",
+            json!({"op": "create_swap", "size_mib": 16, "path": "/etc/shadow"}),
+        ),
+    ] {
+        let output = helper(&data, &operation.to_string());
+        assert_eq!(output.status.code(), Some(2), "{what}");
+    }
+    assert!(!file.exists(), "nothing made by a refusal");
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("swap: refusals checked; skipping swapon/swapoff: they need root");
+        return;
+    }
+    // A link planted where the swap file goes is neither followed nor removed.
+    let target = data.join("precious");
+    std::fs::write(&target, "keep me").expect("write");
+    std::os::unix::fs::symlink(&target, &file).expect("symlink");
+    let create = json!({"op": "create_swap", "size_mib": 16}).to_string();
+    let output = helper(&data, &create);
+    assert!(!output.status.success(), "a link in its place is refused");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("not a plain file"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep me");
+    std::fs::remove_file(&file).expect("unlink");
+    // A stale file (not on as swap) is replaced.
+    std::fs::write(&file, "stale").expect("write");
+
+    let _off = SwapOff(file.clone());
+    let output = helper(&data, &create);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("JSON answer");
+    assert_eq!(answer["swap"]["created"], true, "{answer}");
+    assert_eq!(answer["swap"]["path"], file.display().to_string());
+    assert!(
+        swaps_list(&file),
+        "on: {}",
+        std::fs::read_to_string("/proc/swaps").unwrap_or_default()
+    );
+    let meta = std::fs::metadata(&file).expect("stat");
+    assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (0, 0o600));
+    assert_eq!(meta.len(), 16 << 20);
+    // Again: already on, nothing done.
+    let again: Value = serde_json::from_slice(&helper(&data, &create).stdout).expect("JSON answer");
+    assert_eq!(again["swap"]["created"], false, "{again}");
+
+    let output = helper(&data, &json!({"op": "remove_swap"}).to_string());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!swaps_list(&file), "off");
+    assert!(!file.exists(), "deleted");
+    eprintln!("swap: a 16 MiB swap file made, switched on, off and removed");
+}

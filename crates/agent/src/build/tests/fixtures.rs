@@ -57,7 +57,10 @@ fn every_fixture_app_gets_its_intended_plan() {
         (
             "fail-build",
             (
-                Some("echo building; echo 'error: intentional build failure' >&2; exit 1"),
+                Some(
+                    "echo building; head -c 20000 /dev/zero | tr '\\0' x; echo; \
+                     echo 'error: intentional build failure' >&2; exit 1",
+                ),
                 command("python3 app.py"),
                 "nanoscale.toml",
             ),

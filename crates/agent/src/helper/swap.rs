@@ -1,0 +1,139 @@
+//! The node's swap file: `<state>/swapfile`, made and switched on for a low-memory
+//! host (`create_swap`), switched off and deleted again (`remove_swap`). The path
+//! is fixed by the helper; only the size crosses the boundary.
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::tool;
+
+/// Smallest and largest swap file the helper makes, in MiB.
+pub const MIN_MIB: u64 = 16;
+pub const MAX_MIB: u64 = 64 * 1024;
+
+/// Disk that must stay free beside the swap file, in MiB.
+const DISK_HEADROOM_MIB: u64 = 512;
+
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("swapfile")
+}
+
+pub fn check_size(size_mib: u64) -> Result<(), String> {
+    if (MIN_MIB..=MAX_MIB).contains(&size_mib) {
+        Ok(())
+    } else {
+        Err(format!(
+            "size_mib {size_mib}: a swap file is {MIN_MIB} to {MAX_MIB} MiB"
+        ))
+    }
+}
+
+/// Whether `file` is in use as swap (`/proc/swaps` names it).
+pub fn active(file: &Path) -> bool {
+    let Ok(swaps) = std::fs::read_to_string("/proc/swaps") else {
+        return false;
+    };
+    let wanted = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+    swaps
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        // /proc/swaps escapes spaces and the like as octal.
+        .any(|name| Path::new(&name.replace("\\040", " ")) == wanted)
+}
+
+/// Makes the file and switches it on; `Ok(false)` when it already was on.
+pub async fn create(state_dir: &Path, size_mib: u64) -> Result<bool, String> {
+    check_size(size_mib)?;
+    let file = path(state_dir);
+    if active(&file) {
+        return Ok(false);
+    }
+    remove_stale(&file)?;
+    let stat = nix::sys::statvfs::statvfs(state_dir)
+        .map_err(|error| format!("reading the free space of {}: {error}", state_dir.display()))?;
+    let free_mib =
+        (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64) >> 20;
+    if free_mib < size_mib + DISK_HEADROOM_MIB {
+        return Err(format!(
+            "{} has {free_mib} MiB free: not enough for a {size_mib} MiB swap file and \
+             {DISK_HEADROOM_MIB} MiB to spare",
+            state_dir.display()
+        ));
+    }
+    let made = fill(&file, size_mib).await;
+    let made = match made {
+        Ok(()) => switch_on(&file).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = made {
+        let _ = std::fs::remove_file(&file);
+        return Err(error);
+    }
+    Ok(true)
+}
+
+/// Switches the file off and deletes it; nothing to do when there is none.
+pub async fn remove(state_dir: &Path) -> Result<(), String> {
+    let file = path(state_dir);
+    if active(&file) {
+        let swapoff = sbin("swapoff")?;
+        tool(&swapoff, &[&file.display().to_string()], Vec::new()).await?;
+    }
+    remove_stale(&file)
+}
+
+/// A file at the path that is not on as swap: deleted, unless it is not a plain
+/// file (then something else put it there, and the helper leaves it alone).
+fn remove_stale(file: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(file) {
+        Ok(meta) if meta.file_type().is_file() => std::fs::remove_file(file)
+            .map_err(|error| format!("removing {}: {error}", file.display())),
+        Ok(_) => Err(format!(
+            "{} is not a plain file; remove it by hand",
+            file.display()
+        )),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(format!("reading {}: {error}", file.display())),
+    }
+}
+
+/// Writes `size_mib` MiB of zeros to a new 0600 file. Zeros rather than
+/// fallocate: swapon refuses files with holes or unwritten extents on some file
+/// systems.
+async fn fill(file: &Path, size_mib: u64) -> Result<(), String> {
+    let file = file.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let describe = |error: std::io::Error| format!("writing {}: {error}", file.display());
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&file)
+            .map_err(describe)?;
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..size_mib {
+            out.write_all(&chunk).map_err(describe)?;
+        }
+        out.sync_all().map_err(describe)
+    })
+    .await
+    .map_err(|error| format!("writing the swap file: {error}"))?
+}
+
+async fn switch_on(file: &Path) -> Result<(), String> {
+    let path = file.display().to_string();
+    tool(&sbin("mkswap")?, &[&path], Vec::new()).await?;
+    tool(&sbin("swapon")?, &[&path], Vec::new()).await?;
+    Ok(())
+}
+
+/// util-linux's tools, by absolute path.
+fn sbin(name: &str) -> Result<PathBuf, String> {
+    ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| path.exists())
+        .ok_or_else(|| format!("{name} is not installed (util-linux)"))
+}
