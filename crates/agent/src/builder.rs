@@ -299,14 +299,7 @@ async fn run_build(
         gid: confinement.gid,
         sandbox: confinement.sandbox,
     };
-    runtime::launch(
-        &context.config.shim_program,
-        &shim_args(context),
-        &dir,
-        &spec,
-    )
-    .await
-    .map_err(|error| error.to_string())?;
+    crate::sandbox::launch(&context.config, &workload.service, &dir, &spec).await?;
     let log = dir.join("log");
     match runtime::wait_for_exit(
         &dir,
@@ -344,15 +337,6 @@ pub fn with_log(reason: &str, log_dir: &Path) -> String {
     } else {
         format!("{reason}; last output:\n{}", lines.join("\n"))
     }
-}
-
-pub fn shim_args(context: &Context) -> Vec<&str> {
-    context
-        .config
-        .shim_args
-        .iter()
-        .map(String::as_str)
-        .collect()
 }
 
 /// The environment of builds and instances: the service's env, then what NanoScale

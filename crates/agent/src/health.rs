@@ -21,8 +21,8 @@ pub struct CommandPlace<'a> {
 }
 
 pub struct ShimPlace<'a> {
-    pub program: &'a Path,
-    pub args: &'a [&'a str],
+    pub config: &'a crate::context::AgentConfig,
+    pub service: &'a str,
     /// A directory of the check's own (emptied before each run).
     pub dir: PathBuf,
     /// Names the check's cgroup.
@@ -107,7 +107,7 @@ async fn run_in_shim(
         gid: shim.confinement.gid,
         sandbox: shim.confinement.sandbox.clone(),
     };
-    runtime::launch(shim.program, shim.args, &shim.dir, &spec)
+    crate::sandbox::launch(shim.config, shim.service, &shim.dir, &spec)
         .await
         .map_err(|error| format!("health command did not start: {error}"))?;
     let outcome = match runtime::wait_for_exit(&shim.dir, timeout, Duration::from_millis(20)).await

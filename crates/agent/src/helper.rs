@@ -11,6 +11,7 @@
 //! | `remove_app_user {service}` | `userdel` of it | a DNS label |
 //! | `own_app_dir {service, dir}` | the tree to `ns-<service>`, 0700, links not followed | exactly `<apps>/<service>/releases/<n>` or `<apps>/<service>/home`, no `..`, no symlink on the way, a directory |
 //! | `apply_firewall {plan}` | NanoScale's nft table, from the plan (the helper writes the script itself: no script crosses the boundary) | `FirewallPlan::script` (networks parse, ports are numbers) |
+//! | `start_shim {service, dir}` | starts the shim on the spec `runtime::prepare` wrote into `dir`; the shim enters the sandbox and drops to the app's user before anything of the app runs | `dir` is exactly `<apps>/<service>/instances/<id>[/health]` or `<apps>/<service>/builds/<n>` (no `..`, no symlink); the spec runs as `ns-<service>` (never root), in a release of that service, in exactly the sandbox `sandbox::spec` makes for it, logging into `dir/log` |
 //! | `create_swap {size_mib}` | `<state>/swapfile`: zeros, 0600, mkswap, swapon (nothing when it is on already) | 16 MiB to 64 GiB, and 512 MiB of disk left beside it; the path is the helper's own |
 //! | `remove_swap {}` | swapoff and delete it | a plain file, not a link |
 //!
@@ -18,8 +19,11 @@
 //! (`nanoscale-process`). Anything else (another operation, an unknown field, a
 //! path elsewhere) is refused with the reason and changes nothing.
 //!
-//! Not yet on the list (the agent still does them as root itself): starting a
-//! shim (which enters the sandbox and drops to the app's user), systemd units.
+//! Not yet on the list (the agent still does them as root itself): stopping a
+//! shim (a signal to the pid its directory names), systemd units. An agent that
+//! is not root yet would also own `dir`, and could swap `shim.json` between the
+//! check and the shim's read: the spec must then reach the shim through the
+//! helper (a pipe), not the file.
 use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +44,7 @@ pub enum Operation {
     RemoveAppUser { service: String },
     OwnAppDir { service: String, dir: PathBuf },
     ApplyFirewall { plan: FirewallPlan },
+    StartShim { service: String, dir: PathBuf },
     CreateSwap { size_mib: u64 },
     RemoveSwap {},
 }
@@ -72,6 +77,10 @@ pub enum Answer {
     Firewall {
         backend: String,
     },
+    /// The shim and the app it started.
+    Shim {
+        launched: crate::runtime::Launched,
+    },
     /// The swap file is on (`created` is false when it already was).
     Swap {
         path: PathBuf,
@@ -90,6 +99,11 @@ pub struct Helper {
     apps_dir_given: PathBuf,
     /// `<data>/agent`, where the firewall script is written.
     state_dir: PathBuf,
+    /// What every app's sandbox hides: the data dir, the agent's and the proxy's.
+    private: Vec<PathBuf>,
+    /// The shim: this program and its `shim` verb.
+    shim_program: PathBuf,
+    shim_args: Vec<String>,
 }
 
 impl Helper {
@@ -100,10 +114,19 @@ impl Helper {
         let apps_dir = apps_dir
             .canonicalize()
             .map_err(|error| format!("the apps directory {}: {error}", apps_dir.display()))?;
+        let data = apps_dir_given
+            .parent()
+            .unwrap_or(&apps_dir_given)
+            .to_path_buf();
+        let private = vec![data.clone(), state_dir.to_path_buf(), data.join("proxy")];
         Ok(Helper {
             apps_dir,
             apps_dir_given,
             state_dir: state_dir.to_path_buf(),
+            private,
+            shim_program: std::env::current_exe()
+                .unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+            shim_args: vec!["shim".to_owned()],
         })
     }
 
@@ -111,7 +134,11 @@ impl Helper {
     pub fn for_agent(config: &crate::context::AgentConfig) -> Result<Helper, String> {
         std::fs::create_dir_all(&config.apps_dir)
             .map_err(|error| format!("creating {}: {error}", config.apps_dir.display()))?;
-        Helper::new(&config.apps_dir, &config.state_dir)
+        let mut helper = Helper::new(&config.apps_dir, &config.state_dir)?;
+        helper.private = config.private_dirs();
+        helper.shim_program = config.shim_program.clone();
+        helper.shim_args = config.shim_args.clone();
+        Ok(helper)
     }
 
     /// Whether `operation` is allowed, without doing it.
@@ -122,7 +149,13 @@ impl Helper {
             }
             Operation::OwnAppDir { service, dir } => {
                 check_service(service)?;
-                self.check_app_dir(service, dir)
+                self.check_app_dir(service, dir, Shape::Owned)
+            }
+            Operation::StartShim { service, dir } => {
+                check_service(service)?;
+                self.check_app_dir(service, dir, Shape::Shim)?;
+                let spec = crate::runtime::read_spec(dir).map_err(|error| error.to_string())?;
+                self.check_confinement(service, dir, &spec)
             }
             Operation::ApplyFirewall { plan } => plan.script().map(|_| ()),
             Operation::CreateSwap { size_mib } => swap::check_size(*size_mib),
@@ -165,6 +198,13 @@ impl Helper {
                     backend: backend.into(),
                 })
             }
+            Operation::StartShim { dir, .. } => {
+                let args: Vec<&str> = self.shim_args.iter().map(String::as_str).collect();
+                crate::runtime::start_prepared(&self.shim_program, &args, dir)
+                    .await
+                    .map(|launched| Answer::Shim { launched })
+                    .map_err(|error| error.to_string())
+            }
             Operation::CreateSwap { size_mib } => {
                 let created = swap::create(&self.state_dir, *size_mib).await?;
                 Ok(Answer::Swap {
@@ -181,7 +221,7 @@ impl Helper {
     /// as written (absolute, nothing like `..`), and no part of it under the
     /// apps directory may be a symlink: lchown does not follow the last one, and
     /// none before it may lead elsewhere.
-    fn check_app_dir(&self, service: &str, dir: &Path) -> Result<(), String> {
+    fn check_app_dir(&self, service: &str, dir: &Path, shape: Shape) -> Result<(), String> {
         let refuse = |why: &str| Err(format!("{}: {why}", dir.display()));
         if !dir.is_absolute() {
             return refuse("must be an absolute path");
@@ -203,20 +243,22 @@ impl Helper {
             .components()
             .map(|c| c.as_os_str().to_str().unwrap_or("\u{0}"))
             .collect();
-        let shaped = match parts.as_slice() {
-            [owner, "home"] => *owner == service,
-            [owner, "releases", number] => {
-                *owner == service
-                    && !number.is_empty()
-                    && number.len() <= 12
-                    && number.bytes().all(|b| b.is_ascii_digit())
+        let number =
+            |n: &str| !n.is_empty() && n.len() <= 12 && n.bytes().all(|b| b.is_ascii_digit());
+        let shaped = match (shape, parts.as_slice()) {
+            (Shape::Owned, [owner, "home"]) => *owner == service,
+            (Shape::Owned, [owner, "releases", n]) => *owner == service && number(n),
+            (Shape::Shim, [owner, "builds", n]) => *owner == service && number(n),
+            (Shape::Shim, [owner, "instances", id])
+            | (Shape::Shim, [owner, "instances", id, "health"]) => {
+                *owner == service && crate::runtime::valid_id(id)
             }
             _ => false,
         };
         if !shaped {
             return refuse(&format!(
-                "is not {0}/{service}/home or {0}/{service}/releases/<n>",
-                self.apps_dir.display()
+                "is not {}",
+                shape.describe(&self.apps_dir, service)
             ));
         }
         let mut walked = self.apps_dir.clone();
@@ -232,6 +274,80 @@ impl Helper {
             }
         }
         Ok(())
+    }
+}
+
+impl Helper {
+    /// A shim's spec must confine the app exactly as the agent's own sandboxing
+    /// does: as the service's user, in one of its releases, in the sandbox made
+    /// for that release, with its log in `dir`. Nothing else is started as root.
+    fn check_confinement(
+        &self,
+        service: &str,
+        dir: &Path,
+        spec: &crate::runtime::ShimSpec,
+    ) -> Result<(), String> {
+        let refuse = |why: String| Err(format!("shim spec in {}: {why}", dir.display()));
+        let name = user_name(service);
+        let Some(user) = lookup(&name)? else {
+            return refuse(format!("{name} does not exist yet"));
+        };
+        if spec.uid != Some(user.uid) || spec.gid != Some(user.gid) {
+            return refuse(format!(
+                "must run as {name} ({}:{}), not {:?}:{:?}",
+                user.uid, user.gid, spec.uid, spec.gid
+            ));
+        }
+        let in_a_release = spec
+            .cwd
+            .parent()
+            .is_some_and(|parent| parent == self.apps_dir_given.join(service).join("releases"));
+        if !in_a_release {
+            return refuse(format!(
+                "must run in a release of {service}, not {}",
+                spec.cwd.display()
+            ));
+        }
+        self.check_app_dir(service, &spec.cwd, Shape::Owned)?;
+        let home = self.apps_dir_given.join(service).join("home");
+        let expected = crate::sandbox::spec(&self.private, vec![spec.cwd.clone(), home]);
+        if spec.sandbox.as_ref() != Some(&expected) {
+            return refuse("its sandbox must be the one made for the app".into());
+        }
+        // `<dir>/log`, the directory as given or resolved (the log may not exist yet).
+        let canonical = |path: &Path| path.canonicalize().ok();
+        let in_dir = spec.log_dir.file_name() == Some(std::ffi::OsStr::new("log"))
+            && canonical(dir).is_some()
+            && spec.log_dir.parent().and_then(canonical) == canonical(dir);
+        if !in_dir {
+            return refuse(format!(
+                "must log into {}/log, not {}",
+                dir.display(),
+                spec.log_dir.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The directories an operation may name.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// What an app may own: its home and its releases.
+    Owned,
+    /// Where a shim runs: an instance, its health check, a build.
+    Shim,
+}
+
+impl Shape {
+    fn describe(self, apps: &Path, service: &str) -> String {
+        let apps = apps.display();
+        match self {
+            Shape::Owned => format!("{apps}/{service}/home or {apps}/{service}/releases/<n>"),
+            Shape::Shim => {
+                format!("{apps}/{service}/instances/<id>[/health] or {apps}/{service}/builds/<n>")
+            }
+        }
     }
 }
 

@@ -100,6 +100,36 @@ pub async fn confine(
     })
 }
 
+/// Starts `spec` under a shim in `dir`. On a node that sandboxes apps the
+/// privileged helper starts it (`start_shim`), after checking that the spec
+/// confines the app as [`confine`] does; otherwise the agent starts it itself.
+pub async fn launch(
+    config: &crate::context::AgentConfig,
+    service: &str,
+    dir: &Path,
+    spec: &crate::runtime::ShimSpec,
+) -> Result<crate::runtime::Launched, String> {
+    let args: Vec<&str> = config.shim_args.iter().map(String::as_str).collect();
+    if !config.sandbox {
+        return crate::runtime::launch(&config.shim_program, &args, dir, spec)
+            .await
+            .map_err(|error| error.to_string());
+    }
+    let prepared = crate::runtime::prepare(dir, spec)
+        .await
+        .map_err(|error| error.to_string())?;
+    let started = Helper::for_agent(config)?
+        .run(&Operation::StartShim {
+            service: service.to_owned(),
+            dir: prepared,
+        })
+        .await?;
+    match started {
+        Answer::Shim { launched } => Ok(launched),
+        other => Err(format!("the helper started no shim: {other:?}")),
+    }
+}
+
 /// The sandbox of an app whose writable directories are `writable`, on a node whose
 /// NanoScale state lives in `private` (the data dir and anything else of the agent).
 pub fn spec(private: &[PathBuf], writable: Vec<PathBuf>) -> SandboxSpec {

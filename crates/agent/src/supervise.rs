@@ -9,7 +9,7 @@ use nanoscale_core::agent::InstanceStatus;
 use nanoscale_core::desired::Workload;
 use rand::Rng;
 
-use crate::builder::{create_private_dir, environment, home_dir, shim_args};
+use crate::builder::{create_private_dir, environment, home_dir};
 use crate::context::{about, Context, HealthState};
 use crate::health::{CommandPlace, ShimPlace};
 use crate::runtime::{self, Limits, ShimSpec};
@@ -63,14 +63,8 @@ pub async fn start(
         gid: confinement.gid,
         sandbox: confinement.sandbox,
     };
-    let launched = runtime::launch(
-        &context.config.shim_program,
-        &shim_args(context),
-        &instance_dir,
-        &spec,
-    )
-    .await
-    .map_err(|error| error.to_string())?;
+    let launched =
+        crate::sandbox::launch(&context.config, &workload.service, &instance_dir, &spec).await?;
     let record = InstanceRecord {
         id: id.clone(),
         service: workload.service.clone(),
@@ -222,7 +216,6 @@ pub fn watch_health(context: &Arc<Context>, instance: &InstanceRecord, release: 
             ),
             _ => None,
         };
-        let shim_args = shim_args(&context);
         let begun = Instant::now();
         let start_period = Duration::from_secs(spec.start_period_secs.into());
         let interval = Duration::from_secs(spec.interval_secs.max(1).into());
@@ -243,8 +236,8 @@ pub fn watch_health(context: &Arc<Context>, instance: &InstanceRecord, release: 
                         .as_ref()
                         .and_then(|c| c.as_ref().ok())
                         .map(|confinement| ShimPlace {
-                            program: &context.config.shim_program,
-                            args: &shim_args,
+                            config: &context.config,
+                            service: &service,
                             dir: instance.dir.join("health"),
                             id: format!("{}-health", instance.id),
                             confinement,

@@ -391,3 +391,200 @@ fn the_swap_file_is_made_switched_on_off_and_removed_in_its_own_place() {
     assert!(!file.exists(), "deleted");
     eprintln!("swap: a 16 MiB swap file made, switched on, off and removed");
 }
+
+#[test]
+fn a_shim_starts_only_confined_to_its_app_and_in_its_place() {
+    use nanoscale_agent::runtime::{Limits, ShimSpec};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("start_shim: skipped: it needs root (an app user, a sandbox)");
+        return;
+    }
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data = temp.path().canonicalize().expect("canonical");
+    let apps = data.join("apps");
+    let service = format!("shm{}", std::process::id());
+    for dir in [
+        "releases/1",
+        "home",
+        "instances/i1",
+        "instances/i2",
+        "builds/1",
+    ] {
+        std::fs::create_dir_all(apps.join(&service).join(dir)).expect("mkdir");
+    }
+    std::fs::create_dir_all(data.join("agent")).expect("mkdir");
+    std::os::unix::fs::symlink("/tmp", apps.join(&service).join("instances/link"))
+        .expect("symlink");
+    let user = helper(
+        &data,
+        &json!({"op": "create_app_user", "service": service}).to_string(),
+    );
+    assert!(
+        user.status.success(),
+        "{}",
+        String::from_utf8_lossy(&user.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&user.stdout).expect("JSON");
+    let uid = answer["user"]["uid"].as_u64().expect("uid") as u32;
+    let gid = answer["user"]["gid"].as_u64().expect("gid") as u32;
+    let release = apps.join(&service).join("releases/1");
+    let home = apps.join(&service).join("home");
+    for dir in [&release, &home] {
+        let own = json!({"op": "own_app_dir", "service": service, "dir": dir}).to_string();
+        assert!(helper(&data, &own).status.success());
+    }
+    let private = vec![data.clone(), data.join("agent"), data.join("proxy")];
+    let good = |dir: &Path| ShimSpec {
+        id: "i1".into(),
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "id -u; ls -A /home | wc -l".into(),
+        ],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: release.clone(),
+        log_dir: dir.join("log"),
+        log_max_bytes: 1 << 20,
+        log_keep: 1,
+        limits: Limits::default(),
+        stop_grace_secs: 1,
+        uid: Some(uid),
+        gid: Some(gid),
+        sandbox: Some(nanoscale_agent::sandbox::spec(
+            &private,
+            vec![release.clone(), home.clone()],
+        )),
+    };
+    let start = |dir: &Path, spec: &ShimSpec| {
+        std::fs::write(
+            dir.join("shim.json"),
+            serde_json::to_vec(spec).expect("json"),
+        )
+        .expect("write spec");
+        helper(
+            &data,
+            &json!({"op": "start_shim", "service": service, "dir": dir}).to_string(),
+        )
+    };
+    let instance = apps.join(&service).join("instances/i2");
+    let refused: Vec<(&str, std::path::PathBuf, ShimSpec, &str)> = vec![
+        (
+            "as root",
+            instance.clone(),
+            ShimSpec {
+                uid: Some(0),
+                gid: Some(0),
+                ..good(&instance)
+            },
+            "must run as",
+        ),
+        (
+            "unconfined",
+            instance.clone(),
+            ShimSpec {
+                sandbox: None,
+                ..good(&instance)
+            },
+            "sandbox",
+        ),
+        (
+            "with the data dir writable",
+            instance.clone(),
+            ShimSpec {
+                sandbox: Some(nanoscale_agent::sandbox::spec(&private, vec![data.clone()])),
+                ..good(&instance)
+            },
+            "sandbox",
+        ),
+        (
+            "outside a release",
+            instance.clone(),
+            ShimSpec {
+                cwd: "/etc".into(),
+                ..good(&instance)
+            },
+            "release",
+        ),
+        (
+            "logging elsewhere",
+            instance.clone(),
+            ShimSpec {
+                log_dir: "/etc/log".into(),
+                ..good(&instance)
+            },
+            "log",
+        ),
+        (
+            "in a release directory",
+            release.clone(),
+            good(&release),
+            "is not",
+        ),
+        (
+            "through a symlink",
+            apps.join(&service).join("instances/link"),
+            good(&instance),
+            "symbolic link",
+        ),
+        (
+            "outside the apps",
+            data.join("agent"),
+            good(&data.join("agent")),
+            "is not under",
+        ),
+    ];
+    for (what, dir, spec, reason) in &refused {
+        let output = start(dir, spec);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{what}: {stderr}");
+        assert!(stderr.contains(reason), "{what}: {stderr}");
+        assert!(!dir.join("shim.pid").exists(), "{what}: no shim started");
+    }
+    assert!(!Path::new("/tmp/shim.pid").exists());
+
+    // The one it takes runs as the app's user, with /home hidden.
+    let dir = apps.join(&service).join("instances/i1");
+    let output = start(&dir, &good(&dir));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert!(
+        answer["shim"]["launched"]["app"]["pid"].as_i64().is_some(),
+        "{answer}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !dir.join("exit.json").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the app did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log: String = std::fs::read_dir(dir.join("log"))
+        .expect("log dir")
+        .flatten()
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+        .collect();
+    // Lines are `<time> <stream> <text>`.
+    let said: Vec<&str> = log
+        .lines()
+        .filter_map(|line| line.splitn(3, ' ').nth(2))
+        .collect();
+    assert_eq!(
+        said,
+        [uid.to_string().as_str(), "0"],
+        "its uid, and an empty /home: {log}"
+    );
+    let removed = helper(
+        &data,
+        &json!({"op": "remove_app_user", "service": service}).to_string(),
+    );
+    assert!(removed.status.success());
+    eprintln!(
+        "start_shim: {} refusals; the one started ran as uid {uid}",
+        refused.len()
+    );
+}

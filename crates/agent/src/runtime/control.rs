@@ -35,6 +35,14 @@ pub async fn launch(
     dir: &Path,
     spec: &ShimSpec,
 ) -> Result<Launched, RuntimeError> {
+    let dir = prepare(dir, spec).await?;
+    start_prepared(shim_exe, shim_args, &dir).await
+}
+
+/// The first half of [`launch`]: checks `spec`, makes `dir` (0700) and writes
+/// `<dir>/shim.json` (0600) once no shim runs there; returns the directory as an
+/// absolute path. The privileged helper does the second half for a confined app.
+pub async fn prepare(dir: &Path, spec: &ShimSpec) -> Result<PathBuf, RuntimeError> {
     validate(spec)?;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -44,10 +52,6 @@ pub async fn launch(
     // The shim runs in `/`, so it must be given an absolute directory.
     let dir =
         std::fs::canonicalize(dir).map_err(|error| RuntimeError::io("resolving", dir, error))?;
-    let dir_text = dir
-        .to_str()
-        .ok_or_else(|| RuntimeError::InvalidSpec(format!("{} is not valid UTF-8", dir.display())))?
-        .to_owned();
     match inspect(&dir) {
         ShimStatus::Running(Launched { shim, .. }) | ShimStatus::Starting { shim } => {
             return Err(RuntimeError::AlreadyRunning { dir, pid: shim.pid })
@@ -91,7 +95,31 @@ pub async fn launch(
         .map_err(|error| RuntimeError::InvalidSpec(format!("cannot encode: {error}")))?;
     write_atomic(&spec_path, &spec_json, 0o600)
         .map_err(|error| RuntimeError::io("writing", &spec_path, error))?;
+    Ok(dir)
+}
 
+/// The spec [`prepare`] wrote into `dir`, checked again.
+pub fn read_spec(dir: &Path) -> Result<ShimSpec, RuntimeError> {
+    let path = dir.join(files::SPEC);
+    let bytes = std::fs::read(&path).map_err(|error| RuntimeError::io("reading", &path, error))?;
+    let spec: ShimSpec = serde_json::from_slice(&bytes)
+        .map_err(|error| RuntimeError::InvalidSpec(format!("{}: {error}", path.display())))?;
+    validate(&spec)?;
+    Ok(spec)
+}
+
+/// The second half of [`launch`]: starts the shim on the prepared `dir` (absolute)
+/// and waits until it has started the app, or recorded why it could not.
+pub async fn start_prepared(
+    shim_exe: &Path,
+    shim_args: &[&str],
+    dir: &Path,
+) -> Result<Launched, RuntimeError> {
+    let dir = dir.to_path_buf();
+    let dir_text = dir
+        .to_str()
+        .ok_or_else(|| RuntimeError::InvalidSpec(format!("{} is not valid UTF-8", dir.display())))?
+        .to_owned();
     let mut args: Vec<String> = shim_args.iter().map(|arg| (*arg).to_owned()).collect();
     args.push(dir_text);
     let mut child = nanoscale_process::spawn_detached(&nanoscale_process::DetachedSpec {

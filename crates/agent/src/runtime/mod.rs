@@ -41,7 +41,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use control::{inspect, launch, stop, tail_exit_reason, wait_for_exit, warnings, Ended};
+pub use control::{
+    inspect, launch, prepare, read_spec, start_prepared, stop, tail_exit_reason, wait_for_exit,
+    warnings, Ended,
+};
 pub use logs::{LogCursor, LogLine, Stream};
 pub use sandbox::SandboxSpec;
 
@@ -114,7 +117,7 @@ pub struct ProcRef {
     pub start_time: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Launched {
     pub shim: ProcRef,
     pub app: ProcRef,
