@@ -18,6 +18,9 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// immediate and such a client sees a reset.
 const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 
+/// Refused bodies read away at the same time, at most.
+const MAX_DRAINS: usize = 64;
+
 /// The longest a refused body is read for.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -57,8 +60,27 @@ async fn read_body(request: Request) -> Result<Bytes, ApiError> {
 /// and dropped in the background where it is not declared past [`DRAIN_LIMIT`].
 fn refuse_too_large(body: axum::body::Body, read: usize, declared: Option<u64>) -> ApiError {
     use http_body_util::BodyExt;
-    if declared.is_none_or(|length| length <= DRAIN_LIMIT) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Drains running now: past [`MAX_DRAINS`] a refusal is immediate, so a
+    /// flood of large bodies cannot keep the server reading.
+    static DRAINS: AtomicUsize = AtomicUsize::new(0);
+    struct Draining;
+    impl Drop for Draining {
+        fn drop(&mut self) {
+            DRAINS.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let room = || {
+        DRAINS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_DRAINS).then_some(n + 1)
+            })
+            .is_ok()
+    };
+    if declared.is_none_or(|length| length <= DRAIN_LIMIT) && room() {
+        let slot = Draining;
         tokio::spawn(async move {
+            let _slot = slot;
             let mut body = body;
             let mut read = read as u64;
             let deadline = tokio::time::Instant::now() + DRAIN_TIME;
