@@ -193,6 +193,9 @@ async fn fetch_loop(
     }
 }
 
+/// Largest report sent, in bytes: under the API's 1 MiB body limit, with room.
+const REPORT_BYTES: usize = 900 * 1024;
+
 async fn report_loop(
     context: Arc<Context>,
     control_plane: ControlPlane,
@@ -287,7 +290,7 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
         });
     }
     let events = context.store.pending_events(MAX_EVENTS_PER_REPORT).await?;
-    let full = events.len() == MAX_EVENTS_PER_REPORT;
+    let mut full = events.len() == MAX_EVENTS_PER_REPORT;
     let mut report = AgentReport {
         target_version,
         applied_version,
@@ -309,6 +312,15 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
             .and_then(|status| status.report.clone()),
     };
     report.clip_texts();
+    // The control plane takes bodies up to 1 MiB: with long (and escaped) event
+    // messages, fewer events go now and the rest with the next report.
+    while report.events.len() > 1
+        && serde_json::to_vec(&report).map_or(0, |bytes| bytes.len()) > REPORT_BYTES
+    {
+        let keep = report.events.len() / 2;
+        report.events.truncate(keep);
+        full = true;
+    }
     let ack = control_plane.report(&report).await?;
     context
         .last_contact_ms

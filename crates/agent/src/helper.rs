@@ -292,11 +292,41 @@ impl Helper {
         let Some(user) = lookup(&name)? else {
             return refuse(format!("{name} does not exist yet"));
         };
+        if user.uid == 0 || user.gid == 0 {
+            return refuse(format!(
+                "{name} is root's; refusing to start anything as it"
+            ));
+        }
         if spec.uid != Some(user.uid) || spec.gid != Some(user.gid) {
             return refuse(format!(
                 "must run as {name} ({}:{}), not {:?}:{:?}",
                 user.uid, user.gid, spec.uid, spec.gid
             ));
+        }
+        // The id names the cgroup the shim joins and, on exit, empties: it must be
+        // the one this directory implies, or one app's shim could take over (and
+        // kill) another's group.
+        let names: Vec<&str> = dir
+            .iter()
+            .rev()
+            .take(3)
+            .map(|part| part.to_str().unwrap_or(""))
+            .collect();
+        let id = match names.as_slice() {
+            ["health", id, "instances", ..] => format!("{id}-health"),
+            [n, "builds", ..] => format!("build-{service}-{n}"),
+            [id, "instances", ..] => (*id).to_owned(),
+            _ => String::new(),
+        };
+        if spec.id != id {
+            return refuse(format!("its id must be {id:?}, not {:?}", spec.id));
+        }
+        // A fork bomb stops at the pids limit, and the log cannot fill the disk.
+        if spec.limits.pids.is_none_or(|pids| pids == 0) {
+            return refuse("it must have a pids limit".into());
+        }
+        if spec.log_max_bytes > 1 << 30 || spec.log_keep > 100 {
+            return refuse("its log may keep at most 100 files of 1 GiB".into());
         }
         let in_a_release = spec
             .cwd

@@ -413,6 +413,24 @@ async fn bad_inputs_get_clear_4xx_and_never_5xx() {
             stream.read_to_string(&mut next).expect("second answer");
             assert!(next.starts_with("HTTP/1.1 200"), "round {round}: {next}");
         }
+        // A client that waits for `100 Continue` is not invited to send a body
+        // that is refused anyway: it gets the 413 straight away.
+        let address = url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nExpect: 100-continue\r\n\
+             Content-Length: {}\r\n\r\n",
+            2 * 1024 * 1024
+        );
+        stream.write_all(head.as_bytes()).expect("head");
+        let mut reply = vec![0u8; 4096];
+        let read = stream.read(&mut reply).expect("read reply");
+        let reply = String::from_utf8_lossy(&reply[..read]);
+        assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     })
     .await
     .expect("task");

@@ -435,7 +435,11 @@ fn a_shim_starts_only_confined_to_its_app_and_in_its_place() {
     }
     let private = vec![data.clone(), data.join("agent"), data.join("proxy")];
     let good = |dir: &Path| ShimSpec {
-        id: "i1".into(),
+        id: dir
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned(),
         argv: vec![
             "/bin/sh".into(),
             "-c".into(),
@@ -446,7 +450,10 @@ fn a_shim_starts_only_confined_to_its_app_and_in_its_place() {
         log_dir: dir.join("log"),
         log_max_bytes: 1 << 20,
         log_keep: 1,
-        limits: Limits::default(),
+        limits: Limits {
+            pids: Some(64),
+            ..Limits::default()
+        },
         stop_grace_secs: 1,
         uid: Some(uid),
         gid: Some(gid),
@@ -525,6 +532,33 @@ fn a_shim_starts_only_confined_to_its_app_and_in_its_place() {
             apps.join(&service).join("instances/link"),
             good(&instance),
             "symbolic link",
+        ),
+        (
+            "under another app's cgroup id",
+            instance.clone(),
+            ShimSpec {
+                id: "web-r3-0-1a2b".into(),
+                ..good(&instance)
+            },
+            "its id must be",
+        ),
+        (
+            "without a pids limit",
+            instance.clone(),
+            ShimSpec {
+                limits: Limits::default(),
+                ..good(&instance)
+            },
+            "pids limit",
+        ),
+        (
+            "with an endless log",
+            instance.clone(),
+            ShimSpec {
+                log_max_bytes: u64::MAX,
+                ..good(&instance)
+            },
+            "log may keep",
         ),
         (
             "outside the apps",

@@ -28,25 +28,50 @@ pub fn check_size(size_mib: u64) -> Result<(), String> {
     }
 }
 
-/// Whether `file` is in use as swap (`/proc/swaps` names it).
-pub fn active(file: &Path) -> bool {
-    let Ok(swaps) = std::fs::read_to_string("/proc/swaps") else {
-        return false;
-    };
+/// Whether `file` is in use as swap (`/proc/swaps` names it). Not knowing is an
+/// error: deleting a swap file that is on would pin its space until reboot.
+pub fn active(file: &Path) -> Result<bool, String> {
+    let swaps = std::fs::read_to_string("/proc/swaps")
+        .map_err(|error| format!("reading /proc/swaps: {error}"))?;
     let wanted = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
-    swaps
+    Ok(swaps
         .lines()
         .skip(1)
         .filter_map(|line| line.split_whitespace().next())
-        // /proc/swaps escapes spaces and the like as octal.
-        .any(|name| Path::new(&name.replace("\\040", " ")) == wanted)
+        .any(|name| Path::new(&unescape(name)) == wanted))
+}
+
+/// The kernel writes space, tab, newline and backslash in `/proc/swaps` as
+/// `\NNN` (octal).
+fn unescape(name: &str) -> String {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let octal = bytes.get(index + 1..index + 4).and_then(|digits| {
+            std::str::from_utf8(digits)
+                .ok()
+                .and_then(|text| u8::from_str_radix(text, 8).ok())
+        });
+        match (bytes[index], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                index += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Makes the file and switches it on; `Ok(false)` when it already was on.
 pub async fn create(state_dir: &Path, size_mib: u64) -> Result<bool, String> {
     check_size(size_mib)?;
     let file = path(state_dir);
-    if active(&file) {
+    if active(&file)? {
         return Ok(false);
     }
     remove_stale(&file)?;
@@ -76,7 +101,7 @@ pub async fn create(state_dir: &Path, size_mib: u64) -> Result<bool, String> {
 /// Switches the file off and deletes it; nothing to do when there is none.
 pub async fn remove(state_dir: &Path) -> Result<(), String> {
     let file = path(state_dir);
-    if active(&file) {
+    if active(&file)? {
         let swapoff = sbin("swapoff")?;
         tool(&swapoff, &[&file.display().to_string()], Vec::new()).await?;
     }
@@ -136,4 +161,14 @@ fn sbin(name: &str) -> Result<PathBuf, String> {
         .map(|dir| Path::new(dir).join(name))
         .find(|path| path.exists())
         .ok_or_else(|| format!("{name} is not installed (util-linux)"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn proc_swaps_escapes_are_undone() {
+        assert_eq!(super::unescape("/a\\040b\\011c\\134d"), "/a b\tc\\d");
+        assert_eq!(super::unescape("/plain/swapfile"), "/plain/swapfile");
+        assert_eq!(super::unescape("/odd\\9"), "/odd\\9");
+    }
 }

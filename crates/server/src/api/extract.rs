@@ -35,9 +35,19 @@ async fn read_body(request: Request) -> Result<Bytes, ApiError> {
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
+    // A client waiting for `100 Continue` sends nothing before it: reading its body
+    // would invite it to upload what is refused anyway.
+    let waits = request
+        .headers()
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let mut body = request.into_body();
     if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
-        return Err(refuse_too_large(body, 0, declared));
+        return Err(if waits {
+            ApiError::PayloadTooLarge(BODY_LIMIT)
+        } else {
+            refuse_too_large(body, 0, declared)
+        });
     }
     let mut kept = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
