@@ -415,21 +415,7 @@ async fn bad_inputs_get_clear_4xx_and_never_5xx() {
         }
         // A client that waits for `100 Continue` is not invited to send a body
         // that is refused anyway: it gets the 413 straight away.
-        let address = url.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(address).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: application/json\r\nExpect: 100-continue\r\n\
-             Content-Length: {}\r\n\r\n",
-            2 * 1024 * 1024
-        );
-        stream.write_all(head.as_bytes()).expect("head");
-        let mut reply = vec![0u8; 4096];
-        let read = stream.read(&mut reply).expect("read reply");
-        let reply = String::from_utf8_lossy(&reply[..read]);
+        let (reply, _) = oversized_request_with(&url, &path, &token, 0, "Expect: 100-continue\r\n");
         assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     })
     .await
@@ -1162,6 +1148,17 @@ fn oversized_request(
     token: &str,
     sent: usize,
 ) -> (String, std::net::TcpStream) {
+    oversized_request_with(url, path, token, sent, "")
+}
+
+/// [`oversized_request`] with `headers` (each ending in CRLF) added.
+fn oversized_request_with(
+    url: &str,
+    path: &str,
+    token: &str,
+    sent: usize,
+    headers: &str,
+) -> (String, std::net::TcpStream) {
     use std::io::{Read, Write};
     let address = url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).expect("connect");
@@ -1170,7 +1167,7 @@ fn oversized_request(
         .expect("timeout");
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+         Content-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n",
         2 * 1024 * 1024
     );
     stream.write_all(head.as_bytes()).expect("head");
