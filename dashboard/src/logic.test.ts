@@ -4,7 +4,8 @@ import { withGaps } from "./chartData";
 import { keysFor } from "./api/live";
 import { fieldError, isFormLevel } from "./forms";
 import { failing } from "./health";
-import { newLines, plainLine } from "./logText";
+import { logStreamUrl, Seen } from "./api/logStream";
+import { plainLine } from "./logText";
 import { exposure } from "./security";
 import { safeNext } from "./session";
 import { relative } from "./components/ui";
@@ -33,17 +34,18 @@ describe("log lines", () => {
     expect(text).not.toContain("pwned");
     expect(text).not.toContain("[2J");
   });
-  it("appends only what is new in a sliding tail", () => {
-    const a = [line("1"), line("2"), line("3")];
-    const b = [line("2"), line("3"), line("4"), line("5")];
-    expect(newLines(a, b).map((l) => l.text)).toEqual(["4", "5"]);
-    expect(newLines([], b)).toEqual(b);
-    expect(newLines(a, a)).toEqual([]);
+  it("lets each line through once when a reconnect repeats the newest", () => {
+    const seen = new Seen();
+    const first = [line("a", "2026-12-01T10:00:00.001Z"), line("b", "2026-12-01T10:00:00.002Z")];
+    expect(first.filter((l) => seen.admit(l)).map((l) => l.text)).toEqual(["a", "b"]);
+    // The repeat, a new line at the same millisecond as the last, and a later one.
+    const again = [...first, line("b2", "2026-12-01T10:00:00.002Z"), line("c", "2026-12-01T10:00:01.000Z")];
+    expect(again.filter((l) => seen.admit(l)).map((l) => l.text)).toEqual(["b2", "c"]);
+    expect(again.filter((l) => seen.admit(l))).toEqual([]);
   });
-  it("is not fooled by a repeated line", () => {
-    const a = [line("x"), line("y"), line("x")];
-    const b = [line("x"), line("y"), line("x"), line("z")];
-    expect(newLines(a, b).map((l) => l.text)).toEqual(["z"]);
+  it("asks for the stream of a service or of one build", () => {
+    expect(logStreamUrl("s/1", { tail: 500 })).toBe("/api/v1/services/s%2F1/logs/stream?tail=500");
+    expect(logStreamUrl("s1", { tail: 10, build: 3 })).toBe("/api/v1/services/s1/logs/stream?tail=10&build=3");
   });
 });
 

@@ -1,14 +1,11 @@
 //! The event timeline: the list and the live Server-Sent Events stream.
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, Stream, StreamExt};
 use nanoscale_core::api::{Event, EventFilter};
-use reqwest::header::ACCEPT;
-use reqwest::Method;
 
-use crate::sse::{SseMessage, SseParser};
+use crate::sse::SseMessage;
 use crate::{Client, ClientError, Result};
 
 const STREAM_PATH: &str = "/api/v1/events/stream";
@@ -45,33 +42,12 @@ impl Client {
     /// after this returns is in the stream: list first and stream after, and you
     /// may see an event twice (dedupe by id) but never miss one.
     pub async fn stream_events(&self, filter: &EventFilter) -> Result<EventStream> {
-        let builder = self
-            .streaming_builder(Method::GET, STREAM_PATH)?
-            .query(filter)
-            .header(ACCEPT, "text/event-stream");
-        let response = self.execute(builder).await?;
-        let url = response.url().to_string();
-        let mut frames = frames(response.bytes_stream().boxed(), url);
-        loop {
-            match frames.next().await {
-                Some(Ok(Frame::Ready)) => break,
-                // Nothing but `ready` comes first; anything else is skipped.
-                Some(Ok(_)) => continue,
-                Some(Err(error)) => return Err(error),
-                None => {
-                    return Err(ClientError::Decode {
-                        what: format!("GET {STREAM_PATH}"),
-                        reason: "the stream ended before it was ready".into(),
-                    })
-                }
-            }
-        }
-        let inner = frames
-            .filter_map(|frame| async move {
-                match frame {
-                    Ok(Frame::Ready) => None,
-                    Ok(Frame::Event(event)) => Some(Ok(*event)),
-                    Ok(Frame::Lagged(missed)) => Some(Err(ClientError::Lagged { missed })),
+        let inner = self
+            .subscribe(STREAM_PATH, filter)
+            .await?
+            .filter_map(|message| async move {
+                match message {
+                    Ok(message) => event(message),
                     Err(error) => Some(Err(error)),
                 }
             })
@@ -80,77 +56,18 @@ impl Client {
     }
 }
 
-enum Frame {
-    Ready,
-    Event(Box<Event>),
-    Lagged(u64),
-}
-
-type ByteStream = BoxStream<'static, reqwest::Result<bytes::Bytes>>;
-
-struct FrameState {
-    bytes: ByteStream,
-    parser: SseParser,
-    pending: VecDeque<Result<Frame>>,
-    finished: bool,
-    url: String,
-}
-
-/// Turns the response body into control and event frames; ends after the first
-/// transport error.
-fn frames(bytes: ByteStream, url: String) -> BoxStream<'static, Result<Frame>> {
-    let state = FrameState {
-        bytes,
-        parser: SseParser::default(),
-        pending: VecDeque::new(),
-        finished: false,
-        url,
-    };
-    futures::stream::unfold(state, |mut state| async move {
-        loop {
-            if let Some(frame) = state.pending.pop_front() {
-                return Some((frame, state));
-            }
-            if state.finished {
-                return None;
-            }
-            match state.bytes.next().await {
-                Some(Ok(chunk)) => match state.parser.push(&chunk) {
-                    Ok(messages) => state.pending.extend(messages.into_iter().filter_map(frame)),
-                    Err(reason) => {
-                        state.finished = true;
-                        state.pending.push_back(Err(ClientError::Decode {
-                            what: format!("GET {STREAM_PATH}"),
-                            reason,
-                        }));
-                    }
-                },
-                Some(Err(source)) => {
-                    state.finished = true;
-                    state
-                        .pending
-                        .push_back(Err(ClientError::http(&state.url, source)));
-                }
-                None => state.finished = true,
-            }
-        }
-    })
-    .boxed()
-}
-
-/// One SSE message as a frame; unknown message types are skipped so a newer
-/// server can add some.
-fn frame(message: SseMessage) -> Option<Result<Frame>> {
+/// One SSE message as an event, or the lag it reports; other message types are
+/// skipped so a newer server can add some.
+fn event(message: SseMessage) -> Option<Result<Event>> {
     match message.event.as_str() {
-        "ready" => Some(Ok(Frame::Ready)),
-        "lagged" => Some(Ok(Frame::Lagged(message.data.trim().parse().unwrap_or(0)))),
+        "lagged" => Some(Err(ClientError::Lagged {
+            missed: message.data.trim().parse().unwrap_or(0),
+        })),
         "event" => Some(
-            serde_json::from_str::<Event>(&message.data)
-                .map(|event| Frame::Event(Box::new(event)))
-                .map_err(|error| ClientError::Decode {
-                    what: format!("GET {STREAM_PATH}"),
-                    reason: error.to_string(),
-                }),
+            serde_json::from_str::<Event>(&message.data).map_err(|error| ClientError::Decode {
+                what: format!("GET {STREAM_PATH}"),
+                reason: error.to_string(),
+            }),
         ),
         _ => None,
     }
@@ -159,27 +76,12 @@ fn frame(message: SseMessage) -> Option<Result<Frame>> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::tests::serve_once;
 
     const EVENT: &str = r#"{"id":"0190a0b0-0000-7000-8000-000000000001","time":"2025-01-01T00:00:00Z","kind":"project.created","severity":"info","message":"project shop created by admin","project_id":null,"service_id":null,"release_id":null,"node_id":null,"actor_id":null}"#;
-
-    /// Serves one canned HTTP answer and hands back the request it got.
-    async fn serve_once(answer: String) -> (String, tokio::task::JoinHandle<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let handle = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = vec![0u8; 8192];
-            let read = socket.read(&mut request).await.unwrap();
-            socket.write_all(answer.as_bytes()).await.unwrap();
-            socket.shutdown().await.unwrap();
-            String::from_utf8_lossy(&request[..read]).into_owned()
-        });
-        (format!("http://{address}"), handle)
-    }
 
     #[tokio::test]
     async fn streams_events_after_ready_and_reports_lag() {

@@ -21,6 +21,7 @@ mod cluster;
 mod error;
 mod events;
 mod identity;
+mod logs;
 mod projects;
 mod sse;
 
@@ -34,6 +35,7 @@ use serde::Serialize;
 
 pub use error::{ClientError, Result};
 pub use events::EventStream;
+pub use logs::{LogFrame, LogStream};
 /// The wire types this client speaks, re-exported for convenience.
 pub use nanoscale_core::api;
 
@@ -278,7 +280,25 @@ async fn decode<T: DeserializeOwned>(response: Response, what: &str) -> Result<T
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
     use super::*;
+
+    /// Serves one canned HTTP answer and hands back the request it got.
+    pub(crate) async fn serve_once(answer: String) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let handle = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 8192];
+            let read = socket.read(&mut request).await.unwrap();
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            socket.shutdown().await.unwrap();
+            String::from_utf8_lossy(&request[..read]).into_owned()
+        });
+        (format!("http://{address}"), handle)
+    }
 
     #[test]
     fn debug_hides_the_token() {

@@ -1,6 +1,102 @@
 //! A small Server-Sent Events parser: bytes in (in any chunking), messages out.
-//! Only what the events endpoint uses: `event:`, `data:`, `id:`, comments and the
-//! blank line that ends a message (the WHATWG rules for those fields).
+//! Only what the event and log streams use: `event:`, `data:`, `id:`, comments and
+//! the blank line that ends a message (the WHATWG rules for those fields).
+use std::collections::VecDeque;
+
+use futures::stream::{BoxStream, StreamExt};
+
+use crate::{ClientError, Result};
+
+/// A response body as it arrives.
+pub(crate) type ByteStream = BoxStream<'static, reqwest::Result<bytes::Bytes>>;
+
+struct MessageState {
+    bytes: ByteStream,
+    parser: SseParser,
+    pending: VecDeque<Result<SseMessage>>,
+    finished: bool,
+    what: String,
+    url: String,
+}
+
+/// The messages of a response body (of `GET <what>` at `url`); ends after the first
+/// transport or framing error, or with the body.
+pub(crate) fn messages(
+    bytes: ByteStream,
+    what: String,
+    url: String,
+) -> BoxStream<'static, Result<SseMessage>> {
+    let state = MessageState {
+        bytes,
+        parser: SseParser::default(),
+        pending: VecDeque::new(),
+        finished: false,
+        what,
+        url,
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(message) = state.pending.pop_front() {
+                return Some((message, state));
+            }
+            if state.finished {
+                return None;
+            }
+            match state.bytes.next().await {
+                Some(Ok(chunk)) => match state.parser.push(&chunk) {
+                    Ok(messages) => state.pending.extend(messages.into_iter().map(Ok)),
+                    Err(reason) => {
+                        state.finished = true;
+                        state.pending.push_back(Err(ClientError::Decode {
+                            what: format!("GET {}", state.what),
+                            reason,
+                        }));
+                    }
+                },
+                Some(Err(source)) => {
+                    state.finished = true;
+                    state
+                        .pending
+                        .push_back(Err(ClientError::http(&state.url, source)));
+                }
+                None => state.finished = true,
+            }
+        }
+    })
+    .boxed()
+}
+
+impl crate::Client {
+    /// Opens the event stream at `path` and returns its messages after the
+    /// server's `ready` (anything before it is skipped): from then on the stream
+    /// holds everything the server sends.
+    pub(crate) async fn subscribe<Q: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<BoxStream<'static, Result<SseMessage>>> {
+        let builder = self
+            .streaming_builder(reqwest::Method::GET, path)?
+            .query(query)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        let response = self.execute(builder).await?;
+        let url = response.url().to_string();
+        let mut stream = messages(response.bytes_stream().boxed(), path.to_owned(), url);
+        loop {
+            match stream.next().await {
+                Some(Ok(message)) if message.event == "ready" => return Ok(stream),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Err(error),
+                None => {
+                    return Err(ClientError::Decode {
+                        what: format!("GET {path}"),
+                        reason: "the stream ended before it was ready".into(),
+                    })
+                }
+            }
+        }
+    }
+}
 
 /// The longest line accepted; the server's largest message is one Event.
 pub(crate) const MAX_LINE_BYTES: usize = 1024 * 1024;

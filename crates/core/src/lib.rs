@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod content;
 pub mod desired;
 pub mod firewall;
+pub mod logs;
 pub mod names;
 pub mod role;
 pub mod route;

@@ -219,6 +219,23 @@ fn a_world_readable_token_file_is_refused() {
     assert!(stderr.contains("chmod 600"), "{stderr}");
 }
 
+/// What `child` printed once it ended by itself within `secs`; killed and a
+/// failure with `failure` if it did not.
+async fn exits_within(child: std::process::Child, secs: u64, failure: &str) -> Output {
+    let pid = child.id();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(secs),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        panic!("{failure}")
+    })
+    .expect("waiting task")
+    .expect("wait for the command")
+}
+
 /// `nanoscale logs -f` and `logs --build N -f` against a real agent: each line
 /// once, in order, as it comes; the build's follow ends with the build.
 #[tokio::test]
@@ -243,7 +260,7 @@ async fn logs_follow_a_running_app_and_a_build() {
                 "name": "ticker",
                 "source": {"git": format!("file://{}", repo.display()), "ref": commits[0]},
                 // A build that takes a while, so its log is followed while it grows.
-                "build": "for i in 1 2 3 4 5 6; do echo build line $i; sleep 0.4; done",
+                "build": "for i in 1 2 3 4 5 6; do echo build line $i; sleep 0.4; done; seq -f 'burst %g' 1 3000; echo build line 7",
             }),
         )
         .await;
@@ -270,18 +287,7 @@ async fn logs_follow_a_running_app_and_a_build() {
     // The build's log, followed from its start: every line, in order, and the
     // command ends by itself when the build does.
     let build = cli(&["logs", "ticker", "--build", "1", "-f"]);
-    let build_pid = build.id();
-    let output = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        tokio::task::spawn_blocking(move || build.wait_with_output()),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        let _ = Command::new("kill").arg(build_pid.to_string()).status();
-        panic!("logs --build 1 -f did not end with the build")
-    })
-    .unwrap()
-    .unwrap();
+    let output = exits_within(build, 120, "logs --build 1 -f did not end with the build").await;
     assert!(
         output.status.success(),
         "{}",
@@ -292,7 +298,21 @@ async fn logs_follow_a_running_app_and_a_build() {
         .lines()
         .filter_map(|line| line.split_once("build line ").map(|(_, n)| n))
         .collect();
-    assert_eq!(lines, ["1", "2", "3", "4", "5", "6"], "{text}");
+    assert_eq!(lines, ["1", "2", "3", "4", "5", "6", "7"], "{text}");
+    // A burst is streamed whole, not sampled: every line once, in order.
+    let burst: Vec<u32> = text
+        .lines()
+        .filter_map(|line| {
+            line.split_once("burst ")
+                .and_then(|(_, n)| n.trim().parse().ok())
+        })
+        .collect();
+    assert!(
+        burst.iter().copied().eq(1..=3000),
+        "{} burst lines, first {:?}",
+        burst.len(),
+        burst.first()
+    );
 
     // The app's log: new ticks keep coming, each once, in order.
     common::wait_for("the ticker running", async || {
@@ -308,26 +328,47 @@ async fn logs_follow_a_running_app_and_a_build() {
     .await;
     let mut follow = cli(&["logs", "ticker", "-f", "--tail", "1"]);
     let stdout = follow.stdout.take().unwrap();
-    let ticks = tokio::task::spawn_blocking(move || {
+    // Lines are read to the end (the command must not meet a closed pipe); the
+    // first 15 ticks are handed over as soon as they are there.
+    let (first, got_first) = tokio::sync::oneshot::channel();
+    let reader = std::thread::spawn(move || {
         let mut ticks = Vec::new();
+        let mut first = Some(first);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some((_, n)) = line.split_once("tick ") {
                 ticks.push(n.trim().parse::<u64>().expect("a tick number"));
             }
-            if ticks.len() >= 15 {
-                break;
+            if ticks.len() == 15 {
+                if let Some(first) = first.take() {
+                    let _ = first.send(ticks.clone());
+                }
             }
         }
-        ticks
     });
-    let ticks = tokio::time::timeout(std::time::Duration::from_secs(30), ticks)
+    let ticks = tokio::time::timeout(std::time::Duration::from_secs(30), got_first)
         .await
-        .expect("15 ticks within 30 s")
+        .unwrap_or_else(|_| {
+            let _ = follow.kill();
+            panic!("15 ticks within 30 s")
+        })
         .unwrap();
-    let _ = follow.kill();
-    let _ = follow.wait();
     assert!(
         ticks.windows(2).all(|pair| pair[1] == pair[0] + 1),
         "each tick once and in order: {ticks:?}"
     );
+    // Removing the service ends the stream, and the command with it.
+    let (status, body) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/services/{service}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let output = exits_within(follow, 15, "logs -f went on after its service was removed").await;
+    let _ = reader.join();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("the service was removed"), "{stderr}");
 }

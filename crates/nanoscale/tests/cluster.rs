@@ -260,6 +260,31 @@ async fn cluster(hosts: &Hosts, work: &Path) {
             .starts_with("listening on 127.0.0.1:")),
         "{logs}"
     );
+    // The live stream carries them too: every instance's lines, as SSE.
+    let mut stream = reqwest::Client::new()
+        .get(server.endpoint(&format!(
+            "/api/v1/services/{service_id}/logs/stream?tail=50"
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut text = String::new();
+    let streamed = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if instances
+                .values()
+                .all(|i| text.contains(&format!("\"source\":\"{}\"", i["id"].as_str().unwrap())))
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(streamed.is_ok(), "not every instance in the stream: {text}");
+    drop(stream);
     let applied = wait_for("every worker applied", async || {
         let nodes = node_map(&server, &token).await;
         WORKERS

@@ -201,6 +201,33 @@ async fn python_app_over_git_daemon_deploys_heals_redeploys_rolls_back_and_is_re
         (400, Some("tail")),
         "{body}"
     );
+    // The stream refuses the same bad inputs before it starts, naming the field
+    // (a release that does not exist is a 404 naming the release).
+    for (query, status, field) in [
+        ("tail=0", 400, Some("tail")),
+        ("tail=10001", 400, Some("tail")),
+        ("build=0", 400, Some("build")),
+        ("build=999", 404, None),
+        ("follow=1", 400, Some("follow")),
+    ] {
+        let (got, body) = server
+            .call(
+                Method::GET,
+                &format!("/api/v1/services/{service}/logs/stream?{query}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (got.as_u16(), body["error"]["field"].as_str()),
+            (status, field),
+            "{query}: {body}"
+        );
+        assert!(
+            field.is_some() || body["error"]["message"] == "release not found",
+            "{body}"
+        );
+    }
     assert!(instance["node"]
         .as_str()
         .is_some_and(|node| !node.is_empty()));

@@ -134,6 +134,7 @@ const MATRIX: &[(&str, Policy)] = &[
     ("GET /api/v1/services/{id}/instances", Policy::Authenticated),
     ("GET /api/v1/services/{id}/metrics", Policy::Authenticated),
     ("GET /api/v1/services/{id}/logs", Policy::Project),
+    ("GET /api/v1/services/{id}/logs/stream", Policy::Project),
     ("GET /api/v1/releases/{id}", Policy::Authenticated),
     ("GET /api/v1/nodes", Policy::Authenticated),
     ("GET /api/v1/nodes/{id}", Policy::Authenticated),
@@ -459,7 +460,7 @@ async fn every_route_answers_every_role_as_specified() {
     for (operation, policy) in MATRIX {
         for who in EVERYONE {
             let (method, path, body) = fixture.request(operation, who).await;
-            let (status, reply) = if operation.ends_with("/events/stream") {
+            let (status, reply) = if operation.ends_with("/stream") {
                 (
                     fixture
                         .server

@@ -12,6 +12,7 @@ pub mod git;
 pub mod log_broker;
 pub mod metrics;
 pub mod metrics_history;
+pub mod slots;
 pub mod state;
 pub mod store;
 

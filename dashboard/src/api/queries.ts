@@ -15,7 +15,6 @@ export const keys = {
   releases: (id: string) => ["services", id, "releases"] as const,
   instances: (id: string) => ["services", id, "instances"] as const,
   env: (id: string) => ["services", id, "env"] as const,
-  logs: (id: string, build?: number) => ["services", id, "logs", build ?? "run"] as const,
   events: (filter: EventQuery) => ["events", filter] as const,
   audit: (filter: AuditQuery) => ["audit", filter] as const,
   tokens: ["tokens"] as const,
@@ -98,23 +97,6 @@ export const useEnv = (id: string) =>
   useQuery({
     queryKey: keys.env(id),
     queryFn: () => unwrap(api.GET("/api/v1/services/{id}/env", { params: { path: { id } } })),
-  });
-
-/**
- * Log lines, re-read every `followMs` while following. The logs API answers the
- * newest lines of every instance (or one build) merged; live events also refresh it.
- */
-export const useLogs = (id: string, opts: { build?: number; follow: boolean; tail?: number; enabled?: boolean }) =>
-  useQuery({
-    queryKey: keys.logs(id, opts.build),
-    queryFn: () =>
-      unwrap(
-        api.GET("/api/v1/services/{id}/logs", {
-          params: { path: { id }, query: { tail: opts.tail ?? 500, ...(opts.build === undefined ? {} : { build: opts.build }) } },
-        }),
-      ),
-    refetchInterval: opts.follow ? 1000 : false,
-    enabled: opts.enabled ?? true,
   });
 
 export const useEvents = (filter: EventQuery) =>

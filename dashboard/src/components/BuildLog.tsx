@@ -1,36 +1,44 @@
-import { useEffect, useRef } from "react";
+import { useEffect, useRef, useState } from "react";
 import type { Schemas } from "../api/client";
-import { useLogs } from "../api/queries";
-import { QueryState, StatusBadge } from "./ui";
+import { useLogStream } from "../api/logStream";
+import { StatusBadge } from "./ui";
 
-const IN_PROGRESS = new Set(["queued", "building", "starting"]);
+type Line = Schemas["LogEntry"];
 
-/** A release's build output, re-read every second while it builds. */
+/** Lines kept on the page; the full output stays on the server (`nanoscale logs --build N`). */
+const KEEP = 5000;
+
+/**
+ * A release's build output, streamed while it builds (the stream ends with the
+ * build). The parent keys it by release number, so another release starts afresh.
+ */
 export function BuildLog(props: { serviceId: string; release: Schemas["Release"] }) {
-  const follow = IN_PROGRESS.has(props.release.status);
-  const logs = useLogs(props.serviceId, { build: props.release.number, follow, tail: 2000 });
+  const [lines, setLines] = useState<Line[]>([]);
+  const stream = useLogStream(props.serviceId, { build: props.release.number, tail: 2000, enabled: true }, (fresh) => {
+    setLines((old) => [...old, ...fresh].slice(-KEEP));
+  });
+  const following = stream.state === "live";
   const end = useRef<HTMLPreElement>(null);
-  const count = logs.data?.length ?? 0;
   // Keep the newest line in view while the build writes (a DOM effect, not data fetching).
   useEffect(() => {
-    if (follow && end.current) end.current.scrollTop = end.current.scrollHeight;
-  }, [count, follow]);
-  if (!logs.data) {
-    // Before the agent starts the build there is no log file yet: that is not an error.
-    if (logs.error && follow) return <p className="muted">Waiting for the build to start…</p>;
-    return <QueryState error={logs.error} what="the build log" />;
-  }
+    if (following && end.current) end.current.scrollTop = end.current.scrollHeight;
+  }, [lines.length, following]);
   return (
     <div>
       <p>
-        <StatusBadge status={props.release.status} /> {follow ? <span className="muted">following…</span> : null}
+        <StatusBadge status={props.release.status} /> {following ? <span className="muted">following…</span> : null}
       </p>
+      {stream.state === "offline" ? (
+        <p className="error-text" role="alert">
+          The build log is not available; reload the page to try again.
+        </p>
+      ) : null}
       <pre className="log" ref={end} data-testid="build-log" tabIndex={0} aria-label={`build log of release ${String(props.release.number)}`}>
-        {logs.data.length === 0
-          ? follow
-            ? "(no output yet)"
-            : "(no build output: the release had nothing to build, or the build printed nothing)"
-          : logs.data.map((l) => l.text).join("\n")}
+        {lines.length === 0
+          ? stream.state === "ended"
+            ? "(no build output: the release had nothing to build, or the build printed nothing)"
+            : "(no output yet)"
+          : lines.map((l) => l.text).join("\n")}
       </pre>
     </div>
   );

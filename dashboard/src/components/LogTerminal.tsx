@@ -6,18 +6,27 @@ import { SearchAddon } from "@xterm/addon-search";
 import { Terminal } from "@xterm/xterm";
 import "@xterm/xterm/css/xterm.css";
 import { useEffect, useRef, useState } from "react";
-import type { Schemas } from "../api/client";
-import { useLogs } from "../api/queries";
-import { plainLine, newLines } from "../logText";
-import { Button, Notice } from "./ui";
+import { useLogStream } from "../api/logStream";
+import { plainLine } from "../logText";
+import { Button } from "./ui";
+
+const STATE_TEXT = {
+  connecting: "connecting…",
+  live: "following",
+  ended: "ended",
+  offline: "offline",
+} as const;
 
 export default function LogTerminal(props: { serviceId: string }) {
   const [paused, setPaused] = useState(false);
   const [query, setQuery] = useState("");
-  const logs = useLogs(props.serviceId, { follow: !paused, tail: 500 });
   const host = useRef<HTMLDivElement>(null);
   const terminal = useRef<{ term: Terminal; search: SearchAddon; fit: FitAddon } | null>(null);
-  const written = useRef<Schemas["LogEntry"][]>([]);
+  // Paused, the stream is closed; resuming opens it again and catches up.
+  const stream = useLogStream(props.serviceId, { tail: 500, enabled: !paused }, (lines) => {
+    const term = terminal.current?.term;
+    if (term) for (const line of lines) term.writeln(plainLine(line));
+  });
 
   useEffect(() => {
     if (!host.current) return;
@@ -46,19 +55,8 @@ export default function LogTerminal(props: { serviceId: string }) {
       window.removeEventListener("resize", onResize);
       term.dispose();
       terminal.current = null;
-      written.current = [];
     };
   }, []);
-
-  // Append only what is new since the last read (the API answers the newest tail).
-  useEffect(() => {
-    const t = terminal.current;
-    // Paused: other refreshes of the query (live events) write nothing; resuming catches up.
-    if (!t || !logs.data || paused) return;
-    const fresh = newLines(written.current, logs.data);
-    for (const line of fresh) t.term.writeln(plainLine(line));
-    written.current = logs.data;
-  }, [logs.data, paused]);
 
   return (
     <div className="terminal-box">
@@ -86,9 +84,12 @@ export default function LogTerminal(props: { serviceId: string }) {
             if (e.key === "Enter" && query) terminal.current?.search.findNext(query);
           }}
         />
-        <span className="muted">{paused ? "paused" : "following"}</span>
+        <span className="muted" data-testid="log-state">
+          {paused ? "paused" : STATE_TEXT[stream.state]}
+        </span>
       </div>
-      <Notice error={logs.error} />
+      {stream.state === "offline" ? <p className="error-text" role="alert">The log stream is not available; reload the page to try again.</p> : null}
+      {stream.state === "ended" ? <p className="muted">The log stream ended: {stream.endReason}.</p> : null}
       <div className="terminal" ref={host} data-testid="log-terminal" role="log" aria-label="instance logs" />
     </div>
   );

@@ -117,7 +117,7 @@ export function ServicePage(props: { id: string }) {
           )}
         </Section>
         <Section title={build ? `Build log of release ${String(build)}` : "Build log"}>
-          {build && buildRelease ? <BuildLog serviceId={props.id} release={buildRelease} /> : <p className="muted">No release yet. Deploy to build one.</p>}
+          {build && buildRelease ? <BuildLog key={buildRelease.number} serviceId={props.id} release={buildRelease} /> : <p className="muted">No release yet. Deploy to build one.</p>}
         </Section>
       </div>
       <Section title="Traffic and memory (last hour)">

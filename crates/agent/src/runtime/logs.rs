@@ -265,22 +265,22 @@ pub fn read_local(
 ) -> Vec<nanoscale_core::api::LogEntry> {
     sources
         .iter()
-        .flat_map(|(source, dir)| {
-            tail(dir, n)
-                .0
-                .into_iter()
-                .map(|line| nanoscale_core::api::LogEntry {
-                    at: line.at,
-                    stream: match line.stream {
-                        Stream::Stdout => "stdout",
-                        Stream::Stderr => "stderr",
-                    }
-                    .to_owned(),
-                    source: source.clone(),
-                    text: line.text,
-                })
-        })
+        .flat_map(|(source, dir)| tail(dir, n).0.into_iter().map(|line| entry(source, line)))
         .collect()
+}
+
+/// One line as an API log entry of `source` (an instance id or `build-<n>`).
+pub fn entry(source: &str, line: LogLine) -> nanoscale_core::api::LogEntry {
+    nanoscale_core::api::LogEntry {
+        at: line.at,
+        stream: match line.stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+        .to_owned(),
+        source: source.to_owned(),
+        text: line.text,
+    }
 }
 
 /// Longest line text sent in an answer to the control plane.

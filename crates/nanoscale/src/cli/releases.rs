@@ -1,6 +1,8 @@
 //! `deploy`, `releases`, `rollback` and `logs`.
 use clap::Args;
-use nanoscale_client::api::{LogEntry, Release, ReleaseSelector, ReleaseStatus};
+use futures::StreamExt;
+use nanoscale_client::api::{LogEntry, Release, ReleaseSelector};
+use nanoscale_client::LogFrame;
 use uuid::Uuid;
 
 use super::output::{matches_id, print_json, print_json_line, short_commit, short_id, when, Table};
@@ -34,9 +36,8 @@ pub struct RollbackArgs {
 pub struct LogsArgs {
     /// The service's name or id.
     service: String,
-    /// Keep printing new lines as they come (asks every second; with --build,
-    /// until the build ends). A burst of more than 1000 lines within a second
-    /// shows only its newest 1000.
+    /// Keep printing new lines as they are written (with --build, until the build
+    /// ends); a broken connection is opened again without repeating lines.
     #[arg(long, short)]
     follow: bool,
     /// The build output of this release number instead of the instances' logs.
@@ -169,16 +170,16 @@ pub async fn rollback(context: &Context, args: RollbackArgs) -> CliResult {
     Ok(())
 }
 
-/// The newest lines of a service's instances, or of one build. Following live is
-/// not there yet: say so plainly instead of pretending.
+/// The newest lines of a service's instances, or of one build; with `-f` the
+/// live stream of them, until the build is over (with `--build`) or Ctrl-C.
 pub async fn logs(context: &Context, args: LogsArgs) -> CliResult {
     let service = resolve_service(&context.client, &args.service).await?;
-    let query = nanoscale_client::api::LogQuery {
+    let mut query = nanoscale_client::api::LogQuery {
         tail: Some(args.tail),
         build: args.build,
     };
-    let entries = context.client.service_logs(service.id, &query).await?;
     if !args.follow {
+        let entries = context.client.service_logs(service.id, &query).await?;
         if context.json() {
             return print_json(&entries);
         }
@@ -188,43 +189,60 @@ pub async fn logs(context: &Context, args: LogsArgs) -> CliResult {
         }
         return Ok(());
     }
-    // Following: every line once, in order, as JSON lines with --output json.
-    let show = |entry: &LogEntry| -> CliResult {
-        if context.json() {
-            print_json_line(entry)
-        } else {
-            print_entry(entry);
-            Ok(())
-        }
-    };
-    let mut follow = Follow::default();
-    for entry in follow.new_entries(&entries) {
-        show(entry)?;
-    }
-    let query = nanoscale_client::api::LogQuery {
-        tail: Some(FOLLOW_TAIL),
-        build: args.build,
-    };
+    // Following: every line once, in order, as JSON lines with --output json. A
+    // broken connection is opened again; the newest lines it repeats are skipped.
+    let mut seen = nanoscale_core::logs::Seen::default();
+    let mut wait = RECONNECT_FIRST;
     loop {
-        // A build's log ends with the build: one last read once it has.
-        let ended = match args.build {
-            Some(number) => build_ended(context, service.id, number).await?,
-            None => false,
+        let mut stream = match context.client.stream_service_logs(service.id, &query).await {
+            Ok(stream) => stream,
+            // The server answered: the service is gone, or this login may not read it.
+            Err(error @ nanoscale_client::ClientError::Api { .. }) => return Err(error.into()),
+            Err(error) => {
+                eprintln!(
+                    "cannot follow the logs ({error}); trying again in {}s",
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RECONNECT_MAX);
+                continue;
+            }
         };
-        tokio::time::sleep(FOLLOW_EVERY).await;
-        let entries = context.client.service_logs(service.id, &query).await?;
-        for entry in follow.new_entries(&entries) {
-            show(entry)?;
+        while let Some(frame) = stream.next().await {
+            match frame {
+                Ok(LogFrame::Line(entry)) => {
+                    wait = RECONNECT_FIRST;
+                    if !seen.admit(&entry) {
+                        continue;
+                    }
+                    if context.json() {
+                        print_json_line(&entry)?;
+                    } else {
+                        print_entry(&entry);
+                    }
+                }
+                Ok(LogFrame::End { reason }) => {
+                    if !context.json() {
+                        eprintln!("({reason})");
+                    }
+                    return Ok(());
+                }
+                Err(error) => {
+                    eprintln!("the log stream broke ({error}); opening it again");
+                    break;
+                }
+            }
         }
-        if ended {
-            return Ok(());
-        }
+        query.tail = Some(RECONNECT_TAIL);
+        tokio::time::sleep(wait).await;
     }
 }
 
-/// How often `logs -f` asks for new lines, and how many it asks for.
-const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-const FOLLOW_TAIL: u32 = 1000;
+/// After a broken stream: the first wait, the longest, and the newest lines asked
+/// for again (those already printed are skipped).
+const RECONNECT_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+const RECONNECT_TAIL: u32 = 1000;
 
 fn print_entry(entry: &LogEntry) {
     println!(
@@ -234,57 +252,6 @@ fn print_entry(entry: &LogEntry) {
         if entry.stream == "stderr" { "!" } else { " " },
         super::output::printable(&entry.text)
     );
-}
-
-/// Whether release `number`'s build is over (or the release is gone).
-async fn build_ended(context: &Context, service: Uuid, number: i64) -> CliResult<bool> {
-    let releases = context.client.list_releases(service).await?;
-    Ok(releases
-        .iter()
-        .find(|release| release.number == number)
-        .is_none_or(|release| {
-            !matches!(
-                release.status,
-                ReleaseStatus::Queued | ReleaseStatus::Building
-            )
-        }))
-}
-
-/// What `logs -f` has printed: the newest time seen and the lines at that time,
-/// so a line is printed once though every answer repeats the newest ones (times
-/// are RFC 3339 with milliseconds, UTC: their text sorts as they do).
-#[derive(Debug, Default)]
-struct Follow {
-    newest: String,
-    at_newest: std::collections::HashSet<(String, String, String)>,
-}
-
-impl Follow {
-    fn new_entries<'a>(&mut self, entries: &'a [LogEntry]) -> Vec<&'a LogEntry> {
-        let mut fresh = Vec::new();
-        for entry in entries {
-            let key = (
-                entry.source.clone(),
-                entry.stream.clone(),
-                entry.text.clone(),
-            );
-            match entry.at.as_str().cmp(self.newest.as_str()) {
-                std::cmp::Ordering::Less => continue,
-                std::cmp::Ordering::Equal => {
-                    if !self.at_newest.insert(key) {
-                        continue;
-                    }
-                }
-                std::cmp::Ordering::Greater => {
-                    self.newest = entry.at.clone();
-                    self.at_newest.clear();
-                    self.at_newest.insert(key);
-                }
-            }
-            fresh.push(entry);
-        }
-        fresh
-    }
 }
 
 /// A release number, or a full id; `None` for anything else (maybe a short id).
@@ -311,34 +278,6 @@ fn release_label(releases: &[Release], id: Uuid) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should panic
 mod tests {
     use super::*;
-
-    #[test]
-    fn following_prints_each_line_once_in_order() {
-        let line = |at: &str, text: &str| LogEntry {
-            at: at.into(),
-            stream: "stdout".into(),
-            source: "web-r1-0-abcd".into(),
-            text: text.into(),
-        };
-        let mut follow = Follow::default();
-        let first = [
-            line("2026-12-01T10:00:00.001Z", "a"),
-            line("2026-12-01T10:00:00.002Z", "b"),
-        ];
-        let texts =
-            |entries: Vec<&LogEntry>| entries.iter().map(|e| e.text.clone()).collect::<Vec<_>>();
-        assert_eq!(texts(follow.new_entries(&first)), ["a", "b"]);
-        // The next answer repeats the newest lines, and adds one at the same
-        // millisecond as the last and one later.
-        let second = [
-            line("2026-12-01T10:00:00.001Z", "a"),
-            line("2026-12-01T10:00:00.002Z", "b"),
-            line("2026-12-01T10:00:00.002Z", "b2"),
-            line("2026-12-01T10:00:01.000Z", "c"),
-        ];
-        assert_eq!(texts(follow.new_entries(&second)), ["b2", "c"]);
-        assert!(follow.new_entries(&second).is_empty());
-    }
 
     #[test]
     fn releases_are_numbers_or_ids() {

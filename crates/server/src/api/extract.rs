@@ -70,25 +70,14 @@ async fn read_body(request: Request) -> Result<Bytes, ApiError> {
 /// and dropped in the background where it is not declared past [`DRAIN_LIMIT`].
 fn refuse_too_large(body: axum::body::Body, read: usize, declared: Option<u64>) -> ApiError {
     use http_body_util::BodyExt;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     /// Drains running now: past [`MAX_DRAINS`] a refusal is immediate, so a
     /// flood of large bodies cannot keep the server reading.
-    static DRAINS: AtomicUsize = AtomicUsize::new(0);
-    struct Draining;
-    impl Drop for Draining {
-        fn drop(&mut self) {
-            DRAINS.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-    let room = || {
-        DRAINS
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < MAX_DRAINS).then_some(n + 1)
-            })
-            .is_ok()
-    };
-    if declared.is_none_or(|length| length <= DRAIN_LIMIT) && room() {
-        let slot = Draining;
+    static DRAINS: crate::slots::Slots = crate::slots::Slots::new(MAX_DRAINS);
+    let slot = declared
+        .is_none_or(|length| length <= DRAIN_LIMIT)
+        .then(|| DRAINS.take())
+        .flatten();
+    if let Some(slot) = slot {
         tokio::spawn(async move {
             let _slot = slot;
             let mut body = body;

@@ -141,6 +141,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(services::list_instances))
         .routes(routes!(services::service_metrics))
         .routes(routes!(logs::list_logs))
+        .routes(routes!(logs::stream_logs))
         .routes(routes!(services::get_release))
         .routes(routes!(nodes::list_nodes))
         .routes(routes!(
