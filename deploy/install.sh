@@ -18,6 +18,9 @@
 #   --proxy-listen A:P     external proxy listener [default: 0.0.0.0:80]
 #   --internal-listen A:P  internal service network [default: 127.0.0.1:80]
 #   --dns-listen A:P       *.svc.internal DNS responder [default: 127.0.0.153:53]
+#   --swap-file-mib MIB    on a host with under 2 GiB of RAM and no swap, let the
+#                          agent make a swap file of MIB MiB before it builds
+#                          (16-65536; without it the agent only warns)
 #   --uninstall            stop this node's agent, proxy and apps and remove it
 set -eu
 
@@ -32,6 +35,7 @@ PROXY_LISTEN="0.0.0.0:80"
 INTERNAL_LISTEN="127.0.0.1:80"
 DNS_LISTEN="127.0.0.153:53"
 UNINSTALL=0
+SWAP_FILE_MIB=""
 
 say() { printf 'nanoscale: %s\n' "$*"; }
 die() { printf 'nanoscale: error: %s\n' "$*" >&2; exit 1; }
@@ -47,6 +51,7 @@ while [ $# -gt 0 ]; do
         --proxy-listen) need_value "$@"; PROXY_LISTEN="$2"; shift 2 ;;
         --internal-listen) need_value "$@"; INTERNAL_LISTEN="$2"; shift 2 ;;
         --dns-listen) need_value "$@"; DNS_LISTEN="$2"; shift 2 ;;
+        --swap-file-mib) need_value "$@"; SWAP_FILE_MIB="$2"; shift 2 ;;
         --uninstall) UNINSTALL=1; shift ;;
         -h|--help) sed -n '2,22p' "$0" 2>/dev/null || true; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
@@ -54,6 +59,16 @@ while [ $# -gt 0 ]; do
 done
 
 [ "$(id -u)" -eq 0 ] || die "run as root: curl -fsSL $SERVER_URL/install.sh | sudo sh -s -- ..."
+
+# Checked before anything is done, so a typo changes nothing.
+if [ -n "$SWAP_FILE_MIB" ]; then
+    case "$SWAP_FILE_MIB" in
+        *[!0-9]*) die "--swap-file-mib must be a number of MiB, 16 to 65536 (got '$SWAP_FILE_MIB')" ;;
+    esac
+    if [ "${#SWAP_FILE_MIB}" -gt 5 ] || [ "$SWAP_FILE_MIB" -lt 16 ] || [ "$SWAP_FILE_MIB" -gt 65536 ]; then
+        die "--swap-file-mib must be a number of MiB, 16 to 65536 (got '$SWAP_FILE_MIB')"
+    fi
+fi
 
 if [ -n "$DATA_DIR" ]; then
     case "$DATA_DIR" in
@@ -208,6 +223,13 @@ fi
 
 set -- --data-dir "$DATA_DIR" --proxy-listen "$PROXY_LISTEN" --internal-listen "$INTERNAL_LISTEN" --dns-listen "$DNS_LISTEN"
 if [ "$OWN_USER" -eq 1 ]; then set -- "$@" --hosts-file /etc/hosts; fi
+# The agent reads it from its environment (`node run` passes it on); in the unit
+# it is a flag of the agent's own.
+AGENT_EXTRA=""
+if [ -n "$SWAP_FILE_MIB" ]; then
+    AGENT_EXTRA="--swap-file-mib $SWAP_FILE_MIB"
+    export NANOSCALE_SWAP_FILE_MIB="$SWAP_FILE_MIB"
+fi
 
 if use_systemd; then
     cat > "$UNIT.tmp" <<EOF
@@ -217,7 +239,7 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
-ExecStart=$BIN agent $*
+ExecStart=$BIN agent $* $AGENT_EXTRA
 WorkingDirectory=$DATA_DIR
 Restart=always
 RestartSec=2

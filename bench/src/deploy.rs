@@ -5,6 +5,11 @@
 //!   first 200 from the new release's instance, five deploys of new commits. Peer:
 //!   the same app started directly by this driver (`python3 app.py`), spawn → first
 //!   200, the floor any supervisor can reach.
+//! - **deploy → first healthy response** of a small Node app with a dependency
+//!   install (the `node-deps` fixture: `npm ci` of one locked package, then
+//!   `npm start`), three deploys of new commits after one that fills the app's npm
+//!   cache. Peer: this driver doing the same by hand, a fresh `git clone`, `npm ci`
+//!   and `node server.js` to the first 200, after one round that fills its cache.
 //! - **RSS**: the agent idle and with 20 running instances, and the shim per
 //!   instance. Peer: coreutils `sleep`, about the smallest process there is.
 //!
@@ -16,7 +21,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nanoscale_bench::{admin_client, free_port, git, median, rss_kib, start_up, Killed};
+use nanoscale_bench::{
+    admin_client, free_port, git, median, pss_uss_kib, rss_kib, start_up, Killed,
+};
 use nanoscale_client::Client;
 use nanoscale_core::api::CreateProject;
 use nanoscale_core::service::ServiceSpec;
@@ -24,6 +31,8 @@ use uuid::Uuid;
 
 const DEPLOYS: usize = 5;
 const INSTANCES: u32 = 20;
+/// Timed rounds of the dependency-install case (each after one warm-up).
+const DEP_DEPLOYS: usize = 3;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -93,6 +102,8 @@ async fn main() -> Result<()> {
         deploys.push(started.elapsed().as_secs_f64() * 1000.0);
     }
 
+    let (node_direct, node_deploys) = node_with_deps(&client, project.id, work.path()).await?;
+
     let patch: nanoscale_core::service::ServicePatch =
         serde_json::from_value(serde_json::json!({"replicas": INSTANCES}))?;
     client.update_service(service.id, &patch).await?;
@@ -124,9 +135,15 @@ async fn main() -> Result<()> {
         .filter_map(|pid| rss_kib(*pid).ok())
         .map(|kib| kib as f64)
         .collect();
+    let (shim_pss, shim_uss): (Vec<f64>, Vec<f64>) = shims
+        .iter()
+        .filter_map(|pid| pss_uss_kib(*pid).ok())
+        .map(|(pss, uss)| (pss as f64, uss as f64))
+        .unzip();
     let sleep = Killed(Command::new("sleep").arg("30").spawn()?);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let sleep_rss = rss_kib(sleep.0.id())? as f64;
+    let (sleep_pss, sleep_uss) = pss_uss_kib(sleep.0.id())?;
 
     let deploy_ms = median(deploys.clone());
     let direct_ms = median(direct.clone());
@@ -142,6 +159,19 @@ async fn main() -> Result<()> {
         "  ratio      {:.2}x   (target: ≤ 1,500 ms)",
         deploy_ms / direct_ms
     );
+    println!();
+    let node_ms = median(node_deploys.clone());
+    let node_direct_ms = median(node_direct.clone());
+    println!("deploy → first healthy response, Node app with `npm ci` of one dependency ({DEP_DEPLOYS} deploys after a warm-up)");
+    println!(
+        "  NanoScale  median {node_ms:7.0} ms   all {:?}",
+        rounded(&node_deploys)
+    );
+    println!(
+        "  by hand    median {node_direct_ms:7.0} ms   all {:?}  (git clone + npm ci + node server.js by this driver)",
+        rounded(&node_direct)
+    );
+    println!("  ratio      {:.2}x", node_ms / node_direct_ms);
     println!();
     println!("memory (VmRSS)");
     println!(
@@ -159,10 +189,94 @@ async fn main() -> Result<()> {
     );
     println!("  coreutils sleep (peer)    {:7.2} MiB", sleep_rss / 1024.0);
     println!(
+        "  shim PSS / USS            {:7.2} / {:.2} MiB  (USS: what one more instance's shim costs)",
+        median(shim_pss) / 1024.0,
+        median(shim_uss) / 1024.0
+    );
+    println!(
+        "  sleep PSS / USS           {:7.2} / {:.2} MiB",
+        sleep_pss as f64 / 1024.0,
+        sleep_uss as f64 / 1024.0
+    );
+    println!(
         "  ratio shim / sleep        {:.2}x",
         median(shim_rss) / sleep_rss
     );
     Ok(())
+}
+
+/// The dependency-install case: (by hand, NanoScale) times in ms. The service is
+/// removed afterwards so the memory figures count only the Python instances.
+async fn node_with_deps(
+    client: &Client,
+    project: Uuid,
+    work: &Path,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/nanoscale/tests/fixtures/apps/node-deps");
+    let repo = work.join("node-app");
+    std::fs::create_dir(&repo)?;
+    for file in ["package.json", "package-lock.json", "server.js"] {
+        std::fs::copy(fixture.join(file), repo.join(file))?;
+    }
+    git(&repo, &["init", "-q", "-b", "main"])?;
+    let commit = |version: &str| -> Result<()> {
+        std::fs::write(repo.join("VERSION"), version)?;
+        git(&repo, &["add", "-A"])?;
+        git(&repo, &["commit", "-q", "-m", version])
+    };
+    commit("n0")?;
+
+    let mut by_hand = Vec::new();
+    for round in 0..=DEP_DEPLOYS {
+        let dir = work.join(format!("by-hand-{round}"));
+        let started = Instant::now();
+        let source = format!("file://{}", repo.display());
+        let dir_arg = dir.to_string_lossy().into_owned();
+        git(work, &["clone", "-q", "--depth", "1", &source, &dir_arg])?;
+        let installed = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .status()?;
+        if !installed.success() {
+            bail!("npm ci failed in {}", dir.display());
+        }
+        let port = free_port()?;
+        let _app = Killed(
+            Command::new("node")
+                .arg("server.js")
+                .current_dir(&dir)
+                .env("PORT", port.to_string())
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
+        wait_answer(port, "n0").await?;
+        if round > 0 {
+            by_hand.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+
+    let spec: ServiceSpec = serde_json::from_value(serde_json::json!({
+        "name": "api",
+        "source": {"git": format!("file://{}", repo.display())},
+        "health": {"path": "/healthz", "interval_secs": 1},
+    }))?;
+    let service = client.create_service(project, &spec).await?;
+    let mut deploys = Vec::new();
+    for round in 0..=DEP_DEPLOYS {
+        let version = format!("n{}", round + 1);
+        commit(&version)?;
+        let started = Instant::now();
+        let release = client.deploy(service.id, None).await?;
+        let port = instance_port(client, service.id, release.number).await?;
+        wait_answer(port, &version).await?;
+        if round > 0 {
+            deploys.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    client.delete_service(service.id).await?;
+    Ok((by_hand, deploys))
 }
 
 fn rounded(values: &[f64]) -> Vec<u64> {

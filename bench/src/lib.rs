@@ -125,6 +125,28 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .parse()?)
 }
 
+/// Proportional and unique set sizes of a process, in KiB (`smaps_rollup`): PSS
+/// splits each shared page among the processes that map it, USS counts only the
+/// pages no other process maps, what one more such process costs.
+pub fn pss_uss_kib(pid: u32) -> Result<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let field = |name: &str| -> Result<u64> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name} in smaps_rollup"))?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("smaps_rollup value")?
+            .parse()?)
+    };
+    Ok((
+        field("Pss:")?,
+        field("Private_Clean:")? + field("Private_Dirty:")?,
+    ))
+}
+
 /// Runs git in `dir` with a fixed author, failing on a non-zero exit.
 pub fn git(dir: &Path, args: &[&str]) -> Result<()> {
     let status = Command::new("git")

@@ -261,6 +261,17 @@ async fn reusable(context: &Context, workload: &Workload) -> Option<(PathBuf, St
         })
 }
 
+/// A build's limits: its memory limit in RAM, and as much again in swap, so that
+/// on a low-memory host the swap file (`low_memory.rs`) can carry it past its RAM.
+pub fn build_limits(memory_bytes: Option<u64>, pids: Option<u32>) -> Limits {
+    Limits {
+        memory_bytes,
+        swap_bytes: memory_bytes,
+        cpu_millis: None,
+        pids,
+    }
+}
+
 async fn run_build(
     context: &Context,
     workload: &Workload,
@@ -289,11 +300,10 @@ async fn run_build(
         log_dir: dir.join("log"),
         log_max_bytes: context.config.log_max_bytes,
         log_keep: context.config.log_keep,
-        limits: Limits {
-            memory_bytes: context.config.build_memory_bytes,
-            cpu_millis: None,
-            pids: context.config.pids_limit(None),
-        },
+        limits: build_limits(
+            context.config.build_memory_bytes,
+            context.config.pids_limit(None),
+        ),
         stop_grace_secs: 5,
         uid: confinement.uid,
         gid: confinement.gid,

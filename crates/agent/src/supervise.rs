@@ -55,6 +55,7 @@ pub async fn start(
         log_keep: context.config.log_keep,
         limits: Limits {
             memory_bytes: resources.memory_mb.map(|mb| u64::from(mb) << 20),
+            swap_bytes: None,
             cpu_millis: resources.cpu_millis,
             pids: context.config.pids_limit(resources.pids),
         },

@@ -506,6 +506,57 @@ fn cgroup_available(controller: Controller) -> Option<PathBuf> {
     }
 }
 
+/// On this host's real hierarchy: an app's memory limit admits no swap, a build's
+/// admits as much swap again (so a low-memory host's swap file can carry it).
+#[test]
+fn swap_is_granted_only_where_asked() {
+    let Some(root) = cgroup_available(Controller::Memory) else {
+        return;
+    };
+    let layout = Layout::detect();
+    let Some((version, _)) = layout.hierarchy(Controller::Memory) else {
+        return;
+    };
+    let v2 = version == nanoscale_agent::runtime::cgroup::Version::V2;
+    let swap_file = if v2 {
+        "memory.swap.max"
+    } else {
+        "memory.memsw.limit_in_bytes"
+    };
+    let memory = 64 << 20;
+    for (id, swap) in [("swap-none-test", None), ("swap-grant-test", Some(memory))] {
+        let limits = nanoscale_agent::runtime::Limits {
+            memory_bytes: Some(memory),
+            swap_bytes: swap,
+            ..Default::default()
+        };
+        let (cgroup, warnings) = layout.create(id, &limits);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let dir = cgroup
+            .dir_for(Controller::Memory)
+            .expect("memory group")
+            .to_owned();
+        assert!(dir.starts_with(&root));
+        let written = std::fs::read_to_string(dir.join(swap_file));
+        let _ = cgroup.kill_and_remove(Duration::from_secs(1));
+        match written {
+            // v2 counts swap alone, v1 memory and swap together.
+            Ok(text) => {
+                let swap = swap.unwrap_or(0);
+                let expected = if v2 { swap } else { memory + swap };
+                assert_eq!(text.trim(), expected.to_string(), "{id}");
+            }
+            // Without swap accounting there is no swap to grant or refuse.
+            Err(_) => eprintln!("skipping {id}: no {swap_file} (no swap accounting)"),
+        }
+    }
+    // A build's limits grant it.
+    assert_eq!(
+        nanoscale_agent::builder::build_limits(Some(memory), None).swap_bytes,
+        Some(memory)
+    );
+}
+
 #[tokio::test]
 async fn a_memory_limit_oom_kills_an_allocating_app() {
     if cgroup_available(Controller::Memory).is_none() {

@@ -182,6 +182,7 @@ fn a_real_systemd_runs_the_generated_unit_and_its_sandbox_holds() {
         log_keep: 1,
         limits: Limits {
             memory_bytes: Some(128 << 20),
+            swap_bytes: None,
             cpu_millis: Some(500),
             pids: Some(64),
         },

@@ -1554,6 +1554,7 @@ async fn review_findings_stay_fixed() {
 }
 
 #[tokio::test]
+#[allow(clippy::disallowed_methods)] // runs the served install script with sh
 async fn join_tokens_and_the_install_script() {
     // Without a cluster listener no server can join, and the API says how to fix it.
     let closed = TestServer::start();
@@ -1579,6 +1580,34 @@ async fn join_tokens_and_the_install_script() {
         script.contains("CLUSTER_ADDR=''"),
         "the script knows the listener is off"
     );
+    // Bad options are refused with a message naming the fix, before anything is done.
+    for (args, says) in [
+        (
+            &["--swap-file-mib", "8"][..],
+            "--swap-file-mib must be a number of MiB, 16 to 65536",
+        ),
+        (
+            &["--swap-file-mib", "1e3"][..],
+            "--swap-file-mib must be a number of MiB",
+        ),
+        (&["--swap-file-mib"][..], "--swap-file-mib needs a value"),
+        (
+            &["--data-dir", "relative/dir"][..],
+            "--data-dir must be an absolute path",
+        ),
+        (&["--frobnicate"][..], "unknown option --frobnicate"),
+    ] {
+        let run = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .arg("install.sh")
+            .args(args)
+            .output()
+            .expect("run sh");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 
     let server = TestServer::start_with(&["--no-agent", "--cluster-listen", "127.0.0.1:0"], &[]);
     let admin = server.bootstrap().await;

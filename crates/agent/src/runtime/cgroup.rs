@@ -406,16 +406,24 @@ fn write_limits(
             (Controller::Memory, Version::V2) => {
                 let bytes = limits.memory_bytes.unwrap_or(u64::MAX);
                 write(&dir.join("memory.max"), &bytes.to_string())?;
-                // Swapping would let the app exceed its limit; the file is absent when
-                // the kernel does no swap accounting, and then there is nothing to stop.
-                let _ = write(&dir.join("memory.swap.max"), "0");
+                // Unless granted, swapping would let the app exceed its limit; the
+                // file is absent when the kernel does no swap accounting, and then
+                // there is nothing to stop.
+                let swap = limits.swap_bytes.unwrap_or(0);
+                let _ = write(&dir.join("memory.swap.max"), &swap.to_string());
             }
             (Controller::Memory, Version::V1) => {
-                let bytes = limits.memory_bytes.unwrap_or(u64::MAX).to_string();
+                let memory_bytes = limits.memory_bytes.unwrap_or(u64::MAX);
+                let bytes = memory_bytes.to_string();
+                let with_swap = memory_bytes
+                    .saturating_add(limits.swap_bytes.unwrap_or(0))
+                    .to_string();
+                // memsw (memory + swap) must stay >= the memory limit, so in a
+                // reused group one of them has to move first: a lower memsw after,
+                // a higher one before. Absent without swap accounting.
+                let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &with_swap);
                 let memory = write(&dir.join("memory.limit_in_bytes"), &bytes);
-                // memsw (memory + swap) must stay >= the memory limit, so in a reused
-                // group it may have to move first; absent without swap accounting.
-                let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &bytes);
+                let _ = write(&dir.join("memory.memsw.limit_in_bytes"), &with_swap);
                 if memory.is_err() {
                     write(&dir.join("memory.limit_in_bytes"), &bytes)?;
                 }

@@ -97,7 +97,13 @@ impl fmt::Debug for ShimSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    /// RAM the group may use.
     pub memory_bytes: Option<u64>,
+    /// Swap it may use beyond `memory_bytes`. None: none at all, so the memory
+    /// limit is a hard one (apps); builds get some, so that the swap file of a
+    /// low-memory host can carry a build past its RAM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_bytes: Option<u64>,
     /// Thousandths of a CPU: 500 = half a core, 2000 = two cores.
     pub cpu_millis: Option<u32>,
     pub pids: Option<u32>,

@@ -284,6 +284,7 @@ mod tests {
             log_keep: 3,
             limits: Limits {
                 memory_bytes: Some(256 << 20),
+                swap_bytes: None,
                 cpu_millis: Some(500),
                 pids: Some(512),
             },

@@ -72,6 +72,7 @@ fn v2_enables_controllers_and_writes_every_limit() {
     let layout = Layout::unified(root.path());
     let limits = Limits {
         memory_bytes: Some(256 * 1024 * 1024),
+        swap_bytes: None,
         cpu_millis: Some(500),
         pids: Some(64),
     };
@@ -95,11 +96,28 @@ fn v2_enables_controllers_and_writes_every_limit() {
 }
 
 #[test]
+fn v2_grants_swap_only_when_asked() {
+    let root = fake_unified("memory\n");
+    let layout = Layout::unified(root.path());
+    let limits = Limits {
+        memory_bytes: Some(1 << 30),
+        swap_bytes: Some(1 << 30),
+        ..Limits::default()
+    };
+    let (_cgroup, warnings) = layout.create("build-web-3", &limits);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let dir = root.path().join("nanoscale/build-web-3");
+    assert_eq!(read(&dir.join("memory.max")), "1073741824");
+    assert_eq!(read(&dir.join("memory.swap.max")), "1073741824");
+}
+
+#[test]
 fn v2_without_a_controller_warns_instead_of_failing() {
     let root = fake_unified("cpu io pids\n");
     let layout = Layout::unified(root.path());
     let limits = Limits {
         memory_bytes: Some(1 << 20),
+        swap_bytes: None,
         cpu_millis: None,
         pids: Some(10),
     };
@@ -132,6 +150,7 @@ fn an_unwritable_hierarchy_becomes_warnings() {
     fs::write(root.path().join(PARENT), "").expect("blocker");
     let limits = Limits {
         memory_bytes: None,
+        swap_bytes: None,
         cpu_millis: Some(250),
         pids: None,
     };
@@ -150,6 +169,7 @@ fn join_writes_the_pid_and_oom_kills_count_from_the_baseline() {
     let layout = Layout::unified(root.path());
     let limits = Limits {
         memory_bytes: Some(1 << 30),
+        swap_bytes: None,
         ..Limits::default()
     };
     let dir = root.path().join("nanoscale/reused");
