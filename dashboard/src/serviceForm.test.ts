@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { emptyForm, fromSpec, parseLabels, toSpec } from "./serviceForm";
+import { emptyForm, fromSpec, newRoute, parseLabels, toSpec } from "./serviceForm";
 
 describe("service form", () => {
   it("turns a filled form into the API's spec", () => {
@@ -11,9 +11,9 @@ describe("service form", () => {
       build: "  ",
       run: "python3 app.py",
       routes: [
-        { host: "web.localhost", path: "", strip: false },
-        { host: "", path: "", strip: false },
-        { host: "", path: "/web", strip: true },
+        { ...newRoute(), host: "web.localhost" },
+        newRoute(),
+        { ...newRoute(), path: "/web", strip: true, maxBodyMb: "512", balance: "least_connections" },
       ],
       env: [
         { name: "GREETING", value: "hi", secret: false },
@@ -33,7 +33,7 @@ describe("service form", () => {
     expect(spec.run).toBe("python3 app.py");
     expect(spec.routes).toEqual([
       { host: "web.localhost", path: null, strip_prefix: false },
-      { host: null, path: "/web", strip_prefix: true },
+      { host: null, path: "/web", strip_prefix: true, max_body_mb: 512, balance: "least_connections" },
     ]);
     expect(spec.env).toEqual({ GREETING: "hi", TOKEN: "s3cret" });
     expect(spec.secrets).toEqual(["TOKEN"]);
@@ -54,12 +54,17 @@ describe("service form", () => {
       name: "api",
       git: "https://example.com/a.git",
       ref: "v1",
-      routes: [{ host: "a.example.com", path: "/x", strip: true }],
+      routes: [{ ...newRoute(), host: "a.example.com", path: "/x", strip: true, maxBodyMb: "8", keep: { retries: 0, response_timeout_secs: 300 } }],
       env: [{ name: "A", value: "********", secret: true }],
       memoryMb: "128",
       labels: "role=web",
     };
     expect(fromSpec(toSpec(form))).toEqual(form);
+  });
+
+  it("keeps the route policy it does not show", () => {
+    const spec = toSpec(fromSpec({ name: "a", source: { git: "https://example.com/a.git" }, routes: [{ path: "/api", connect_timeout_ms: 500, retries: 1 }] }));
+    expect(spec.routes).toEqual([{ host: null, path: "/api", strip_prefix: false, connect_timeout_ms: 500, retries: 1 }]);
   });
 
   it("keeps a label without a value so the API can say what is wrong", () => {

@@ -10,10 +10,44 @@ export interface EnvRow {
   secret: boolean;
 }
 
+type RouteSpec = Schemas["RouteSpec"];
+export type Balance = Schemas["Balance"];
+
 export interface RouteRow {
   host: string;
   path: string;
   strip: boolean;
+  /** Largest request body in MiB; empty for the default (64). */
+  maxBodyMb: string;
+  /** Empty for the default (round robin). */
+  balance: Balance | "";
+  /** The route's other policy fields, set through the API: kept as they are. */
+  keep: Pick<RouteSpec, "connect_timeout_ms" | "response_timeout_secs" | "retries">;
+}
+
+export const newRoute = (): RouteRow => ({ host: "", path: "", strip: false, maxBodyMb: "", balance: "", keep: {} });
+
+function routeToSpec(row: RouteRow): RouteSpec {
+  const route: RouteSpec = { host: optionalText(row.host), path: optionalText(row.path), strip_prefix: row.strip, ...row.keep };
+  const maxBody = optionalNumber(row.maxBodyMb);
+  if (maxBody !== null) route.max_body_mb = maxBody;
+  if (row.balance !== "") route.balance = row.balance;
+  return route;
+}
+
+function routeFromSpec(route: RouteSpec): RouteRow {
+  const keep: RouteRow["keep"] = {};
+  if (route.connect_timeout_ms != null) keep.connect_timeout_ms = route.connect_timeout_ms;
+  if (route.response_timeout_secs != null) keep.response_timeout_secs = route.response_timeout_secs;
+  if (route.retries != null) keep.retries = route.retries;
+  return {
+    host: route.host ?? "",
+    path: route.path ?? "",
+    strip: route.strip_prefix ?? false,
+    maxBodyMb: route.max_body_mb == null ? "" : String(route.max_body_mb),
+    balance: route.balance ?? "",
+    keep,
+  };
 }
 
 export interface ServiceForm {
@@ -46,7 +80,7 @@ export const emptyForm: ServiceForm = {
   ref: "main",
   build: "",
   run: "",
-  routes: [{ host: "", path: "", strip: false }],
+  routes: [newRoute()],
   env: [],
   healthPath: "",
   healthCommand: "",
@@ -110,7 +144,7 @@ export function toSpec(form: ServiceForm): Spec {
     secrets,
     routes: form.routes
       .filter((r) => r.host.trim() !== "" || r.path.trim() !== "")
-      .map((r) => ({ host: optionalText(r.host), path: optionalText(r.path), strip_prefix: r.strip })),
+      .map(routeToSpec),
     health: {
       path: optionalText(form.healthPath),
       command: optionalText(form.healthCommand),
@@ -140,7 +174,7 @@ export function toSpec(form: ServiceForm): Spec {
 
 export function fromSpec(spec: Spec): ServiceForm {
   const secrets = new Set(spec.secrets ?? []);
-  const routes = (spec.routes ?? []).map((r) => ({ host: r.host ?? "", path: r.path ?? "", strip: r.strip_prefix ?? false }));
+  const routes = (spec.routes ?? []).map(routeFromSpec);
   const health = spec.health;
   const resources = spec.resources;
   const placement = spec.placement;
@@ -150,7 +184,7 @@ export function fromSpec(spec: Spec): ServiceForm {
     ref: spec.source.ref ?? "main",
     build: spec.build ?? "",
     run: spec.run ?? "",
-    routes: routes.length > 0 ? routes : [{ host: "", path: "", strip: false }],
+    routes: routes.length > 0 ? routes : [newRoute()],
     env: Object.entries(spec.env ?? {}).map(([name, value]) => ({ name, value, secret: secrets.has(name) })),
     healthPath: health?.path ?? "",
     healthCommand: health?.command ?? "",

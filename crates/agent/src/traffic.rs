@@ -150,7 +150,7 @@ pub fn route_table(
                 path,
                 strip_prefix: entry.strip_prefix,
                 backend: upstreams(&entry.service),
-                policy: RoutePolicy::default(),
+                policy: entry.options.policy(),
             }
         })
         .collect();

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::route::RouteOptions;
 use crate::service::ServiceSpec;
 
 /// Suffix of internal service names: `<service>.svc.internal`.
@@ -53,6 +54,10 @@ pub struct RouteEntry {
     pub path: Option<String>,
     pub strip_prefix: bool,
     pub service: String,
+    /// The policy the spec sets for this route (absent when it sets none, so the
+    /// documents of services without any keep their hash).
+    #[serde(default, skip_serializing_if = "RouteOptions::is_default")]
+    pub options: RouteOptions,
 }
 
 /// An internal name the node's resolver answers (with loopback).
@@ -103,6 +108,7 @@ impl DesiredState {
                     path: route.path.clone(),
                     strip_prefix: route.strip_prefix,
                     service: workload.service.clone(),
+                    options: route.options(),
                 })
             })
             .collect();

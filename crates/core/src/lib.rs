@@ -16,6 +16,7 @@ pub mod names;
 pub mod role;
 pub mod route;
 pub mod service;
+pub mod slots;
 pub mod validation;
 
 pub use names::{is_dns_label, is_env_name};

@@ -119,6 +119,55 @@ impl Default for RoutePolicy {
     }
 }
 
+/// What a service's spec may set of a route's policy (each `routes[]` entry's
+/// optional fields); anything unset keeps [`RoutePolicy::default`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, ToSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct RouteOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Balance>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_mb: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_timeout_secs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+}
+
+/// Limits of what a spec may set: (field, min, max).
+pub const MAX_BODY_MB: (u64, u64) = (1, 10 * 1024);
+pub const CONNECT_TIMEOUT_MS: (u64, u64) = (50, 60_000);
+pub const RESPONSE_TIMEOUT_SECS: (u64, u64) = (1, 3600);
+pub const RETRIES: (u64, u64) = (0, 5);
+
+impl RouteOptions {
+    pub fn is_default(&self) -> bool {
+        *self == RouteOptions::default()
+    }
+
+    /// The proxy's policy: these options over the defaults.
+    pub fn policy(&self) -> RoutePolicy {
+        let defaults = RoutePolicy::default();
+        RoutePolicy {
+            balance: self.balance.unwrap_or(defaults.balance),
+            max_body_bytes: self
+                .max_body_mb
+                .map_or(defaults.max_body_bytes, |mb| u64::from(mb) << 20),
+            connect_timeout_ms: self
+                .connect_timeout_ms
+                .map_or(defaults.connect_timeout_ms, u64::from),
+            response_timeout_ms: self
+                .response_timeout_secs
+                .map_or(defaults.response_timeout_ms, |secs| u64::from(secs) * 1000),
+            retries: self.retries.unwrap_or(defaults.retries),
+        }
+    }
+}
+
 impl Backend {
     pub fn service(&self) -> &str {
         match self {

@@ -46,6 +46,37 @@ pub struct RouteSpec {
     /// Remove the matched path prefix before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,
+    /// `round_robin` (default) or `least_connections` across the instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<crate::route::Balance>,
+    /// Largest request body in MiB, 1–10240 (default 64); a larger one gets 413.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_mb: Option<u32>,
+    /// How long connecting to an instance may take, 50–60000 ms (default 3000);
+    /// then the next instance is tried for idempotent requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u32>,
+    /// How long the app may take to send its response headers, 1–3600 s (default
+    /// 60); then 504.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_timeout_secs: Option<u32>,
+    /// Extra attempts on other instances after a failed connect, idempotent
+    /// requests only, 0–5 (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+}
+
+impl RouteSpec {
+    /// The policy fields this route sets.
+    pub fn options(&self) -> crate::route::RouteOptions {
+        crate::route::RouteOptions {
+            balance: self.balance,
+            max_body_mb: self.max_body_mb,
+            connect_timeout_ms: self.connect_timeout_ms,
+            response_timeout_secs: self.response_timeout_secs,
+            retries: self.retries,
+        }
+    }
 }
 
 /// How the agent decides an instance is healthy: an HTTP GET of `path` (2xx or 3xx),
@@ -463,6 +494,30 @@ fn validate_route(index: usize, route: &RouteSpec) -> Result<(), ValidationError
     if let Some(path) = &route.path {
         validate_path(&format!("routes[{index}].path"), path)?;
     }
+    use crate::route::{CONNECT_TIMEOUT_MS, MAX_BODY_MB, RESPONSE_TIMEOUT_SECS, RETRIES};
+    for (name, value, (min, max)) in [
+        ("max_body_mb", route.max_body_mb, MAX_BODY_MB),
+        (
+            "connect_timeout_ms",
+            route.connect_timeout_ms,
+            CONNECT_TIMEOUT_MS,
+        ),
+        (
+            "response_timeout_secs",
+            route.response_timeout_secs,
+            RESPONSE_TIMEOUT_SECS,
+        ),
+        ("retries", route.retries, RETRIES),
+    ] {
+        if let Some(value) = value {
+            check_range(
+                &format!("routes[{index}].{name}"),
+                u64::from(value),
+                min,
+                max,
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -787,11 +842,88 @@ mod tests {
 
         let mut bad = spec();
         bad.routes.push(RouteSpec {
-            host: None,
             path: Some("/a/../b".into()),
-            strip_prefix: false,
+            ..RouteSpec::default()
         });
         assert_eq!(bad.validate().unwrap_err().field, "routes[0].path");
+
+        // Each policy field is checked against its range, and named.
+        for (route, field) in [
+            (
+                RouteSpec {
+                    max_body_mb: Some(0),
+                    ..RouteSpec::default()
+                },
+                "routes[0].max_body_mb",
+            ),
+            (
+                RouteSpec {
+                    max_body_mb: Some(10 * 1024 + 1),
+                    ..RouteSpec::default()
+                },
+                "routes[0].max_body_mb",
+            ),
+            (
+                RouteSpec {
+                    connect_timeout_ms: Some(10),
+                    ..RouteSpec::default()
+                },
+                "routes[0].connect_timeout_ms",
+            ),
+            (
+                RouteSpec {
+                    response_timeout_secs: Some(3601),
+                    ..RouteSpec::default()
+                },
+                "routes[0].response_timeout_secs",
+            ),
+            (
+                RouteSpec {
+                    retries: Some(6),
+                    ..RouteSpec::default()
+                },
+                "routes[0].retries",
+            ),
+        ] {
+            let mut bad = spec();
+            bad.routes.push(RouteSpec {
+                path: Some("/api".into()),
+                ..route
+            });
+            assert_eq!(bad.validate().unwrap_err().field, field);
+        }
+        let mut good = spec();
+        good.routes.push(RouteSpec {
+            path: Some("/api".into()),
+            balance: Some(crate::route::Balance::LeastConnections),
+            max_body_mb: Some(512),
+            connect_timeout_ms: Some(500),
+            response_timeout_secs: Some(300),
+            retries: Some(0),
+            ..RouteSpec::default()
+        });
+        good.validate().unwrap();
+        let policy = good.routes[0].options().policy();
+        assert_eq!(
+            (
+                policy.balance,
+                policy.max_body_bytes,
+                policy.connect_timeout_ms,
+                policy.response_timeout_ms,
+                policy.retries
+            ),
+            (
+                crate::route::Balance::LeastConnections,
+                512 << 20,
+                500,
+                300_000,
+                0
+            )
+        );
+        assert_eq!(
+            RouteSpec::default().options().policy(),
+            crate::route::RoutePolicy::default()
+        );
 
         let mut bad = spec();
         bad.replicas = 1_000_000;

@@ -407,6 +407,38 @@ async fn routes_by_host_and_longest_prefix_with_forwarded_headers_and_clear_erro
         &url("/small"),
     ]);
     assert_eq!(status, 413, "a streamed body is counted too");
+    // A client that writes its whole refused body before reading gets the 413, not
+    // a reset, and its connection carries the next request.
+    let address = proxy.url.trim_start_matches("http://").to_owned();
+    let (refused, next) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let size = 2 << 20;
+        let head =
+            format!("POST /small HTTP/1.1\r\nHost: {address}\r\nContent-Length: {size}\r\n\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        stream
+            .write_all(&vec![b'x'; size])
+            .expect("the proxy reads the refused body");
+        let mut reply = vec![0u8; 8192];
+        let read = stream.read(&mut reply).unwrap();
+        let refused = String::from_utf8_lossy(&reply[..read]).into_owned();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .unwrap();
+        let read = stream.read(&mut reply).unwrap();
+        (
+            refused,
+            String::from_utf8_lossy(&reply[..read]).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(refused.starts_with("HTTP/1.1 413"), "{refused}");
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
 
     // Metrics and the access log saw it all.
     let metrics = reqwest::get(&proxy.metrics_url)

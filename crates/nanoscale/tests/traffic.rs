@@ -118,7 +118,13 @@ async fn services_are_routed_switched_without_failed_requests_and_reach_each_oth
             &token,
             service(
                 "web",
-                json!([{"host": "web.test"}, {"path": "/web", "strip_prefix": true}]),
+                json!([
+                    {"host": "web.test"},
+                    {"path": "/web", "strip_prefix": true},
+                    // A route's own policy, from the spec to the proxy.
+                    {"host": "upload.test", "max_body_mb": 1, "balance": "least_connections",
+                     "response_timeout_secs": 30, "retries": 0},
+                ]),
                 "web says",
             ),
         )
@@ -172,6 +178,26 @@ async fn services_are_routed_switched_without_failed_requests_and_reach_each_oth
     );
     let (status, body) = through("api.test", "/").await;
     assert_eq!(status, 404, "api has no external route: {body}");
+    // upload.test allows bodies up to 1 MiB; web.test keeps the default 64 MiB
+    // (the app itself answers POST with 501).
+    let post = async |host: &str, bytes: usize| {
+        let response = http
+            .post(format!("{proxy_url}/"))
+            .header("host", host)
+            .body(vec![b'x'; bytes])
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let (status, body) = post("upload.test", 2 << 20).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body.contains("web:upload.test/"),
+        "the page names the route: {body}"
+    );
+    assert_eq!(post("upload.test", 512 << 10).await.0, 501);
+    assert_eq!(post("web.test", 2 << 20).await.0, 501);
 
     // One service calls another by http://api.svc.internal (the agent put the
     // names in /etc/hosts; the internal listener routes by Host).

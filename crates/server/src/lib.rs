@@ -12,7 +12,6 @@ pub mod git;
 pub mod log_broker;
 pub mod metrics;
 pub mod metrics_history;
-pub mod slots;
 pub mod state;
 pub mod store;
 

@@ -114,6 +114,8 @@ export function Select<T extends string>(props: {
   label: string;
   value: T;
   options: readonly T[];
+  /** Shown instead of an option's value. */
+  labels?: Partial<Record<T, string>>;
   onChange: (v: T) => void;
   name?: string;
 }) {
@@ -131,7 +133,7 @@ export function Select<T extends string>(props: {
       >
         {props.options.map((o) => (
           <option key={o} value={o}>
-            {o}
+            {props.labels?.[o] ?? o}
           </option>
         ))}
       </select>

@@ -3,9 +3,9 @@ import { useState } from "react";
 import { Link, useLocation } from "wouter";
 import { api, unwrap } from "../api/client";
 import { keys, useService } from "../api/queries";
-import { Button, Checkbox, Field, Notice, QueryState, Section } from "../components/ui";
+import { Button, Checkbox, Field, Notice, QueryState, Section, Select } from "../components/ui";
 import { fieldError, isFormLevel } from "../forms";
-import { emptyForm, fromSpec, type ServiceForm, toSpec } from "../serviceForm";
+import { type Balance, emptyForm, fromSpec, newRoute, type ServiceForm, toSpec } from "../serviceForm";
 
 /** Create (with projectId) or edit (with serviceId) a service. */
 export function ServiceFormPage(props: { projectId?: string; serviceId?: string }) {
@@ -18,6 +18,9 @@ function EditService(props: { id: string }) {
   if (!service.data) return <QueryState error={service.error} what="the service" />;
   return <ServiceEditor serviceId={props.id} projectId={service.data.project_id} initial={fromSpec(service.data)} />;
 }
+
+const BALANCE: readonly (Balance | "")[] = ["", "round_robin", "least_connections"];
+const BALANCE_LABELS = { "": "round robin (default)", round_robin: "round robin", least_connections: "least connections" } as const;
 
 const FIELDS = ["name", "source", "build", "run", "routes", "env", "secrets", "health", "resources", "replicas", "placement"];
 
@@ -96,6 +99,26 @@ function ServiceEditor(props: { projectId: string; serviceId?: string; initial: 
                   set("routes")(form.routes.map((r, j) => (j === i ? { ...r, strip: v } : r)));
                 }}
               />
+              <Field
+                label="Max body (MB)"
+                name={`routes.${String(i)}.max_body_mb`}
+                value={route.maxBodyMb}
+                placeholder="64"
+                onChange={(v) => {
+                  set("routes")(form.routes.map((r, j) => (j === i ? { ...r, maxBodyMb: v } : r)));
+                }}
+                error={err(`routes[${String(i)}].max_body_mb`)}
+              />
+              <Select
+                label="Balancing"
+                name={`routes.${String(i)}.balance`}
+                value={route.balance}
+                options={BALANCE}
+                labels={BALANCE_LABELS}
+                onChange={(v) => {
+                  set("routes")(form.routes.map((r, j) => (j === i ? { ...r, balance: v } : r)));
+                }}
+              />
               <Button
                 label={`Remove route ${String(i + 1)}`}
                 onClick={() => {
@@ -109,7 +132,7 @@ function ServiceEditor(props: { projectId: string; serviceId?: string; initial: 
           {err("routes") && !form.routes.some((_, i) => err(`routes[${String(i)}]`)) ? <p className="error-text">{err("routes")}</p> : null}
           <Button
             onClick={() => {
-              set("routes")([...form.routes, { host: "", path: "", strip: false }]);
+              set("routes")([...form.routes, newRoute()]);
             }}
           >
             Add route

@@ -311,7 +311,7 @@ mod tests {
         RouteSpec {
             host: host.map(str::to_owned),
             path: path.map(str::to_owned),
-            strip_prefix: false,
+            ..RouteSpec::default()
         }
     }
 

@@ -72,7 +72,7 @@ fn refuse_too_large(body: axum::body::Body, read: usize, declared: Option<u64>) 
     use http_body_util::BodyExt;
     /// Drains running now: past [`MAX_DRAINS`] a refusal is immediate, so a
     /// flood of large bodies cannot keep the server reading.
-    static DRAINS: crate::slots::Slots = crate::slots::Slots::new(MAX_DRAINS);
+    static DRAINS: nanoscale_core::slots::Slots = nanoscale_core::slots::Slots::new(MAX_DRAINS);
     let slot = declared
         .is_none_or(|length| length <= DRAIN_LIMIT)
         .then(|| DRAINS.take())

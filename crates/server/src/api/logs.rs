@@ -23,8 +23,8 @@ use uuid::Uuid;
 use super::error::{store_error, ApiError, ApiResult};
 use super::extract::{ApiPath, ApiQuery};
 use crate::auth::Principal;
-use crate::slots::{Slot, Slots};
 use crate::state::AppState;
+use nanoscale_core::slots::{Slot, Slots};
 
 const DEFAULT_TAIL: u32 = 100;
 /// How long a user waits for another node's lines.

@@ -1,5 +1,6 @@
 //! A fixed number of slots for work a client can start but must not pile up
-//! (refused bodies read away, log streams followed): take one or be refused.
+//! (refused bodies read away by the API and the proxy, log streams followed):
+//! take one or be refused. Only atomics: no I/O here.
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct Slots {
