@@ -400,10 +400,15 @@ pub struct Instance {
     /// The port the app listens on (its `PORT`).
     pub port: u16,
     pub pid: Option<i32>,
+    /// As its agent last reported it: see `node_reachable`.
     pub status: crate::agent::InstanceStatus,
     pub restarts: u32,
     pub started_at: DateTime<Utc>,
+    /// When its agent last reported it.
     pub updated_at: DateTime<Utc>,
+    /// False while its node misses heartbeats: `status` is then only the last one
+    /// heard, and the instance may well be gone.
+    pub node_reachable: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

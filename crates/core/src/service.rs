@@ -46,6 +46,8 @@ pub struct RouteSpec {
     /// Remove the matched path prefix before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,
+    // The policy fields: the same as `route::RouteOptions` (`options()`), spelled
+    // out because serde's flatten does not work with deny_unknown_fields.
     /// `round_robin` (default) or `least_connections` across the instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<crate::route::Balance>,

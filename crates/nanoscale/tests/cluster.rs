@@ -351,6 +351,17 @@ async fn cluster(hosts: &Hosts, work: &Path) {
         cut.elapsed()
     );
     assert_eq!(local(), "hello v1\n", "w3 keeps serving while cut off");
+    // Its instances are not shown as known-healthy while nothing is heard from it.
+    let instances = server
+        .get(&format!("/api/v1/services/{service_id}/instances"), &token)
+        .await;
+    for instance in instances.as_array().unwrap() {
+        assert_eq!(
+            instance["node_reachable"].as_bool(),
+            Some(instance["node"] != "w3"),
+            "{instance}"
+        );
+    }
     // The service that opted in moves to w2 (w3's own copy keeps running there,
     // unseen, until w3 is back); the others stay where they are.
     batch_on(&[("w2", 2), ("w3", 1)]).await;
@@ -359,6 +370,17 @@ async fn cluster(hosts: &Hosts, work: &Path) {
         (node_map(&server, &token).await["w3"]["status"] == "ready").then_some(())
     })
     .await;
+    let instances = server
+        .get(&format!("/api/v1/services/{service_id}/instances"), &token)
+        .await;
+    assert!(
+        instances
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["node_reachable"] == true),
+        "{instances}"
+    );
     wait_for("w3's restart reported", async || {
         let instances = server
             .get(&format!("/api/v1/services/{service_id}/instances"), &token)

@@ -233,7 +233,13 @@ function InstanceTable(props: { instances: Schemas["Instance"][] }) {
               <td>{i.node}</td>
               <td>{i.release_number}</td>
               <td>
-                <StatusBadge status={i.status} />
+                {i.node_reachable ? (
+                  <StatusBadge status={i.status} />
+                ) : (
+                  <span title={`its server stopped answering; last reported ${i.status}`}>
+                    <StatusBadge status="unknown" /> <span className="muted">server unreachable, was {i.status}</span>
+                  </span>
+                )}
               </td>
               <td>{i.port}</td>
               <td>{i.restarts}</td>

@@ -88,7 +88,14 @@ pub async fn instances(context: &Context, args: ReleasesArgs) -> CliResult {
             instance
                 .pid
                 .map_or_else(|| "-".into(), |pid| pid.to_string()),
-            instance.status.as_str().to_owned(),
+            if instance.node_reachable {
+                instance.status.as_str().to_owned()
+            } else {
+                format!(
+                    "unknown (node unreachable, was {})",
+                    instance.status.as_str()
+                )
+            },
             instance.restarts.to_string(),
         ]);
     }

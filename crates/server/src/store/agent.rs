@@ -211,7 +211,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT i.id, i.node_id, n.name AS node, i.service_id, i.release_id, \
                     COALESCE(r.number, 0) AS release_number, i.replica, i.port, i.pid, i.status, \
-                    i.restarts, i.started_at, i.updated_at \
+                    i.restarts, i.started_at, i.updated_at, n.status AS node_status \
              FROM instances i JOIN nodes n ON n.id = i.node_id \
              LEFT JOIN releases r ON r.id = i.release_id \
              WHERE i.service_id = $1 ORDER BY n.name, i.replica, i.id",
@@ -246,7 +246,9 @@ fn severity(value: &str) -> &'static str {
 fn instance_from_row(row: &AnyRow) -> StoreResult<Instance> {
     let status: String = row.try_get("status")?;
     let number = |name: &str| -> StoreResult<i64> { Ok(row.try_get::<i64, _>(name)?) };
+    let node_status: String = row.try_get("node_status")?;
     Ok(Instance {
+        node_reachable: node_status != "unreachable",
         id: row.try_get("id")?,
         node: row.try_get("node")?,
         node_id: parse_id(&row.try_get::<String, _>("node_id")?)?,
