@@ -245,6 +245,15 @@ async function main() {
       await page.getByLabel("Project name").fill("demo");
       await page.getByRole("button", { name: "Create project" }).click();
       await heading("demo").waitFor();
+      // The project's shared environment, edited on its page.
+      await page.getByRole("button", { name: "Add variable" }).click();
+      await page.getByLabel("Variable 1 name").fill("REGION");
+      await page.getByLabel("Variable 1 value").fill("eu");
+      await page.getByRole("button", { name: "Save project" }).click();
+      await page.getByText("Saved; services get the variables").waitFor();
+      await page.reload();
+      await heading("demo").waitFor();
+      if ((await page.getByLabel("Variable 1 value").inputValue()) !== "eu") fail("the project variable was not kept");
       await page.getByRole("link", { name: "New service" }).click();
       await heading("New service").waitFor();
       await page.getByLabel("Name", { exact: true }).fill("hello");
@@ -369,7 +378,7 @@ async function main() {
       const table = page.getByTestId("audit-table");
       await table.waitFor();
       const text = (await table.textContent()) ?? "";
-      for (const action of ["setup", "auth.login", "project.create", "service.create", "service.deploy", "service.env.set", "service.env.reveal", "service.rollback", "token.create", "token.revoke"]) {
+      for (const action of ["setup", "auth.login", "project.create", "project.update", "service.create", "service.deploy", "service.env.set", "service.env.reveal", "service.rollback", "token.create", "token.revoke"]) {
         if (!text.includes(action)) fail(`audit log lacks ${action}`);
       }
       await page.getByLabel("Action").fill("service.deploy");
