@@ -4,7 +4,8 @@
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { render, screen } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
+import { answerWithError } from "../testFetch";
 import { ProjectSettings } from "./ProjectPage";
 
 const project = {
@@ -26,25 +27,9 @@ function renderSettings() {
   );
 }
 
-afterEach(() => {
-  vi.unstubAllGlobals();
-});
-
 describe("project settings", () => {
   it("sends the name and the variables, and shows the API's error on the variable", async () => {
-    const requests: Request[] = [];
-    vi.stubGlobal(
-      "fetch",
-      vi.fn((request: Request) => {
-        requests.push(request);
-        return Promise.resolve(
-          new Response(JSON.stringify({ error: { code: "validation", message: "must be letters, digits and _", field: "env.1BAD" } }), {
-            status: 422,
-            headers: { "content-type": "application/json" },
-          }),
-        );
-      }),
-    );
+    const requests = answerWithError(422, { code: "validation", message: "must be letters, digits and _", field: "env.1BAD" });
     renderSettings();
     const user = userEvent.setup();
     expect(screen.getByLabelText("Variable 1 name")).toHaveValue("REGION");

@@ -4,7 +4,8 @@
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { render, screen } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
+import { answerWithError } from "../testFetch";
 import { Router } from "wouter";
 import { memoryLocation } from "wouter/memory-location";
 import { ServiceFormPage } from "./ServiceFormPage";
@@ -22,25 +23,9 @@ function renderForm() {
   return location;
 }
 
-afterEach(() => {
-  vi.unstubAllGlobals();
-});
-
 describe("service form", () => {
   it("puts the API's error on the field it names and keeps what was typed", async () => {
-    const requests: Request[] = [];
-    vi.stubGlobal(
-      "fetch",
-      vi.fn((request: Request) => {
-        requests.push(request);
-        return Promise.resolve(
-          new Response(JSON.stringify({ error: { code: "validation", message: "scheme ext:: is not allowed", field: "source.git" } }), {
-            status: 400,
-            headers: { "content-type": "application/json" },
-          }),
-        );
-      }),
-    );
+    const requests = answerWithError(400, { code: "validation", message: "scheme ext:: is not allowed", field: "source.git" });
     renderForm();
     const user = userEvent.setup();
     await user.type(screen.getByLabelText("Name"), "web");
