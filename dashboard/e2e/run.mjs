@@ -401,7 +401,7 @@ async function main() {
 
     await step("an admin adds a viewer", async () => {
       await page.getByLabel("Username").fill("vera");
-      await page.getByLabel("Password").fill(VIEWER_PASSWORD);
+      await page.getByLabel("Password", { exact: true }).fill(VIEWER_PASSWORD);
       await page.getByLabel("Role", { exact: true }).nth(1).selectOption("viewer");
       await page.getByRole("button", { name: "Add user" }).click();
       await page.getByTestId("user-vera").waitFor();
@@ -498,6 +498,20 @@ async function main() {
         return answer.status;
       }, serviceId);
       if (status !== 403) fail(`the viewer's deploy answered ${status}, not 403`);
+      // A viewer changes their own password: every session ends, the new one works.
+      await v.goto("/settings");
+      await v.getByLabel("Current password").fill(VIEWER_PASSWORD);
+      await v.getByLabel("New password", { exact: true }).fill(`${VIEWER_PASSWORD}-2`);
+      await v.getByLabel("New password again").fill(`${VIEWER_PASSWORD}-2`);
+      await v.getByRole("button", { name: "Change password" }).click();
+      await v.getByText("Your password was changed").waitFor();
+      await v.getByLabel("Username").fill("vera");
+      await v.getByLabel("Password").fill(VIEWER_PASSWORD);
+      await v.getByRole("button", { name: "Log in" }).click();
+      await v.locator(".notice-error").waitFor();
+      await v.getByLabel("Password").fill(`${VIEWER_PASSWORD}-2`);
+      await v.getByRole("button", { name: "Log in" }).click();
+      await v.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
       await viewer.close();
     });
 

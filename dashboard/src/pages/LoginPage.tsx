@@ -11,6 +11,7 @@ export function LoginPage() {
   const search = new URLSearchParams(useSearch());
   const next = safeNext(search.get("next"));
   const expired = search.get("expired") === "1";
+  const changed = search.get("changed") === "1";
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
   const [, setLocation] = useLocation();
@@ -32,6 +33,7 @@ export function LoginPage() {
       }}
     >
         {expired && !login.error ? <p className="notice notice-warn" role="status">Your session ended. Log in again to go back where you were.</p> : null}
+        {changed && !login.error ? <p className="notice notice-success" role="status">Your password was changed and every session ended. Log in with the new one.</p> : null}
         <Field label="Username" name="username" value={username} onChange={setUsername} autoComplete="username" required />
         <Field label="Password" name="password" type="password" value={password} onChange={setPassword} autoComplete="current-password" required />
         <Notice error={login.error} />

@@ -1,5 +1,6 @@
 import { useMutation, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
+import { useLocation } from "wouter";
 import { api, type Schemas, unwrap } from "../api/client";
 import { keys, useAudit, useSettings, useTokens, useUsers } from "../api/queries";
 import { Button, ConfirmButton, CopyButton, Field, Notice, QueryState, Section, Select, Time, Table } from "../components/ui";
@@ -14,11 +15,68 @@ export function SettingsPage() {
   return (
     <div className="page">
       <h1>Settings</h1>
+      <PasswordSection />
       <TokensSection />
       {admin ? <UsersSection /> : null}
       {admin ? <BrandingSection /> : null}
       {admin ? <AuditSection /> : null}
     </div>
+  );
+}
+
+/**
+ * Changing one's own password: the API asks for the current one (and a login
+ * session, not a token) and ends every session, so the login page follows.
+ */
+export function PasswordSection() {
+  const me = useMe();
+  const client = useQueryClient();
+  const [, setLocation] = useLocation();
+  const [current, setCurrent] = useState("");
+  const [next, setNext] = useState("");
+  const [again, setAgain] = useState("");
+  const [mismatch, setMismatch] = useState(false);
+  const save = useMutation({
+    mutationFn: () =>
+      unwrap(
+        api.PATCH("/api/v1/users/{id}", {
+          params: { path: { id: me.data?.user.id ?? "" } },
+          body: { password: next, current_password: current },
+        }),
+      ),
+    onSuccess: () => {
+      client.clear();
+      setLocation("/login?changed=1", { replace: true });
+    },
+  });
+  return (
+    <Section title="Your password">
+      <form
+        className="form"
+        onSubmit={(e) => {
+          e.preventDefault();
+          setMismatch(next !== again);
+          if (next === again) save.mutate();
+        }}
+      >
+        <Field label="Current password" name="current_password" type="password" autoComplete="current-password" value={current} onChange={setCurrent} required error={fieldError(save.error, "current_password")} />
+        <Field label="New password" name="new_password" type="password" autoComplete="new-password" value={next} onChange={setNext} required error={fieldError(save.error, "password")} />
+        <Field
+          label="New password again"
+          name="new_password_again"
+          type="password"
+          autoComplete="new-password"
+          value={again}
+          onChange={setAgain}
+          required
+          error={mismatch ? "does not match the new password" : undefined}
+        />
+        <Notice error={isFormLevel(save.error, ["current_password", "password"]) ? save.error : undefined} />
+        <Button kind="primary" type="submit" busy={save.isPending || !me.data}>
+          Change password
+        </Button>
+      </form>
+    </Section>
   );
 }
 
