@@ -44,6 +44,10 @@ impl Container {
             .arg(format!("--bind={}", bind.display()))
             // The root is an empty tmpfs (only /usr is this host's): no wizard.
             .arg("systemd.firstboot=off")
+            // Only the basic system: the host's own enabled services (an nginx
+            // that wants network-online.target, say) would hold the boot for two
+            // minutes on a network the container does not have.
+            .arg("systemd.unit=basic.target")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
