@@ -9,11 +9,11 @@
 // services) are printed too. Exits non-zero on the first failed step.
 import { execFileSync, spawn } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
+import { freePort } from "./net.mjs";
 import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -26,17 +26,6 @@ const VIEWER_PASSWORD = "viewer password 12345";
 
 function fail(message) {
   throw new Error(message);
-}
-
-async function freePort() {
-  return new Promise((ok, bad) => {
-    const server = createServer();
-    server.once("error", bad);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => ok(port));
-    });
-  });
 }
 
 function git(cwd, ...args) {

@@ -82,6 +82,7 @@ pub(crate) fn router_with_dashboard(
     let router = router
         .fallback(move |request: Request| dashboard.clone().answer(request))
         .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(compression())
         .layer(axum::Extension(openapi::OpenApiJson::new(&document)))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         // Panics are caught inside the request context, so their 500 carries the
@@ -92,6 +93,25 @@ pub(crate) fn router_with_dashboard(
         .layer(axum::middleware::from_fn(middleware::request_context))
         .with_state(state);
     (router, document)
+}
+
+/// gzip for answers a client accepts it for: a list of 200 services is 170 KiB of
+/// JSON and ~15 KiB gzipped. Not for event and log streams (a compressor holds
+/// back what it has not flushed), images, what is already encoded (the
+/// dashboard's precompressed files), or answers under 1 KiB: those are the ones
+/// that carry a secret on its own (`/me`'s CSRF token, a new API token, a revealed
+/// variable), which keeps compression-length attacks (BREACH) off them.
+fn compression(
+) -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+    tower_http::compression::CompressionLayer::new()
+        .gzip(true)
+        .compress_when(
+            SizeAbove::new(1024)
+                .and(NotForContentType::SSE)
+                .and(NotForContentType::IMAGES)
+                .and(NotForContentType::GRPC),
+        )
 }
 
 /// Every route of the public listener with its handler and, from its

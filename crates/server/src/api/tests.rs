@@ -135,6 +135,44 @@ async fn without_a_build_the_root_says_how_to_build_it() {
 }
 
 /// A fixed key: these tests read what they wrote, nothing more.
+async fn send_accepting_gzip(router: &Router, path: &str) -> Response {
+    let request = Request::builder()
+        .uri(path)
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .body(Body::empty())
+        .unwrap();
+    router.clone().oneshot(request).await.unwrap()
+}
+
+#[tokio::test]
+async fn large_answers_are_gzipped_small_and_encoded_ones_are_not() {
+    use std::io::Read;
+    let (router, _dir) = router(Dashboard::new(InMemory::build())).await;
+    let plain = body(send(&router, Method::GET, "/api/v1/openapi.json").await).await;
+    assert!(plain.len() > 1024);
+    let response = send_accepting_gzip(&router, "/api/v1/openapi.json").await;
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(response.headers()[header::VARY], "accept-encoding");
+    let zipped = body(response).await;
+    assert!(
+        zipped.len() * 4 < plain.len(),
+        "{} of {}",
+        zipped.len(),
+        plain.len()
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain);
+    // Under 1 KiB (where answers holding one secret are) stays as it is.
+    let response = send_accepting_gzip(&router, "/health/live").await;
+    assert!(!response.headers().contains_key(header::CONTENT_ENCODING));
+    // Without Accept-Encoding nothing is compressed.
+    let response = send(&router, Method::GET, "/api/v1/openapi.json").await;
+    assert!(!response.headers().contains_key(header::CONTENT_ENCODING));
+}
+
 fn test_sealer() -> nanoscale_sealed::Sealer {
     nanoscale_sealed::Sealer::from_key(&[42u8; 32])
 }
