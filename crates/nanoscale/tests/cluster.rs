@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::netns::Hosts;
-use common::{fixture_repo, wait_for, GitDaemon, TestServer};
+use common::{fixture_repo, wait_for, wait_showing, GitDaemon, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -163,7 +163,7 @@ async fn cluster(hosts: &Hosts, work: &Path) {
     )
     .await;
     assert_eq!(release["commit"], commits[0].as_str(), "{release}");
-    let instances = wait_for("three healthy replicas", async || {
+    let instances = wait_showing("three healthy replicas", async || {
         let instances = server
             .get(&format!("/api/v1/services/{service_id}/instances"), &token)
             .await;
@@ -174,7 +174,23 @@ async fn cluster(hosts: &Hosts, work: &Path) {
             .filter(|i| i["status"] == "healthy")
             .map(|i| (i["node"].as_str().unwrap().to_owned(), i.clone()))
             .collect();
-        (healthy.len() == 3).then_some(healthy)
+        if healthy.len() == 3 {
+            return Ok(healthy);
+        }
+        // What a slow run was waiting on: each instance, each node's convergence.
+        let nodes = server.get("/api/v1/nodes", &token).await;
+        let nodes: Vec<String> = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                format!(
+                    "{} {} {} {}",
+                    n["name"], n["status"], n["convergence"], n["problems"]
+                )
+            })
+            .collect();
+        Err(format!("instances {instances}; nodes {nodes:?}"))
     })
     .await;
     assert_eq!(

@@ -425,6 +425,23 @@ pub async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) 
     }
 }
 
+/// As [`wait_for`], for a probe that says what it saw when it is not there yet
+/// (`Err`): a timeout then shows the last of it, not only that it timed out.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub async fn wait_showing<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last seen: {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `up`'s flags for a node with an agent and a proxy on `proxy`, and no internal
 /// network or DNS.
 fn agent_args(proxy: &str) -> [&str; 6] {
