@@ -396,6 +396,25 @@ async function main() {
       await page.getByTestId("user-vera").waitFor();
     });
 
+    await step("a team gets a member and a project", async () => {
+      await page.getByLabel("Team name").fill("ops");
+      await page.getByRole("button", { name: "Create team" }).click();
+      const team = page.getByTestId("team-ops");
+      await team.waitFor();
+      await team.getByLabel("Member to add to ops").selectOption({ label: "vera" });
+      await team.getByRole("button", { name: "Add", exact: true }).click();
+      await team.getByText("vera").waitFor();
+      await page.getByRole("link", { name: "Projects" }).click();
+      await page.getByRole("link", { name: "demo" }).click();
+      await heading("demo").waitFor();
+      await page.getByLabel("Give access to").selectOption({ label: "team ops" });
+      await page.getByRole("button", { name: "Grant" }).click();
+      await page.getByTestId("grant-team ops").waitFor();
+      await shot("project-access");
+      await page.getByRole("link", { name: "Settings" }).click();
+      await heading("Settings").waitFor();
+    });
+
     await step("servers page: add server shows the one-liner", async () => {
       await page.getByRole("link", { name: "Servers" }).click();
       await heading("Servers").waitFor();

@@ -19,6 +19,8 @@ export const keys = {
   audit: (filter: AuditQuery) => ["audit", filter] as const,
   tokens: ["tokens"] as const,
   users: ["users"] as const,
+  teams: ["teams"] as const,
+  grants: (projectId: string) => ["projects", projectId, "grants"] as const,
 };
 
 export interface EventQuery {
@@ -134,7 +136,16 @@ export const useAudit = (filter: AuditQuery) =>
 export const useTokens = () =>
   useQuery({ queryKey: keys.tokens, queryFn: () => unwrap(api.GET("/api/v1/tokens")) });
 
-export const useUsers = () => useQuery({ queryKey: keys.users, queryFn: () => unwrap(api.GET("/api/v1/users")) });
+/** Admins only (the API refuses others): pass `enabled` false for them. */
+export const useUsers = (enabled = true) => useQuery({ queryKey: keys.users, queryFn: () => unwrap(api.GET("/api/v1/users")), enabled });
+
+export const useTeams = () => useQuery({ queryKey: keys.teams, queryFn: () => unwrap(api.GET("/api/v1/teams")) });
+
+export const useGrants = (projectId: string) =>
+  useQuery({
+    queryKey: keys.grants(projectId),
+    queryFn: () => unwrap(api.GET("/api/v1/projects/{id}/grants", { params: { path: { id: projectId } } })),
+  });
 
 /** Points arrive with heartbeats (every 10 s). */
 export const useServiceMetrics = (id: string) =>

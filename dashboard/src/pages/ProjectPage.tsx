@@ -4,6 +4,7 @@ import { Link, useLocation } from "wouter";
 import { api, type Schemas, unwrap } from "../api/client";
 import { keys, useProject, useServices } from "../api/queries";
 import { Button, ConfirmButton, Field, Notice, QueryState, Section, StatusBadge } from "../components/ui";
+import { ProjectAccess } from "../components/Access";
 import { fieldError, isFormLevel } from "../forms";
 import { allows, useRole } from "../session";
 
@@ -54,6 +55,7 @@ export function ProjectPage(props: { id: string }) {
         )}
       </Section>
       {canEdit ? <ProjectSettings key={project.data.id} project={project.data} /> : null}
+      {canEdit ? <ProjectAccess projectId={props.id} admin={allows(role, "admin")} /> : null}
       {canEdit ? (
         <Section title="Danger zone">
           <Notice error={remove.error} />

@@ -2,6 +2,7 @@ import { useMutation, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { useLocation } from "wouter";
 import { api, type Schemas, unwrap } from "../api/client";
+import { TeamsSection } from "../components/Access";
 import { keys, useAudit, useSettings, useTokens, useUsers } from "../api/queries";
 import { Button, ConfirmButton, CopyButton, Field, Notice, QueryState, Section, Select, Time, Table } from "../components/ui";
 import { fieldError, isFormLevel } from "../forms";
@@ -18,6 +19,7 @@ export function SettingsPage() {
       <PasswordSection />
       <TokensSection />
       {admin ? <UsersSection /> : null}
+      {admin ? <TeamsSection /> : null}
       {admin ? <BrandingSection /> : null}
       {admin ? <AuditSection /> : null}
     </div>
