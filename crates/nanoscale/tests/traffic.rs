@@ -178,8 +178,7 @@ async fn services_are_routed_switched_without_failed_requests_and_reach_each_oth
     );
     let (status, body) = through("api.test", "/").await;
     assert_eq!(status, 404, "api has no external route: {body}");
-    // upload.test allows bodies up to 1 MiB; web.test keeps the default 64 MiB
-    // (the app itself answers POST with 501).
+    // upload.test allows bodies up to 1 MiB; web.test keeps the default 64 MiB.
     let post = async |host: &str, bytes: usize| {
         let response = http
             .post(format!("{proxy_url}/"))
@@ -196,8 +195,16 @@ async fn services_are_routed_switched_without_failed_requests_and_reach_each_oth
         body.contains("web:upload.test/"),
         "the page names the route: {body}"
     );
-    assert_eq!(post("upload.test", 512 << 10).await.0, 501);
-    assert_eq!(post("web.test", 2 << 20).await.0, 501);
+    // Under the limit the proxy forwards the body. The app answers POST with 501
+    // without reading it and closes, so the proxy may also meet a reset while still
+    // sending (502): either way it is the app's answer, not the route's refusal.
+    for (host, bytes) in [("upload.test", 512 << 10), ("web.test", 2 << 20)] {
+        let (status, body) = post(host, bytes).await;
+        assert!(
+            matches!(status, 501 | 502) && !body.contains("body_too_large"),
+            "{host} with {bytes} bytes: {status} {body}"
+        );
+    }
 
     // One service calls another by http://api.svc.internal (the agent put the
     // names in /etc/hosts; the internal listener routes by Host).
