@@ -26,10 +26,16 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// How long the control plane's node certificates last (renewed with a third left).
 const NODE_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
-pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    mut config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     create_private_dir(&config.state_dir).map_err(anyhow::Error::msg)?;
     create_private_dir(&config.apps_dir).map_err(anyhow::Error::msg)?;
     let _lock = lock(&config).await?;
+    // The embedded static shim; the configured program is the fallback.
+    (config.shim_program, config.shim_args) =
+        crate::runtime::embedded::command(&config.state_dir, &config.shim_program);
     let sealer = nanoscale_sealed::Sealer::load_or_create(&config.state_dir.join("secret.key"))
         .context("while opening the key that seals secret env values")?;
     let store = AgentStore::open(&config.state_dir.join("agent.db"), sealer)

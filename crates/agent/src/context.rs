@@ -24,8 +24,10 @@ pub struct AgentConfig {
     /// `<data>/apps`: per-service source cache, releases, instances, logs.
     pub apps_dir: PathBuf,
     pub allowed_file_roots: Vec<PathBuf>,
-    /// The shim executable and the arguments before the state directory
-    /// (`nanoscale shim <dir>` in production).
+    /// The shim executable and the arguments before the instance directory. `run`
+    /// sets them to the embedded static shim written into `<state>/bin`
+    /// (`runtime::embedded`); what is configured is the fallback where it cannot be
+    /// written (`nanoscale shim <dir>`: this program, with its `shim` verb).
     pub shim_program: PathBuf,
     pub shim_args: Vec<String>,
     /// Ports handed to instances as `PORT`.

@@ -108,8 +108,19 @@ pub struct Helper {
 
 impl Helper {
     /// The helper for a node whose apps live in `apps_dir` and whose agent state
-    /// is in `state_dir`.
+    /// is in `state_dir`; its shims are the embedded one, written into
+    /// `<state>/bin` (`runtime::embedded`).
     pub fn new(apps_dir: &Path, state_dir: &Path) -> Result<Helper, String> {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        let shim = crate::runtime::embedded::command(state_dir, &exe);
+        Helper::with_shim(apps_dir, state_dir, shim)
+    }
+
+    fn with_shim(
+        apps_dir: &Path,
+        state_dir: &Path,
+        (shim_program, shim_args): (PathBuf, Vec<String>),
+    ) -> Result<Helper, String> {
         let apps_dir_given = apps_dir.to_path_buf();
         let apps_dir = apps_dir
             .canonicalize()
@@ -124,9 +135,8 @@ impl Helper {
             apps_dir_given,
             state_dir: state_dir.to_path_buf(),
             private,
-            shim_program: std::env::current_exe()
-                .unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
-            shim_args: vec!["shim".to_owned()],
+            shim_program,
+            shim_args,
         })
     }
 
@@ -134,10 +144,9 @@ impl Helper {
     pub fn for_agent(config: &crate::context::AgentConfig) -> Result<Helper, String> {
         std::fs::create_dir_all(&config.apps_dir)
             .map_err(|error| format!("creating {}: {error}", config.apps_dir.display()))?;
-        let mut helper = Helper::new(&config.apps_dir, &config.state_dir)?;
+        let shim = (config.shim_program.clone(), config.shim_args.clone());
+        let mut helper = Helper::with_shim(&config.apps_dir, &config.state_dir, shim)?;
         helper.private = config.private_dirs();
-        helper.shim_program = config.shim_program.clone();
-        helper.shim_args = config.shim_args.clone();
         Ok(helper)
     }
 

@@ -1,6 +1,8 @@
 //! The runtime with real processes: the `nanoscale-shim` binary, /bin/sh apps,
 //! signals, rotated logs and (where the host allows) cgroup v1/v2 limits.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code panics on purpose
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -55,13 +57,7 @@ impl Instance {
     }
 
     async fn launch(&self) -> Result<Launched, RuntimeError> {
-        launch(
-            Path::new(env!("CARGO_BIN_EXE_nanoscale-shim")),
-            &[],
-            &self.dir,
-            &self.spec,
-        )
-        .await
+        launch(&common::shim(), &[], &self.dir, &self.spec).await
     }
 
     fn log_texts(&self) -> Vec<String> {
@@ -478,7 +474,7 @@ async fn the_shim_stays_small() {
     assert!(unique < 1024, "memory unique to one shim {unique} KiB");
     // A coarse guard on the total: an async runtime, threads or big buffers would
     // show here long before they showed in production.
-    assert!(rss < 4096, "shim VmRSS {rss} KiB");
+    assert!(rss < 2048, "shim VmRSS {rss} KiB");
 }
 
 fn is_root() -> bool {

@@ -3,6 +3,8 @@
 //! Each attempt prints `<name>: blocked` or `<name>: ALLOWED`, and the test reads
 //! the instance's log. Needs root (users, namespaces); skips with a reason without.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code panics on purpose
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -111,14 +113,7 @@ impl Node {
                 vec![self.release(app), self.home(app)],
             )),
         };
-        launch(
-            Path::new(env!("CARGO_BIN_EXE_nanoscale-shim")),
-            &[],
-            &dir,
-            &spec,
-        )
-        .await
-        .expect("launch");
+        launch(&common::shim(), &[], &dir, &spec).await.expect("launch");
         let deadline = Instant::now() + Duration::from_secs(30);
         let exit = loop {
             if let ShimStatus::Exited(exit) = inspect(&dir) {

@@ -253,6 +253,19 @@ async fn python_app_over_git_daemon_deploys_heals_redeploys_rolls_back_and_is_re
         .join("apps/web/instances")
         .join(healed["id"].as_str().expect("id"));
     let shim = pid_file(&instance_dir.join("shim.pid"));
+    // The shim is the small static executable the agent embeds and writes out,
+    // not the whole binary re-executed.
+    let exe = std::fs::read_link(format!("/proc/{shim}/exe")).expect("the shim's exe");
+    assert_eq!(
+        exe.parent(),
+        Some(server.data_dir.join("agent/bin").as_path())
+    );
+    assert!(
+        exe.file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("nanoscale-shim-")),
+        "{}",
+        exe.display()
+    );
     let app_pid = healed["pid"].as_i64().expect("pid");
     kill9(shim);
     let after_shim = wait_for("an instance after the shim was killed", async || {

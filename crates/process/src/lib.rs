@@ -8,10 +8,11 @@
 pub mod git;
 mod supervised;
 
-pub use supervised::{spawn_app, spawn_detached, AppSpec, DetachedSpec};
+pub use supervised::{spawn_app, AppSpec};
+#[cfg(feature = "async")]
+pub use supervised::{spawn_detached, DetachedSpec};
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default)]
@@ -45,8 +46,10 @@ pub enum ProcessError {
     Timeout { program: String, seconds: u64 },
 }
 
+#[cfg(feature = "async")]
 const MAX_OUTPUT: usize = 1024 * 1024;
 
+#[cfg(feature = "async")]
 #[allow(clippy::disallowed_methods)] // the wrapper itself
 pub async fn run(spec: CommandSpec) -> Result<CommandOutput, ProcessError> {
     let program = spec.program.display().to_string();
@@ -63,9 +66,9 @@ pub async fn run(spec: CommandSpec) -> Result<CommandOutput, ProcessError> {
             std::env::var_os("HOME").unwrap_or_else(|| "/nonexistent".into()),
         )
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);

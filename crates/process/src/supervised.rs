@@ -8,6 +8,7 @@ use std::process::Stdio;
 
 use crate::ProcessError;
 
+#[cfg(feature = "async")]
 /// A process started in the background: stdio to /dev/null, its own process group,
 /// nothing inherited from the environment.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +22,7 @@ pub struct DetachedSpec {
     pub inherit_stderr: bool,
 }
 
+#[cfg(feature = "async")]
 /// Starts a detached process. The returned child is not killed on drop: dropping it
 /// hands it to tokio's orphan queue, which reaps it when it exits, so the caller
 /// never accumulates zombies while its runtime runs.

@@ -8,17 +8,17 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Longer lines are split, so one runaway line cannot grow the shim's memory.
-pub(crate) const MAX_LINE: usize = 16 * 1024;
-pub(crate) const CURRENT: &str = "current";
+pub const MAX_LINE: usize = 16 * 1024;
+pub const CURRENT: &str = "current";
 
-pub(crate) fn rotated_name(index: u32) -> String {
+pub fn rotated_name(index: u32) -> String {
     format!("{CURRENT}.{index}")
 }
 
 /// Accumulates bytes from one pipe and hands out complete lines (without the
 /// newline), cutting at `MAX_LINE` on a UTF-8 character boundary.
 #[derive(Debug, Default)]
-pub(crate) struct LineSplitter {
+pub struct LineSplitter {
     pending: Vec<u8>,
 }
 
@@ -78,7 +78,7 @@ fn char_boundary(chunk: &[u8]) -> usize {
 }
 
 /// Appends `<RFC3339 UTC millis> <o|e> <text>\n` lines and rotates by size.
-pub(crate) struct RotatingLog {
+pub struct RotatingLog {
     dir: PathBuf,
     file: Option<File>,
     size: u64,

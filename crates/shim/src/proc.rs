@@ -9,7 +9,7 @@ use super::ProcRef;
 
 /// The fields of `/proc/<pid>/stat` the runtime uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stat {
+pub struct Stat {
     pub state: char,
     pub process_group: i32,
     pub start_time: u64,
@@ -17,7 +17,7 @@ pub(crate) struct Stat {
 
 /// Parses `/proc/<pid>/stat`. The command name (field 2) is in parentheses and may
 /// itself contain spaces and parentheses, so fields are counted after the last `)`.
-pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
+pub fn parse_stat(text: &str) -> Option<Stat> {
     let after_name = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // fields[0] is field 3 (state), so field n is fields[n - 3].
@@ -28,7 +28,7 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
-pub(crate) fn stat(pid: i32) -> Option<Stat> {
+pub fn stat(pid: i32) -> Option<Stat> {
     if pid <= 0 {
         return None;
     }
@@ -53,7 +53,7 @@ impl ProcRef {
 
     /// Like `of`, but also for a zombie: the shim's own just-exited child must still
     /// be identified (its group may have members left).
-    pub(crate) fn of_any(pid: i32) -> Option<ProcRef> {
+    pub fn of_any(pid: i32) -> Option<ProcRef> {
         stat(pid).map(|stat| ProcRef {
             pid,
             start_time: stat.start_time,
@@ -70,24 +70,24 @@ impl ProcRef {
         stat(self.pid).is_some_and(|stat| running(&stat) && stat.start_time == self.start_time)
     }
 
-    pub(crate) fn to_file_text(self) -> String {
+    pub fn to_file_text(self) -> String {
         format!("{} {}\n", self.pid, self.start_time)
     }
 
-    pub(crate) fn parse_file_text(text: &str) -> Option<ProcRef> {
+    pub fn parse_file_text(text: &str) -> Option<ProcRef> {
         let mut parts = text.split_whitespace();
         let pid = parts.next()?.parse().ok()?;
         let start_time = parts.next()?.parse().ok()?;
         Some(ProcRef { pid, start_time })
     }
 
-    pub(crate) fn read(path: &Path) -> Option<ProcRef> {
+    pub fn read(path: &Path) -> Option<ProcRef> {
         ProcRef::parse_file_text(&std::fs::read_to_string(path).ok()?)
     }
 }
 
 /// Whether any running (non-zombie) process is in process group `group`.
-pub(crate) fn group_alive(group: i32) -> bool {
+pub fn group_alive(group: i32) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;
     };
@@ -100,7 +100,7 @@ pub(crate) fn group_alive(group: i32) -> bool {
 /// Signals the app's process group, unless its leader's pid now belongs to another
 /// process. A pid cannot be reused while a group with that id still has members, so
 /// when the leader is merely gone the group (if any) is still the app's.
-pub(crate) fn signal_app_group(app: &ProcRef, signal: Signal) -> nix::Result<()> {
+pub fn signal_app_group(app: &ProcRef, signal: Signal) -> nix::Result<()> {
     if let Some(now) = stat(app.pid) {
         if now.start_time != app.start_time {
             return Ok(());
@@ -113,7 +113,7 @@ pub(crate) fn signal_app_group(app: &ProcRef, signal: Signal) -> nix::Result<()>
 }
 
 /// Signals one process if it is still the one `process` names.
-pub(crate) fn signal_process(process: &ProcRef, signal: Signal) -> nix::Result<()> {
+pub fn signal_process(process: &ProcRef, signal: Signal) -> nix::Result<()> {
     if !process.alive() {
         return Ok(());
     }

@@ -464,7 +464,7 @@ fn write(path: &Path, value: &str) -> Result<(), String> {
 }
 
 /// Mount points in mountinfo escape space, tab, newline and backslash as octal.
-pub(crate) fn unescape_mount_field(field: &str) -> String {
+pub fn unescape_mount_field(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
