@@ -389,6 +389,7 @@ async fn execute(
                 // Already recorded as exited; its replacement was started above.
                 StopReason::Exited => {
                     let _ = runtime::stop(&record.dir, Duration::from_secs(1)).await;
+                    supervise::keep_log(&record.dir).await;
                     context.store.delete_instance(&record.id, None).await?;
                     let _ = tokio::fs::remove_dir_all(&record.dir).await;
                 }

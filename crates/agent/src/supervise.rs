@@ -165,6 +165,8 @@ pub fn stop(context: &Arc<Context>, instance: &InstanceRecord, why: &str) {
             instance.service_id,
             Some(instance.release_id),
         );
+        // Its log is kept before it leaves the store, so a reader never misses it.
+        keep_log(&instance.dir).await;
         if let Err(error) = context
             .store
             .delete_instance(&instance.id, Some(stopped))
@@ -179,6 +181,15 @@ pub fn stop(context: &Arc<Context>, instance: &InstanceRecord, why: &str) {
         context.release(&key);
         context.nudge();
     });
+}
+
+/// Keeps the log of a stopped instance among its service's (`runtime::logs::keep_stopped`).
+pub async fn keep_log(instance_dir: &std::path::Path) {
+    let dir = instance_dir.to_path_buf();
+    let kept = tokio::task::spawn_blocking(move || crate::runtime::logs::keep_stopped(&dir)).await;
+    if let Ok(Err(error)) = kept {
+        tracing::warn!(%error, dir = %instance_dir.display(), "keeping a stopped instance's log");
+    }
 }
 
 /// Checks an instance until it is gone: quickly until it first passes (within the

@@ -113,7 +113,9 @@ impl Node {
                 vec![self.release(app), self.home(app)],
             )),
         };
-        launch(&common::shim(), &[], &dir, &spec).await.expect("launch");
+        launch(&common::shim(), &[], &dir, &spec)
+            .await
+            .expect("launch");
         let deadline = Instant::now() + Duration::from_secs(30);
         let exit = loop {
             if let ShimStatus::Exited(exit) = inspect(&dir) {

@@ -324,6 +324,29 @@ async fn python_app_over_git_daemon_deploys_heals_redeploys_rolls_back_and_is_re
         (instances.len() == 1).then_some(())
     })
     .await;
+    // What the replaced instance printed is still in the logs, under its id, and
+    // so is what the ones killed above printed.
+    let replaced = after_shim["id"].as_str().expect("id");
+    let logs = server
+        .get(&format!("/api/v1/services/{service}/logs?tail=100"), &token)
+        .await;
+    for gone in [replaced, healed["id"].as_str().expect("id")] {
+        assert!(
+            logs.as_array()
+                .expect("lines")
+                .iter()
+                .any(|line| line["source"] == gone
+                    && line["text"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("listening on"))),
+            "no lines of the stopped instance {gone}: {logs}"
+        );
+    }
+    assert!(server
+        .data_dir
+        .join("apps/web/logs")
+        .join(replaced)
+        .is_dir());
 
     // Rollback to release 1: a new release with its commit, not rebuilt.
     let rolled = server

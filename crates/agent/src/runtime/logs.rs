@@ -257,6 +257,73 @@ fn last_lines(file: &mut File, end: u64, n: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests;
 
+/// How many stopped instances of a service keep their logs (each at most
+/// `log_max_bytes` × (`log_keep` + 1)); older ones are deleted.
+pub const KEPT_STOPPED: usize = 5;
+
+/// `<apps>/<service>/logs`: the logs of the service's stopped instances, one
+/// directory per instance id, so that what a replaced or crashed instance printed
+/// can still be read after it is gone.
+pub fn stopped_logs_dir(service_dir: &Path) -> std::path::PathBuf {
+    service_dir.join("logs")
+}
+
+/// Keeps the log of the stopped instance in `instance_dir`
+/// (`<apps>/<service>/instances/<id>`): moves its `log` to
+/// `<apps>/<service>/logs/<id>`, then deletes all but the newest
+/// [`KEPT_STOPPED`]. A rename: the files keep their inodes, so a follower's cursor
+/// reads on from where it was. Nothing to keep is not an error.
+pub fn keep_stopped(instance_dir: &Path) -> std::io::Result<()> {
+    let (Some(id), Some(service_dir)) = (
+        instance_dir.file_name().and_then(|id| id.to_str()),
+        instance_dir.parent().and_then(Path::parent),
+    ) else {
+        return Ok(());
+    };
+    let log = instance_dir.join("log");
+    if !nanoscale_core::agent::is_instance_id(id) || !log.is_dir() {
+        return Ok(());
+    }
+    let kept = stopped_logs_dir(service_dir);
+    std::fs::create_dir_all(&kept)?;
+    let target = kept.join(id);
+    if target.exists() {
+        std::fs::remove_dir_all(&target)?;
+    }
+    std::fs::rename(&log, &target)?;
+    for (_, old) in stopped(service_dir).into_iter().skip(KEPT_STOPPED) {
+        std::fs::remove_dir_all(old)?;
+    }
+    Ok(())
+}
+
+/// The kept logs of a service's stopped instances: (instance id, log dir), the
+/// most recently written first.
+pub fn stopped(service_dir: &Path) -> Vec<(String, std::path::PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(stopped_logs_dir(service_dir)) else {
+        return Vec::new();
+    };
+    let written = |dir: &Path| {
+        std::fs::metadata(dir.join(CURRENT))
+            .or_else(|_| std::fs::metadata(dir))
+            .and_then(|meta| meta.modified())
+            .ok()
+    };
+    let mut found: Vec<(Option<std::time::SystemTime>, String, std::path::PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let id = entry.file_name().into_string().ok()?;
+            let is_dir = entry.file_type().ok()?.is_dir();
+            (is_dir && nanoscale_core::agent::is_instance_id(&id)).then(|| {
+                let dir = entry.path();
+                (written(&dir), id, dir)
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    found.into_iter().map(|(_, id, dir)| (id, dir)).collect()
+}
+
 /// The newest `n` lines of each `(source, log dir)` as API log entries (not yet
 /// merged or ordered across sources). Blocking: call from a blocking task.
 pub fn read_local(
@@ -309,12 +376,17 @@ pub fn answer(
             service.join("builds").join(number.to_string()).join("log"),
         )],
         Some(_) => Vec::new(),
-        None => request
-            .instances
-            .iter()
-            .filter(|id| nanoscale_core::agent::is_instance_id(id))
-            .map(|id| (id.clone(), service.join("instances").join(id).join("log")))
-            .collect(),
+        // The instances asked about, and the stopped ones whose logs are kept.
+        None => {
+            let mut sources = stopped(&service);
+            for id in &request.instances {
+                if nanoscale_core::agent::is_instance_id(id) && !sources.iter().any(|s| &s.0 == id)
+                {
+                    sources.push((id.clone(), service.join("instances").join(id).join("log")));
+                }
+            }
+            sources
+        }
     };
     let tail = request.tail.clamp(1, 10_000) as usize;
     let mut entries = read_local(&sources, tail);

@@ -3,6 +3,7 @@
 //! data dir (the agent and the control plane share it under `nanoscale up`); other
 //! nodes are asked through the log broker, over their agents' own connection, and
 //! a node that does not answer within [`REMOTE_TIMEOUT`] is left out (logged).
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
-use nanoscale_agent::runtime::logs::{entry, read_from, read_local, tail, LogCursor};
+use nanoscale_agent::runtime::logs::{entry, read_from, read_local, stopped, tail, LogCursor};
 use nanoscale_core::agent::LogRequest;
 use nanoscale_core::api::{LogEntry, LogQuery, ReleaseStatus, Service};
 use nanoscale_core::logs::Seen;
@@ -103,11 +104,16 @@ async fn plan(state: &AppState, service: &Service, build: Option<i64>) -> ApiRes
     let instances = state.store.list_instances(service.id).await?;
     let local_node = &state.config.node_name;
     let mut plan = Plan::default();
+    if build.is_none() {
+        // This host's stopped instances whose logs are kept. An instance that has
+        // just stopped may still be listed: its log is here now.
+        plan.local.extend(stopped(&apps));
+    }
     for instance in &instances {
         if &instance.node == local_node {
             if build.is_none() {
                 let dir = apps.join("instances").join(&instance.id).join("log");
-                plan.local.insert(instance.id.clone(), dir);
+                plan.local.entry(instance.id.clone()).or_insert(dir);
             }
         } else {
             // Asked for a build, a node sends that build's output: every node that
@@ -364,15 +370,21 @@ impl Follower {
         let Ok(plan) = plan(&self.state, &self.service, number).await else {
             return Ok(false);
         };
-        // New instances are read from their first line; gone ones are dropped
-        // (their directory goes with them).
+        // New instances are read from their first line; one that stopped is read
+        // on in its kept log (moved, same files: the cursor holds); gone ones
+        // (a kept log deleted as too old) are dropped.
         self.local
             .retain(|source, _| plan.local.contains_key(source));
         for (source, dir) in plan.local {
-            self.local.entry(source).or_insert(LocalSource {
-                dir,
-                cursor: LogCursor::default(),
-            });
+            match self.local.entry(source) {
+                Entry::Occupied(mut known) => known.get_mut().dir = dir,
+                Entry::Vacant(new) => {
+                    new.insert(LocalSource {
+                        dir,
+                        cursor: LogCursor::default(),
+                    });
+                }
+            }
         }
         self.remote.retain(|node, _| plan.remote.contains_key(node));
         *remote_plan = plan.remote;

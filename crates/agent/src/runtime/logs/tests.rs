@@ -163,3 +163,42 @@ fn answers_read_only_named_instances_newest_first_and_fit_one_request() {
     assert!(ask("..", &["web-r1-0-abcd"], 10).is_empty());
     assert!(ask("web", &["../web-r1-0-abcd", "a/b"], 10).is_empty());
 }
+
+#[test]
+fn a_stopped_instance_keeps_its_log_and_only_the_newest_are_kept() {
+    let apps = tempfile::tempdir().expect("tempdir");
+    let service = apps.path().join("web");
+    let stop = |id: &str, line: &str| {
+        let instance = service.join("instances").join(id);
+        let mut log = RotatingLog::open(&instance.join("log"), 1 << 20, 1).expect("open");
+        log.write_line(b'o', line.as_bytes());
+        drop(log);
+        keep_stopped(&instance).expect("keep");
+        std::fs::remove_dir_all(&instance).expect("rm");
+    };
+    // A follower's cursor on the live instance reads on in the kept log.
+    let live = service.join("instances/web-1");
+    let mut log = RotatingLog::open(&live.join("log"), 1 << 20, 1).expect("open");
+    log.write_line(b'o', b"first");
+    let mut cursor = LogCursor::default();
+    assert_eq!(texts(&read_from(&live.join("log"), &mut cursor)), ["first"]);
+    log.write_line(b'o', b"last words");
+    drop(log);
+    keep_stopped(&live).expect("keep");
+    let kept = stopped_logs_dir(&service).join("web-1");
+    assert_eq!(texts(&read_from(&kept, &mut cursor)), ["last words"]);
+
+    for n in 2..=(KEPT_STOPPED + 2) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        stop(&format!("web-{n}"), &format!("line of {n}"));
+    }
+    let ids: Vec<String> = stopped(&service).into_iter().map(|(id, _)| id).collect();
+    let newest: Vec<String> = (3..=(KEPT_STOPPED + 2))
+        .rev()
+        .map(|n| format!("web-{n}"))
+        .collect();
+    assert_eq!(ids, newest);
+    // Nothing to keep (no log, a name that is not an instance id) is no error.
+    keep_stopped(&service.join("instances/none")).expect("no log");
+    keep_stopped(Path::new("/")).expect("no parent");
+}
