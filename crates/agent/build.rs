@@ -85,7 +85,16 @@ fn build() -> Result<(), String> {
     }
     let built = target_dir.join(&target).join("shim").join("nanoscale-shim");
     let embedded = out_dir.join("nanoscale-shim");
-    std::fs::copy(&built, &embedded)
-        .map_err(|error| format!("copying {}: {error}", built.display()))?;
+    let bytes =
+        std::fs::read(&built).map_err(|error| format!("reading {}: {error}", built.display()))?;
+    std::fs::write(&embedded, &bytes)
+        .map_err(|error| format!("writing {}: {error}", embedded.display()))?;
+    // Its digest, so the agent can name and check the written-out file without
+    // reading the embedded bytes (which would keep them resident in every agent).
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
+    println!(
+        "cargo:rustc-env=NANOSCALE_SHIM_SHA256={}",
+        hex::encode(digest)
+    );
     Ok(())
 }
