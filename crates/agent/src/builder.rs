@@ -281,7 +281,7 @@ async fn run_build(
     let dir = build_dir(context, &workload.service, workload.release_number);
     if dir.exists() {
         // Stop a build left running by a previous agent before reusing its place.
-        let _ = runtime::stop(&dir, Duration::from_secs(1)).await;
+        let _ = crate::sandbox::stop(&context.config, &dir, Duration::from_secs(1)).await;
         tokio::fs::remove_dir_all(&dir)
             .await
             .map_err(|error| format!("removing {}: {error}", dir.display()))?;
@@ -324,11 +324,11 @@ async fn run_build(
             Err(with_log(&format!("`{command}` failed: {how}"), &log))
         }
         runtime::Ended::Died => {
-            let _ = runtime::stop(&dir, Duration::from_secs(1)).await;
+            let _ = crate::sandbox::stop(&context.config, &dir, Duration::from_secs(1)).await;
             Err(with_log("the build's supervisor died", &log))
         }
         runtime::Ended::TimedOut => {
-            let _ = runtime::stop(&dir, Duration::from_secs(2)).await;
+            let _ = crate::sandbox::stop(&context.config, &dir, Duration::from_secs(2)).await;
             let secs = context.config.build_timeout.as_secs();
             Err(with_log(&format!("timed out after {secs} s"), &log))
         }

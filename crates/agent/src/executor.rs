@@ -84,12 +84,16 @@ async fn check_processes(
                 let reason = context
                     .last_health_error(&instance.id)
                     .unwrap_or_else(|| "health check failing".into());
-                let _ = runtime::stop(&instance.dir, context.config.stop_grace).await;
+                let _ =
+                    crate::sandbox::stop(&context.config, &instance.dir, context.config.stop_grace)
+                        .await;
                 format!("restarted because it was unhealthy: {reason}")
             }
             ShimStatus::Exited(exit) => with_log(&describe(&exit), &log),
             ShimStatus::Orphaned { .. } => {
-                let _ = runtime::stop(&instance.dir, Duration::from_secs(2)).await;
+                let _ =
+                    crate::sandbox::stop(&context.config, &instance.dir, Duration::from_secs(2))
+                        .await;
                 "its shim died; the app was stopped to be started again".into()
             }
             ShimStatus::Gone => "its processes vanished".into(),
@@ -388,7 +392,9 @@ async fn execute(
             match reason {
                 // Already recorded as exited; its replacement was started above.
                 StopReason::Exited => {
-                    let _ = runtime::stop(&record.dir, Duration::from_secs(1)).await;
+                    let _ =
+                        crate::sandbox::stop(&context.config, &record.dir, Duration::from_secs(1))
+                            .await;
                     supervise::keep_log(&record.dir).await;
                     context.store.delete_instance(&record.id, None).await?;
                     let _ = tokio::fs::remove_dir_all(&record.dir).await;

@@ -85,7 +85,7 @@ async fn run_in_shim(
     timeout: Duration,
 ) -> Result<(), String> {
     if shim.dir.exists() {
-        let _ = runtime::stop(&shim.dir, Duration::from_secs(1)).await;
+        let _ = crate::sandbox::stop(shim.config, &shim.dir, Duration::from_secs(1)).await;
         let _ = tokio::fs::remove_dir_all(&shim.dir).await;
     }
     crate::builder::create_private_dir(&shim.dir)?;
@@ -125,7 +125,7 @@ async fn run_in_shim(
             timeout.as_secs()
         )),
     };
-    let _ = runtime::stop(&shim.dir, Duration::from_secs(1)).await;
+    let _ = crate::sandbox::stop(shim.config, &shim.dir, Duration::from_secs(1)).await;
     let _ = tokio::fs::remove_dir_all(&shim.dir).await;
     outcome
 }

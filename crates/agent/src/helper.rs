@@ -12,6 +12,7 @@
 //! | `own_app_dir {service, dir}` | the tree to `ns-<service>`, 0700, links not followed | exactly `<apps>/<service>/releases/<n>` or `<apps>/<service>/home`, no `..`, no symlink on the way, a directory |
 //! | `apply_firewall {plan}` | NanoScale's nft table, from the plan (the helper writes the script itself: no script crosses the boundary) | `FirewallPlan::script` (networks parse, ports are numbers) |
 //! | `start_shim {service, dir}` | starts the shim on the spec `runtime::prepare` wrote into `dir`; the shim enters the sandbox and drops to the app's user before anything of the app runs | `dir` is exactly `<apps>/<service>/instances/<id>[/health]` or `<apps>/<service>/builds/<n>` (no `..`, no symlink); the spec runs as `ns-<service>` (never root), in a release of that service, in exactly the sandbox `sandbox::spec` makes for it, logging into `dir/log` |
+//! | `stop_shim {service, dir, grace_ms}` | stops the run in `dir`: SIGTERM to the shim it records (pid and start time, so a reused pid is never hit), SIGKILL of the app's group after the grace, the app's group itself when the shim is gone; its cgroup removed | `dir` as for `start_shim`; `grace_ms` at most an hour |
 //! | `create_swap {size_mib}` | `<state>/swapfile`: zeros, 0600, mkswap, swapon (nothing when it is on already) | 16 MiB to 64 GiB, and 512 MiB of disk left beside it; the path is the helper's own |
 //! | `remove_swap {}` | swapoff and delete it | a plain file, not a link |
 //!
@@ -19,11 +20,10 @@
 //! (`nanoscale-process`). Anything else (another operation, an unknown field, a
 //! path elsewhere) is refused with the reason and changes nothing.
 //!
-//! Not yet on the list (the agent still does them as root itself): stopping a
-//! shim (a signal to the pid its directory names), systemd units. An agent that
-//! is not root yet would also own `dir`, and could swap `shim.json` between the
-//! check and the shim's read: the spec must then reach the shim through the
-//! helper (a pipe), not the file.
+//! Not yet on the list: systemd units. An agent that is not root yet would also
+//! own `dir`, and could swap `shim.json` between the check and the shim's read,
+//! or point `shim.pid` at another process: `dir` must then be the helper's
+//! (root's, readable by the agent) and the spec reach it in the operation.
 use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,12 +40,31 @@ mod swap;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Operation {
-    CreateAppUser { service: String },
-    RemoveAppUser { service: String },
-    OwnAppDir { service: String, dir: PathBuf },
-    ApplyFirewall { plan: FirewallPlan },
-    StartShim { service: String, dir: PathBuf },
-    CreateSwap { size_mib: u64 },
+    CreateAppUser {
+        service: String,
+    },
+    RemoveAppUser {
+        service: String,
+    },
+    OwnAppDir {
+        service: String,
+        dir: PathBuf,
+    },
+    ApplyFirewall {
+        plan: FirewallPlan,
+    },
+    StartShim {
+        service: String,
+        dir: PathBuf,
+    },
+    StopShim {
+        service: String,
+        dir: PathBuf,
+        grace_ms: u64,
+    },
+    CreateSwap {
+        size_mib: u64,
+    },
     RemoveSwap {},
 }
 
@@ -80,6 +99,10 @@ pub enum Answer {
     /// The shim and the app it started.
     Shim {
         launched: crate::runtime::Launched,
+    },
+    /// The run in the directory is over; how the app ended, when the shim said.
+    Stopped {
+        exit: Option<crate::runtime::ExitInfo>,
     },
     /// The swap file is on (`created` is false when it already was).
     Swap {
@@ -166,6 +189,19 @@ impl Helper {
                 let spec = crate::runtime::read_spec(dir).map_err(|error| error.to_string())?;
                 self.check_confinement(service, dir, &spec)
             }
+            Operation::StopShim {
+                service,
+                dir,
+                grace_ms,
+            } => {
+                check_service(service)?;
+                if *grace_ms > MAX_GRACE_MS {
+                    return Err(format!(
+                        "grace_ms must be at most {MAX_GRACE_MS} (an hour), not {grace_ms}"
+                    ));
+                }
+                self.check_app_dir(service, dir, Shape::Shim)
+            }
             Operation::ApplyFirewall { plan } => plan.script().map(|_| ()),
             Operation::CreateSwap { size_mib } => swap::check_size(*size_mib),
             Operation::RemoveSwap {} => Ok(()),
@@ -212,6 +248,12 @@ impl Helper {
                 crate::runtime::start_prepared(&self.shim_program, &args, dir)
                     .await
                     .map(|launched| Answer::Shim { launched })
+                    .map_err(|error| error.to_string())
+            }
+            Operation::StopShim { dir, grace_ms, .. } => {
+                crate::runtime::stop(dir, Duration::from_millis(*grace_ms))
+                    .await
+                    .map(|exit| Answer::Stopped { exit })
                     .map_err(|error| error.to_string())
             }
             Operation::CreateSwap { size_mib } => {
@@ -368,6 +410,9 @@ impl Helper {
         Ok(())
     }
 }
+
+/// The longest grace period a stop may give an app.
+const MAX_GRACE_MS: u64 = 3_600_000;
 
 /// The directories an operation may name.
 #[derive(Debug, Clone, Copy)]

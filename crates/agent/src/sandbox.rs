@@ -150,6 +150,46 @@ pub fn spec(private: &[PathBuf], writable: Vec<PathBuf>) -> SandboxSpec {
     }
 }
 
+/// Stops the run under the shim in `dir` (an instance, its health check or a
+/// build of a service under the apps directory), giving the app `grace` after
+/// SIGTERM. On a node that sandboxes apps the privileged helper does it
+/// (`stop_shim`): the shim is root's; otherwise the agent does it itself.
+pub async fn stop(
+    config: &crate::context::AgentConfig,
+    dir: &Path,
+    grace: std::time::Duration,
+) -> Result<Option<crate::runtime::ExitInfo>, String> {
+    if !config.sandbox {
+        return crate::runtime::stop(dir, grace)
+            .await
+            .map_err(|error| error.to_string());
+    }
+    // `<apps>/<service>/...`: the service is the first part under the apps dir.
+    let service = dir
+        .strip_prefix(&config.apps_dir)
+        .ok()
+        .and_then(|inside| inside.iter().next())
+        .and_then(|part| part.to_str())
+        .ok_or_else(|| {
+            format!(
+                "{} is not under {}",
+                dir.display(),
+                config.apps_dir.display()
+            )
+        })?;
+    let stopped = Helper::for_agent(config)?
+        .run(&Operation::StopShim {
+            service: service.to_owned(),
+            dir: dir.to_path_buf(),
+            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        })
+        .await?;
+    match stopped {
+        Answer::Stopped { exit } => Ok(exit),
+        other => Err(format!("the helper stopped nothing: {other:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,7 +94,7 @@ pub async fn start(
     );
     if let Err(error) = context.store.insert_instance(&record, started).await {
         // Never leave a process the store does not know about.
-        let _ = runtime::stop(&instance_dir, Duration::from_secs(1)).await;
+        let _ = crate::sandbox::stop(&context.config, &instance_dir, Duration::from_secs(1)).await;
         return Err(error.to_string());
     }
     for warning in runtime::warnings(&instance_dir) {
@@ -153,7 +153,7 @@ pub fn stop(context: &Arc<Context>, instance: &InstanceRecord, why: &str) {
             tokio::time::sleep(context.config.drain).await;
         }
         let grace = context.config.stop_grace;
-        if let Err(error) = runtime::stop(&instance.dir, grace).await {
+        if let Err(error) = crate::sandbox::stop(&context.config, &instance.dir, grace).await {
             tracing::warn!(%error, instance = %instance.id, "stopping an instance");
         }
         let stopped = about(

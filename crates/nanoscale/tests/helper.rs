@@ -34,7 +34,8 @@ fn the_helper_does_its_list_and_refuses_everything_else() {
         format!("{service}/releases/1"),
         format!("{service}/home"),
         "other/home".to_owned(),
-        format!("{service}/instances"),
+        format!("{service}/instances/web-1"),
+        format!("{service}/instances/web-2"),
     ] {
         std::fs::create_dir_all(apps.join(dir)).expect("mkdir");
     }
@@ -72,6 +73,11 @@ fn the_helper_does_its_list_and_refuses_everything_else() {
         ("a release that is a symlink", own(format!("{apps_text}/{service}/releases/2"))),
         ("below a release", own(format!("{apps_text}/{service}/releases/1/passwd"))),
         ("a relative path", own(format!("{service}/home"))),
+        ("stopping outside the apps", json!({"op": "stop_shim", "service": service, "dir": "/proc/1", "grace_ms": 0}).to_string()),
+        ("stopping another app's run", json!({"op": "stop_shim", "service": service, "dir": format!("{apps_text}/other/instances/x"), "grace_ms": 0}).to_string()),
+        ("stopping the agent's records", json!({"op": "stop_shim", "service": service, "dir": format!("{apps_text}/{service}/instances"), "grace_ms": 0}).to_string()),
+        ("stopping with a day's grace", json!({"op": "stop_shim", "service": service, "dir": format!("{apps_text}/{service}/instances/web-1"), "grace_ms": 86_400_000}).to_string()),
+        ("stopping a pid given by the caller", json!({"op": "stop_shim", "service": service, "dir": format!("{apps_text}/{service}/instances/web-1"), "grace_ms": 0, "pid": 1}).to_string()),
         (
             "a firewall plan with an injected network",
             json!({"op": "apply_firewall", "plan": {"mode": "B", "open_tcp_ports": [80], "ssh_from": ["10.0.0.0/8; flush ruleset"]}}).to_string(),
@@ -128,6 +134,61 @@ fn the_helper_does_its_list_and_refuses_everything_else() {
         passwd_owner,
         "not what it points to"
     );
+    // stop_shim signals the shim its directory records, by pid and start time:
+    // one that is running stops; a recorded pid whose start time is another
+    // process's (a reused pid) is left alone.
+    let start_time = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let after = stat.rsplit_once(") ").expect("comm").1;
+        after
+            .split(' ')
+            .nth(19)
+            .expect("starttime")
+            .parse()
+            .expect("number")
+    };
+    let sleeper = || {
+        use std::os::unix::process::CommandExt;
+        Command::new("/bin/sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .expect("sleep")
+    };
+    let (mut running, mut bystander) = (sleeper(), sleeper());
+    let record = |dir: &str, pid: u32, start: u64| {
+        std::fs::write(
+            apps.join(format!("{service}/instances/{dir}/shim.pid")),
+            format!("{pid} {start}\n"),
+        )
+        .expect("shim.pid");
+    };
+    record("web-1", running.id(), start_time(running.id()));
+    record("web-2", bystander.id(), start_time(bystander.id()) + 1);
+    for dir in ["web-1", "web-2"] {
+        let stop = json!({"op": "stop_shim", "service": service, "grace_ms": 500,
+            "dir": format!("{apps_text}/{service}/instances/{dir}")});
+        let output = helper(data, &stop.to_string());
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&output.stdout).expect("JSON answer");
+        assert!(answer["stopped"]["exit"].is_null(), "{answer}");
+    }
+    let ended = running.wait().expect("wait");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&ended),
+        Some(15)
+    );
+    assert!(
+        bystander.try_wait().expect("try_wait").is_none(),
+        "a reused pid was signalled"
+    );
+    bystander.kill().expect("kill");
+    let _ = bystander.wait();
+
     let removed = helper(
         data,
         &json!({"op": "remove_app_user", "service": service}).to_string(),
@@ -140,7 +201,7 @@ fn the_helper_does_its_list_and_refuses_everything_else() {
     assert!(nix::unistd::User::from_name(&format!("ns-{service}"))
         .expect("getpwnam")
         .is_none());
-    eprintln!("helper: {} refusals, 4 operations done", refused.len());
+    eprintln!("helper: {} refusals, 6 operations done", refused.len());
 }
 
 /// Runs `args` in network namespace `ns` (where `ip netns exec` also shows
