@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { emptyForm, fromSpec, newRoute, parseLabels, toSpec } from "./serviceForm";
+import { emptyForm, fromSpec, newRoute, parseLabels, parseVolumes, toSpec } from "./serviceForm";
 
 describe("service form", () => {
   it("turns a filled form into the API's spec", () => {
@@ -69,5 +69,18 @@ describe("service form", () => {
 
   it("keeps a label without a value so the API can say what is wrong", () => {
     expect(parseLabels("a=1,b, c=")).toEqual({ a: "1", b: "", c: "" });
+  });
+});
+
+describe("volumes", () => {
+  it("are names, or name:path, and come back as written", () => {
+    expect(parseVolumes(" data, uploads:storage/app ,, ")).toEqual([
+      { name: "data", path: "data" },
+      { name: "uploads", path: "storage/app" },
+    ]);
+    const form = { ...emptyForm, name: "web", git: "https://example.com/web.git", volumes: "data, uploads:storage/app" };
+    expect(toSpec(form).volumes).toEqual(parseVolumes(form.volumes));
+    expect(fromSpec(toSpec(form)).volumes).toBe("data, uploads:storage/app");
+    expect(toSpec(emptyForm).volumes).toEqual([]);
   });
 });

@@ -72,6 +72,7 @@ export interface ServiceForm {
   labels: string;
   everyNode: boolean;
   reschedule: boolean;
+  volumes: string;
 }
 
 export const emptyForm: ServiceForm = {
@@ -96,6 +97,7 @@ export const emptyForm: ServiceForm = {
   labels: "",
   everyNode: false,
   reschedule: false,
+  volumes: "",
 };
 
 /** Text to an optional number; a field that is not a number is sent as typed so the API names it. */
@@ -125,6 +127,18 @@ export function parseLabels(text: string): Record<string, string> {
     else out[item.slice(0, at).trim()] = item.slice(at + 1).trim();
   }
   return out;
+}
+
+/** `data, uploads:storage/app` → volumes; a name alone is also its path (as the CLI's `--volume`). */
+export function parseVolumes(text: string): { name: string; path: string }[] {
+  return text
+    .split(",")
+    .map((part) => part.trim())
+    .filter((part) => part !== "")
+    .map((part) => {
+      const at = part.indexOf(":");
+      return at < 0 ? { name: part, path: part } : { name: part.slice(0, at).trim(), path: part.slice(at + 1).trim() };
+    });
 }
 
 export function toSpec(form: ServiceForm): Spec {
@@ -169,6 +183,7 @@ export function toSpec(form: ServiceForm): Spec {
       reschedule: form.reschedule,
     },
     runtime: "process",
+    volumes: parseVolumes(form.volumes),
   };
 }
 
@@ -202,5 +217,6 @@ export function fromSpec(spec: Spec): ServiceForm {
       .join(", "),
     everyNode: placement?.every_node ?? false,
     reschedule: placement?.reschedule ?? false,
+    volumes: (spec.volumes ?? []).map((v) => (v.name === v.path ? v.name : `${v.name}:${v.path}`)).join(", "),
   };
 }

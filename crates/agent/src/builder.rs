@@ -289,9 +289,10 @@ async fn run_build(
     create_private_dir(&dir)?;
     let env = environment(context, workload, release, None);
     let home = home_dir(context, &workload.service);
-    let confinement = crate::sandbox::confine(&context.config, &workload.service, release, &home)
-        .await
-        .map_err(|error| format!("preparing the build's sandbox: {error}"))?;
+    let confinement =
+        crate::sandbox::confine(&context.config, &workload.service, release, &home, &[])
+            .await
+            .map_err(|error| format!("preparing the build's sandbox: {error}"))?;
     let spec = ShimSpec {
         id: format!("build-{}-{}", workload.service, workload.release_number),
         argv: vec!["/bin/sh".into(), "-c".into(), command.to_owned()],

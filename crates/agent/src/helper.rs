@@ -9,9 +9,9 @@
 //! |---|---|---|
 //! | `create_app_user {service}` | `useradd --system` of `ns-<service>` | a DNS label |
 //! | `remove_app_user {service}` | `userdel` of it | a DNS label |
-//! | `own_app_dir {service, dir}` | the tree to `ns-<service>`, 0700, links not followed | exactly `<apps>/<service>/releases/<n>` or `<apps>/<service>/home`, no `..`, no symlink on the way, a directory |
+//! | `own_app_dir {service, dir}` | the tree to `ns-<service>`, 0700, links not followed | exactly `<apps>/<service>/releases/<n>`, `<apps>/<service>/home` or `<apps>/<service>/volumes/<name>`, no `..`, no symlink on the way, a directory |
 //! | `apply_firewall {plan}` | NanoScale's nft table, from the plan (the helper writes the script itself: no script crosses the boundary) | `FirewallPlan::script` (networks parse, ports are numbers) |
-//! | `start_shim {service, dir}` | starts the shim on the spec `runtime::prepare` wrote into `dir`; the shim enters the sandbox and drops to the app's user before anything of the app runs | `dir` is exactly `<apps>/<service>/instances/<id>[/health]` or `<apps>/<service>/builds/<n>` (no `..`, no symlink); the spec runs as `ns-<service>` (never root), in a release of that service, in exactly the sandbox `sandbox::spec` makes for it, logging into `dir/log` |
+//! | `start_shim {service, dir}` | starts the shim on the spec `runtime::prepare` wrote into `dir`; the shim enters the sandbox and drops to the app's user before anything of the app runs | `dir` is exactly `<apps>/<service>/instances/<id>[/health]` or `<apps>/<service>/builds/<n>` (no `..`, no symlink); the spec runs as `ns-<service>` (never root), in a release of that service, in exactly the sandbox `sandbox::spec` makes for it (writable: the release, its home and its own volumes only), logging into `dir/log` |
 //! | `stop_shim {service, dir, grace_ms}` | stops the run in `dir`: SIGTERM to the shim it records (pid and start time, so a reused pid is never hit), SIGKILL of the app's group after the grace, the app's group itself when the shim is gone; its cgroup removed | `dir` as for `start_shim`; `grace_ms` at most an hour |
 //! | `create_swap {size_mib}` | `<state>/swapfile`: zeros, 0600, mkswap, swapon (nothing when it is on already) | 16 MiB to 64 GiB, and 512 MiB of disk left beside it; the path is the helper's own |
 //! | `remove_swap {}` | swapoff and delete it | a plain file, not a link |
@@ -299,6 +299,9 @@ impl Helper {
         let shaped = match (shape, parts.as_slice()) {
             (Shape::Owned, [owner, "home"]) => *owner == service,
             (Shape::Owned, [owner, "releases", n]) => *owner == service && number(n),
+            (Shape::Owned, [owner, "volumes", name]) => {
+                *owner == service && nanoscale_core::is_dns_label(name)
+            }
             (Shape::Shim, [owner, "builds", n]) => *owner == service && number(n),
             (Shape::Shim, [owner, "instances", id])
             | (Shape::Shim, [owner, "instances", id, "health"]) => {
@@ -391,7 +394,22 @@ impl Helper {
         }
         self.check_app_dir(service, &spec.cwd, Shape::Owned)?;
         let home = self.apps_dir_given.join(service).join("home");
-        let expected = crate::sandbox::spec(&self.private, vec![spec.cwd.clone(), home]);
+        // Beyond the release and home, only the service's own volumes.
+        let volumes_dir = self.apps_dir_given.join(service).join("volumes");
+        let mut writable = vec![spec.cwd.clone(), home];
+        if let Some(sandbox) = &spec.sandbox {
+            for extra in sandbox.writable.iter().skip(2) {
+                if extra.parent() != Some(volumes_dir.as_path()) {
+                    return refuse(format!(
+                        "may write only its release, its home and its volumes, not {}",
+                        extra.display()
+                    ));
+                }
+                self.check_app_dir(service, extra, Shape::Owned)?;
+                writable.push(extra.clone());
+            }
+        }
+        let expected = crate::sandbox::spec(&self.private, writable);
         if spec.sandbox.as_ref() != Some(&expected) {
             return refuse("its sandbox must be the one made for the app".into());
         }
@@ -427,7 +445,9 @@ impl Shape {
     fn describe(self, apps: &Path, service: &str) -> String {
         let apps = apps.display();
         match self {
-            Shape::Owned => format!("{apps}/{service}/home or {apps}/{service}/releases/<n>"),
+            Shape::Owned => format!(
+                "{apps}/{service}/home, {apps}/{service}/releases/<n> or {apps}/{service}/volumes/<name>"
+            ),
             Shape::Shim => {
                 format!("{apps}/{service}/instances/<id>[/health] or {apps}/{service}/builds/<n>")
             }

@@ -24,3 +24,4 @@ pub mod store;
 pub mod supervise;
 pub mod traffic;
 pub mod usage;
+pub mod volumes;

@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `releases/<n>/` | `ns-<service>`, 0700 | read-write, its working directory |
 //! | `home/` | `ns-<service>`, 0700 | read-write, `$HOME` |
+//! | `volumes/<name>/` | `ns-<service>`, 0700 | read-write, at the volume's path in the release (a link) |
 //! | `source.git`, `builds/`, `instances/` | root, 0700 | no |
 //!
 //! Everything else under the data dir, `/home` and `/root` is hidden; `/tmp`,
@@ -58,15 +59,20 @@ pub struct Confinement {
     pub sandbox: Option<SandboxSpec>,
 }
 
-/// Makes sure `service`'s user exists and owns its release tree and home, and
-/// returns what the shim needs to confine the app to them.
+/// Makes sure `service`'s user exists and owns its release tree, its home and its
+/// `volumes` (linked into the release: `volumes.rs`), and returns what the shim
+/// needs to confine the app to them. Without sandboxing, the volumes are linked
+/// all the same.
 pub async fn confine(
     config: &crate::context::AgentConfig,
     service: &str,
     release: &Path,
     home: &Path,
+    volumes: &[nanoscale_core::service::VolumeSpec],
 ) -> Result<Confinement, String> {
+    let volume_dirs = crate::volumes::ensure(&config.apps_dir, service, volumes)?;
     if !config.sandbox {
+        crate::volumes::link(release, volumes, &volume_dirs, None)?;
         return Ok(Confinement::default());
     }
     // Everything that needs root goes through the privileged helper.
@@ -80,7 +86,10 @@ pub async fn confine(
         return Err(format!("the helper made no user for {service}"));
     };
     let user = AppUser { name, uid, gid };
-    for dir in [release, home] {
+    for dir in [release, home]
+        .into_iter()
+        .chain(volume_dirs.iter().map(PathBuf::as_path))
+    {
         if !owned_by(dir, &user) {
             helper
                 .run(&Operation::OwnAppDir {
@@ -90,13 +99,13 @@ pub async fn confine(
                 .await?;
         }
     }
+    crate::volumes::link(release, volumes, &volume_dirs, Some((user.uid, user.gid)))?;
+    let mut writable = vec![release.to_path_buf(), home.to_path_buf()];
+    writable.extend(volume_dirs);
     Ok(Confinement {
         uid: Some(user.uid),
         gid: Some(user.gid),
-        sandbox: Some(spec(
-            &config.private_dirs(),
-            vec![release.to_path_buf(), home.to_path_buf()],
-        )),
+        sandbox: Some(spec(&config.private_dirs(), writable)),
     })
 }
 

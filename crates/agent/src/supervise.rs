@@ -41,9 +41,11 @@ pub async fn start(
     create_private_dir(&instance_dir)?;
     let env = environment(context, workload, dir, Some(port));
     let home = home_dir(context, &workload.service);
-    let confinement = crate::sandbox::confine(&context.config, &workload.service, dir, &home)
-        .await
-        .map_err(|error| format!("preparing the sandbox: {error}"))?;
+    let volumes = &release.spec.volumes;
+    let confinement =
+        crate::sandbox::confine(&context.config, &workload.service, dir, &home, volumes)
+            .await
+            .map_err(|error| format!("preparing the sandbox: {error}"))?;
     let resources = &release.spec.resources;
     let spec = ShimSpec {
         id: id.clone(),
@@ -222,6 +224,7 @@ pub fn watch_health(context: &Arc<Context>, instance: &InstanceRecord, release: 
                     &service,
                     dir,
                     &home_dir(&context, &service),
+                    &release.spec.volumes,
                 )
                 .await
                 .map_err(|error| format!("health command sandbox: {error}")),

@@ -11,6 +11,8 @@ use crate::validation::{check_range, check_text, is_bidi_control, ValidationErro
 pub const MAX_ENV_VARS: usize = 200;
 pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
 pub const MAX_ROUTES: usize = 50;
+/// Volumes one service may declare.
+pub const MAX_VOLUMES: usize = 8;
 pub const MAX_REPLICAS: u32 = 100;
 pub const MAX_COMMAND_BYTES: usize = 4096;
 pub const DEFAULT_REF: &str = "main";
@@ -31,6 +33,22 @@ pub struct Source {
 
 fn default_ref() -> String {
     DEFAULT_REF.to_owned()
+}
+
+/// A directory of the service that outlives its releases: `<apps>/<service>/volumes/<name>`
+/// on every node that runs it, reached by the app at `path` in its working
+/// directory (a link there, and, in the sandbox, the one writable place besides
+/// the release and `$HOME`). Deleted with the service, not when it leaves the spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// A DNS label, unique in the service; names the directory on the node.
+    #[schema(example = "data")]
+    pub name: String,
+    /// Relative to the app's working directory: `data`, `storage/app`. Parts of
+    /// letters, digits, `.`, `_` and `-`, none `.` or `..`, at most 200 characters.
+    #[schema(example = "data")]
+    pub path: String,
 }
 
 /// One way traffic reaches the service: a host, a path prefix, or both.
@@ -200,6 +218,10 @@ pub struct ServiceSpec {
     pub placement: PlacementSpec,
     #[serde(default)]
     pub runtime: Runtime,
+    /// Directories that outlive releases (absent when none, so documents of
+    /// services without any keep their hash).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
 }
 
 fn default_replicas() -> u32 {
@@ -247,6 +269,8 @@ pub struct ServicePatch {
     pub placement: Option<PlacementSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<Runtime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<VolumeSpec>>,
 }
 
 /// Shown instead of a secret value.
@@ -322,6 +346,9 @@ impl ServiceSpec {
         }
         if let Some(runtime) = patch.runtime {
             next.runtime = runtime;
+        }
+        if let Some(volumes) = patch.volumes {
+            next.volumes = volumes;
         }
         next
     }
@@ -411,8 +438,67 @@ impl ServiceSpec {
         for (key, value) in &self.placement.labels {
             validate_label(&format!("placement.labels.{key}"), key, value)?;
         }
-        Ok(())
+        validate_volumes(&self.volumes)
     }
+}
+
+fn validate_volumes(volumes: &[VolumeSpec]) -> Result<(), ValidationError> {
+    if volumes.len() > MAX_VOLUMES {
+        return Err(ValidationError::new(
+            "volumes",
+            format!("at most {MAX_VOLUMES} volumes"),
+        ));
+    }
+    for (index, volume) in volumes.iter().enumerate() {
+        check_dns_label(&format!("volumes[{index}].name"), &volume.name)?;
+        let field = format!("volumes[{index}].path");
+        validate_volume_path(&field, &volume.path)?;
+        for earlier in &volumes[..index] {
+            if earlier.name == volume.name {
+                return Err(ValidationError::new(
+                    format!("volumes[{index}].name"),
+                    format!("'{}' is the name of another volume", volume.name),
+                ));
+            }
+            let nested = |outer: &str, inner: &str| {
+                inner == outer || inner.starts_with(&format!("{outer}/"))
+            };
+            if nested(&earlier.path, &volume.path) || nested(&volume.path, &earlier.path) {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "'{}' overlaps the volume at '{}'",
+                        volume.path, earlier.path
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A volume's place in the app's directory: relative, plain parts only, so
+/// joining it to a release never leads outside it.
+pub fn validate_volume_path(field: &str, path: &str) -> Result<(), ValidationError> {
+    let refuse = |why: &str| Err(ValidationError::new(field, why));
+    if path.is_empty() || path.len() > 200 {
+        return refuse("must be 1 to 200 characters");
+    }
+    if path.starts_with('/') {
+        return refuse("must be relative to the app's directory, like 'data'");
+    }
+    for part in path.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return refuse("must not have empty, '.' or '..' parts");
+        }
+        let plain = part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !plain {
+            return refuse("may hold only letters, digits, '.', '_', '-' and '/'");
+        }
+    }
+    Ok(())
 }
 
 /// Labels (on nodes, in placement): keys and values are short, printable and
@@ -786,6 +872,46 @@ mod tests {
         ] {
             assert!(validate_git_url("g", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn volumes_are_named_plain_relative_and_apart() {
+        let with = |volumes: Vec<(&str, &str)>| {
+            let mut spec = spec();
+            spec.volumes = volumes
+                .into_iter()
+                .map(|(name, path)| VolumeSpec {
+                    name: name.into(),
+                    path: path.into(),
+                })
+                .collect();
+            spec.validate().err().map(|error| error.field)
+        };
+        assert_eq!(with(vec![("data", "data"), ("up", "storage/app")]), None);
+        for (volumes, field) in [
+            (vec![("Data", "data")], "volumes[0].name"),
+            (vec![("data", "/var/lib")], "volumes[0].path"),
+            (vec![("data", "../up")], "volumes[0].path"),
+            (vec![("data", "a/./b")], "volumes[0].path"),
+            (vec![("data", "a//b")], "volumes[0].path"),
+            (vec![("data", "data/")], "volumes[0].path"),
+            (vec![("data", "da ta")], "volumes[0].path"),
+            (vec![("data", "$(id)")], "volumes[0].path"),
+            (vec![("data", "")], "volumes[0].path"),
+            (vec![("a", "x"), ("a", "y")], "volumes[1].name"),
+            (vec![("a", "x"), ("b", "x/y")], "volumes[1].path"),
+            (vec![("a", "x/y"), ("b", "x")], "volumes[1].path"),
+        ] {
+            assert_eq!(with(volumes.clone()).as_deref(), Some(field), "{volumes:?}");
+        }
+        let many = (0..=MAX_VOLUMES)
+            .map(|n| (format!("v{n}"), format!("p{n}")))
+            .collect::<Vec<_>>();
+        let many = many.iter().map(|(n, p)| (n.as_str(), p.as_str())).collect();
+        assert_eq!(with(many).as_deref(), Some("volumes"));
+        // None declared: absent from the JSON, so documents keep their hash.
+        let plain = serde_json::to_value(spec()).expect("json");
+        assert!(plain.get("volumes").is_none(), "{plain}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{GitRepo, TestServer};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 struct Cli<'a> {
     config: &'a Path,
@@ -93,8 +93,16 @@ async fn a_user_drives_the_control_plane_from_the_cli() {
         &repo.file_url(),
         "--route",
         "shop.example.com/api",
+        "--volume",
+        "uploads:storage/app",
+        "--volume",
+        "data",
     ]);
     assert_eq!(service["routes"][0]["host"], "shop.example.com");
+    assert_eq!(
+        service["volumes"],
+        json!([{"name": "uploads", "path": "storage/app"}, {"name": "data", "path": "data"}])
+    );
     assert_eq!(service["routes"][0]["path"], "/api");
     cli.json(&["env", "set", "web", "MODE=production", "LEVEL=3"]);
     let env = cli.json(&["env", "ls", "web"]);
@@ -146,11 +154,7 @@ async fn a_user_drives_the_control_plane_from_the_cli() {
         );
     }
     let updated = cli.json(&["node", "security", &node_name, "--ssh-from", "10.0.0.0/8"]);
-    assert_eq!(
-        updated["ssh_from"],
-        serde_json::json!(["10.0.0.0/8"]),
-        "{updated}"
-    );
+    assert_eq!(updated["ssh_from"], json!(["10.0.0.0/8"]), "{updated}");
     assert_eq!(updated["security_mode"], "A", "{updated}");
 
     // Errors name the problem and exit non-zero.

@@ -526,6 +526,22 @@ async fn hostile_sources_and_names_are_refused_with_the_field_named() {
             "source.ref",
         ),
         (
+            json!({"name": "a", "source": {"git": "https://x/y.git"}, "volumes": [{"name": "d", "path": "../../etc"}]}),
+            "volumes[0].path",
+        ),
+        (
+            json!({"name": "a", "source": {"git": "https://x/y.git"}, "volumes": [{"name": "d", "path": "/etc"}]}),
+            "volumes[0].path",
+        ),
+        (
+            json!({"name": "a", "source": {"git": "https://x/y.git"}, "volumes": [{"name": "d", "path": "$(touch /tmp/pwned)"}]}),
+            "volumes[0].path",
+        ),
+        (
+            json!({"name": "a", "source": {"git": "https://x/y.git"}, "volumes": [{"name": "../d", "path": "d"}]}),
+            "volumes[0].name",
+        ),
+        (
             json!({"name": "../etc", "source": {"git": "https://x/y.git"}}),
             "name",
         ),
@@ -833,4 +849,54 @@ async fn a_low_memory_host_is_warned_or_given_a_swap_file_before_it_builds() {
         "{swaps}"
     );
     eprintln!("swap: warned without a size; made a 16 MiB swap file before building with one");
+}
+
+/// A volume outlives releases: a count the app keeps in it goes on across a
+/// deploy of a new commit, in the sandbox too (where it is one of the few places
+/// the app may write), and its directory belongs to the app.
+#[tokio::test]
+async fn a_volume_keeps_its_files_across_releases() {
+    let (_keep, repo, commits) =
+        fixture_repo(&[("volume-counter", "v1"), ("volume-counter", "v2")]);
+    let server = TestServer::start_with_agent();
+    let token = server.bootstrap().await;
+    let app = deployable(
+        &server,
+        &token,
+        json!({
+            "name": "counter",
+            "source": {"git": format!("file://{}", repo.display()), "ref": commits[0]},
+            "volumes": [{"name": "data", "path": "state/data"}],
+            "health": {"path": "/healthz", "start_period_secs": 20, "interval_secs": 1},
+        }),
+    )
+    .await;
+    let count = async |release: i64| {
+        let instance = app.healthy_instance(release).await;
+        get_text(instance["port"].as_u64().expect("port"), "/")
+            .await
+            .expect("answers")
+    };
+    let first = app.deploy(&commits[0]).await;
+    app.wait_release(first, "live").await;
+    assert_eq!(count(first).await.trim(), "count 1 v1");
+    assert_eq!(count(first).await.trim(), "count 2 v1");
+
+    let second = app.deploy(&commits[1]).await;
+    app.wait_release(second, "live").await;
+    assert_eq!(count(second).await.trim(), "count 3 v2");
+    let volume = server.data_dir.join("apps/counter/volumes/data");
+    assert_eq!(
+        std::fs::read_to_string(volume.join("count")).expect("count"),
+        "3"
+    );
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&volume).expect("stat");
+        let user = nix::unistd::User::from_name("ns-counter")
+            .expect("getpwnam")
+            .expect("the app's user");
+        assert_eq!(meta.uid(), user.uid.as_raw(), "the volume is the app's");
+        assert_eq!(meta.mode() & 0o777, 0o700);
+    }
 }

@@ -22,7 +22,7 @@ function EditService(props: { id: string }) {
 const BALANCE: readonly (Balance | "")[] = ["", "round_robin", "least_connections"];
 const BALANCE_LABELS = { "": "round robin (default)", round_robin: "round robin", least_connections: "least connections" } as const;
 
-const FIELDS = ["name", "source", "build", "run", "routes", "env", "secrets", "health", "resources", "replicas", "placement"];
+const FIELDS = ["name", "source", "build", "run", "routes", "env", "secrets", "health", "resources", "replicas", "placement", "volumes"];
 
 function ServiceEditor(props: { projectId: string; serviceId?: string; initial: ServiceForm }) {
   const [form, setForm] = useState<ServiceForm>(props.initial);
@@ -209,6 +209,13 @@ function ServiceEditor(props: { projectId: string; serviceId?: string; initial: 
           <Checkbox label="One replica on every matching server" checked={form.everyNode} onChange={set("everyNode")} />
           <Checkbox label="Move replicas off a server that stays unreachable" checked={form.reschedule} onChange={set("reschedule")} />
           {err("placement") && !err("placement.nodes", "placement.labels") ? <p className="error-text">{err("placement")}</p> : null}
+          <Field
+            label="Volumes (name or name:path in the app's directory, comma-separated; they outlive releases)"
+            name="volumes"
+            value={form.volumes}
+            onChange={set("volumes")}
+            error={err("volumes")}
+          />
         </Section>
         <Notice error={isFormLevel(save.error, FIELDS) ? save.error : undefined} />
         {save.error && !isFormLevel(save.error, FIELDS) ? (

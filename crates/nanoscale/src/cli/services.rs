@@ -3,7 +3,9 @@
 use clap::{Args, Subcommand};
 use nanoscale_client::api::{Project, Service};
 use nanoscale_client::Client;
-use nanoscale_core::service::{HealthSpec, RouteSpec, ServiceSpec, Source, DEFAULT_REF};
+use nanoscale_core::service::{
+    HealthSpec, RouteSpec, ServiceSpec, Source, VolumeSpec, DEFAULT_REF,
+};
 use uuid::Uuid;
 
 use super::output::{print_fields, print_json, short_id, when, Table};
@@ -66,6 +68,10 @@ pub struct CreateArgs {
     /// HTTP path that answers 2xx when healthy [default: a TCP connect to $PORT].
     #[arg(long, value_name = "PATH")]
     health_path: Option<String>,
+    /// A directory that outlives releases, at PATH in the app's directory
+    /// (default: NAME): data:data, uploads:storage/app. Repeatable.
+    #[arg(long = "volume", value_name = "NAME[:PATH]", value_parser = parse_volume)]
+    volumes: Vec<VolumeSpec>,
 }
 
 impl CreateArgs {
@@ -90,8 +96,21 @@ impl CreateArgs {
             replicas: self.replicas,
             placement: Default::default(),
             runtime: Default::default(),
+            volumes: self.volumes,
         }
     }
+}
+
+/// `NAME` or `NAME:PATH`; the server checks both.
+pub fn parse_volume(value: &str) -> Result<VolumeSpec, String> {
+    let (name, path) = value.split_once(':').unwrap_or((value, value));
+    if name.is_empty() || path.is_empty() {
+        return Err("a volume is NAME or NAME:PATH, like data or uploads:storage/app".into());
+    }
+    Ok(VolumeSpec {
+        name: name.to_owned(),
+        path: path.to_owned(),
+    })
 }
 
 pub async fn run(context: &Context, command: ServiceCommand) -> CliResult {

@@ -53,6 +53,7 @@ fn every_fixture_app_gets_its_intended_plan() {
         ("leak-memory", procfile()),
         ("escape-attempts", procfile()),
         ("ticker", procfile()),
+        ("volume-counter", procfile()),
         ("fork-bomb", (None, command("sh bomb.sh"), "Procfile")),
         (
             "fail-build",
