@@ -417,6 +417,29 @@ async fn bad_inputs_get_clear_4xx_and_never_5xx() {
         // that is refused anyway: it gets the 413 straight away.
         let (reply, _) = oversized_request_with(&url, &path, &token, 0, "Expect: 100-continue\r\n");
         assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+        // A body that stops arriving (a slow-loris) gets a 408 naming the wait,
+        // not a task held open for as long as the client likes.
+        let address = url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(40)))
+            .expect("timeout");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\""
+        );
+        stream.write_all(head.as_bytes()).expect("head");
+        let began = std::time::Instant::now();
+        let mut reply = vec![0u8; 4096];
+        let read = stream.read(&mut reply).expect("an answer, not silence");
+        let reply = String::from_utf8_lossy(&reply[..read]);
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+        assert!(reply.contains("\"request_timeout\""), "{reply}");
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            began.elapsed()
+        );
     })
     .await
     .expect("task");

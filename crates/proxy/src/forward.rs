@@ -171,8 +171,8 @@ pub async fn handle(
         return Ok(finish(&proxy, response, log, Some(active), None));
     }
     let max_body = route.route.policy.max_body_bytes;
-    let declared = content_length(request.headers());
-    if declared.is_some_and(|length| length > max_body) {
+    let refused = crate::linger::Refused::of(request.headers());
+    if refused.declared().is_some_and(|length| length > max_body) {
         let message = format!("request body larger than {max_body} bytes");
         let mut response = page(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -180,7 +180,7 @@ pub async fn handle(
             &message,
             Some(&route.route.name),
         );
-        if !read_away(request, declared) {
+        if !refused.read_away(request.into_body(), 0) {
             // The body stays unread, so the connection cannot carry another request.
             response
                 .headers_mut()
@@ -641,45 +641,6 @@ fn caused_by_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
         current = error.source();
     }
     false
-}
-
-/// A refused body is read away (and dropped) by a task, up to [`DRAIN_LIMIT`] and
-/// [`DRAIN_TIME`], at most [`MAX_DRAINS`] at once, as nginx's lingering close does:
-/// a client still writing its body then reads the 413 instead of a reset, and can
-/// keep its connection. Not for a client waiting for `100 Continue` (it has sent
-/// nothing) or a body declared past the limit. Whether it is read away.
-fn read_away(request: Request<Incoming>, declared: Option<u64>) -> bool {
-    static DRAINS: nanoscale_core::slots::Slots = nanoscale_core::slots::Slots::new(MAX_DRAINS);
-    let waits = request
-        .headers()
-        .get(header::EXPECT)
-        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if waits || declared.is_none_or(|length| length > DRAIN_LIMIT) {
-        return false;
-    }
-    let Some(slot) = DRAINS.take() else {
-        return false;
-    };
-    let mut body = request.into_body();
-    tokio::spawn(async move {
-        let _slot = slot;
-        let deadline = tokio::time::Instant::now() + DRAIN_TIME;
-        while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, body.frame()).await {}
-    });
-    true
-}
-
-const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
-const DRAIN_TIME: Duration = Duration::from_secs(5);
-const MAX_DRAINS: usize = 64;
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod dns;
 pub mod forward;
+pub mod linger;
 pub mod metrics;
 pub mod server;
 pub mod static_files;

@@ -11,46 +11,43 @@ use super::error::ApiError;
 /// Largest request body the API accepts.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-/// The most of a too-large body that is read and thrown away after the 413. A
-/// server that closes with unread bytes in its socket makes the kernel send a
-/// reset, and a client still writing its body may lose the answer to it (nginx's
-/// "lingering close" reads on for the same reason). Past this, the refusal is
-/// immediate and such a client sees a reset.
-const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
-
-/// Refused bodies read away at the same time, at most.
-const MAX_DRAINS: usize = 64;
-
-/// The longest a refused body is read for.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest the API waits for the next part of a body, and for all of it: a
+/// client that trickles a body in (a slow-loris) is answered 408 and its
+/// connection freed, rather than holding a task and a buffer for as long as it likes.
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(15);
+const BODY_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The body, at most [`BODY_LIMIT`] bytes. A body declared or found to be larger is
-/// refused with 413 at once, while a task reads the rest of it (up to
-/// [`DRAIN_LIMIT`] and [`DRAIN_TIME`]) so that the client is listening when the
-/// answer comes and the connection can be kept.
+/// refused with 413 at once, and the rest read away in the background
+/// (`nanoscale_proxy::linger`) so that the client is listening when the answer
+/// comes and the connection can be kept. One that stops coming is a 408.
 async fn read_body(request: Request) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
-    let declared = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    // A client waiting for `100 Continue` sends nothing before it: reading its body
-    // would invite it to upload what is refused anyway.
-    let waits = request
-        .headers()
-        .get(axum::http::header::EXPECT)
-        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let refused = nanoscale_proxy::linger::Refused::of(request.headers());
     let mut body = request.into_body();
-    if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
-        return Err(if waits {
-            ApiError::PayloadTooLarge(BODY_LIMIT)
-        } else {
-            refuse_too_large(body, 0, declared)
-        });
+    if refused
+        .declared()
+        .is_some_and(|length| length > BODY_LIMIT as u64)
+    {
+        refused.read_away(body, 0);
+        return Err(ApiError::PayloadTooLarge(BODY_LIMIT));
     }
     let mut kept = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
+    let deadline = tokio::time::Instant::now() + BODY_TIME;
+    loop {
+        let next = deadline.min(tokio::time::Instant::now() + BODY_IDLE);
+        let frame = match tokio::time::timeout_at(next, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(ApiError::RequestTimeout(format!(
+                    "the request body stopped arriving (the API waits {} s for each part \
+                     and {} s for all of it)",
+                    BODY_IDLE.as_secs(),
+                    BODY_TIME.as_secs()
+                )))
+            }
+        };
         let frame = frame.map_err(|_| ApiError::BadRequest {
             message: "could not read the request body".into(),
             field: None,
@@ -59,41 +56,12 @@ async fn read_body(request: Request) -> Result<Bytes, ApiError> {
             continue; // trailers
         };
         if kept.len() + data.len() > BODY_LIMIT {
-            return Err(refuse_too_large(body, kept.len() + data.len(), None));
+            refused.read_away(body, (kept.len() + data.len()) as u64);
+            return Err(ApiError::PayloadTooLarge(BODY_LIMIT));
         }
         kept.extend_from_slice(&data);
     }
     Ok(kept.freeze())
-}
-
-/// The 413 for a body of which `read` bytes have been read, with the rest read
-/// and dropped in the background where it is not declared past [`DRAIN_LIMIT`].
-fn refuse_too_large(body: axum::body::Body, read: usize, declared: Option<u64>) -> ApiError {
-    use http_body_util::BodyExt;
-    /// Drains running now: past [`MAX_DRAINS`] a refusal is immediate, so a
-    /// flood of large bodies cannot keep the server reading.
-    static DRAINS: nanoscale_core::slots::Slots = nanoscale_core::slots::Slots::new(MAX_DRAINS);
-    let slot = declared
-        .is_none_or(|length| length <= DRAIN_LIMIT)
-        .then(|| DRAINS.take())
-        .flatten();
-    if let Some(slot) = slot {
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut body = body;
-            let mut read = read as u64;
-            let deadline = tokio::time::Instant::now() + DRAIN_TIME;
-            while read <= DRAIN_LIMIT {
-                match tokio::time::timeout_at(deadline, body.frame()).await {
-                    Ok(Some(Ok(frame))) => {
-                        read += frame.data_ref().map_or(0, |data| data.len() as u64);
-                    }
-                    _ => break,
-                }
-            }
-        });
-    }
-    ApiError::PayloadTooLarge(BODY_LIMIT)
 }
 
 /// A JSON body: 415 without a JSON content type, 413 over [`BODY_LIMIT`], 400 on

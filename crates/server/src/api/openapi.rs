@@ -98,7 +98,7 @@ const PUBLIC: [&str; 10] = [
     "/metrics",
 ];
 
-const ERRORS: [(&str, &str); 11] = [
+const ERRORS: [(&str, &str); 12] = [
     (
         "400",
         "malformed request: bad JSON, path or query parameter",
@@ -112,6 +112,10 @@ const ERRORS: [(&str, &str); 11] = [
     (
         "409",
         "conflicts with the current state (name taken, last admin, setup done)",
+    ),
+    (
+        "408",
+        "the request body stopped arriving (15 s without a part, 60 s in all)",
     ),
     ("413", "request body over 1 MiB"),
     ("415", "body is not application/json"),
