@@ -440,6 +440,21 @@ async fn execute(
     Ok(())
 }
 
+/// Whether a release the document wants may be built from `old`'s tree (the
+/// builder's `reusable`: a built release of the same service, commit and
+/// commands; never a failed one). Such a tree stays
+/// until that build has recorded it as its own: deleting it between the builder's
+/// choice and its record would leave the new release with no tree.
+fn reusable_by(document: &DesiredDocument, old: &ReleaseRecord) -> bool {
+    old.state != ReleaseState::Failed
+        && document.state.workloads.iter().any(|wanted| {
+            wanted.service == old.service
+                && wanted.commit == old.commit
+                && wanted.spec.build == old.spec.build
+                && wanted.spec.run == old.spec.run
+        })
+}
+
 /// Keeps the built trees and build logs of the newest `keep_releases` retired and
 /// as many failed releases of each service, besides those the document wants;
 /// older ones (that no instance runs)
@@ -480,7 +495,8 @@ async fn prune_old_releases(
             retired
                 .iter()
                 .skip(context.config.keep_releases)
-                .filter(|old| !instances.iter().any(|i| i.release_id == old.id)),
+                .filter(|old| !instances.iter().any(|i| i.release_id == old.id))
+                .filter(|old| !reusable_by(document, old)),
         );
     }
     let doomed_ids: HashSet<Uuid> = doomed.iter().map(|r| r.id).collect();

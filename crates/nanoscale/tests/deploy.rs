@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{fixture_repo, wait_for, GitDaemon, TestServer};
+use common::{fixture_repo, wait_for, GitDaemon, SwapOff, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -740,16 +740,6 @@ async fn old_release_trees_are_removed_and_a_rollback_to_one_builds_it_again() {
     assert!(trees().contains(&number.to_string()), "{:?}", trees());
     assert!(trees().contains(&numbers[3].to_string()), "{:?}", trees());
     assert_eq!(app.release(number).await["status"], "live");
-}
-
-/// Switches the agent's swap file off however the test ends.
-struct SwapOff(std::path::PathBuf);
-
-impl Drop for SwapOff {
-    fn drop(&mut self) {
-        let _ = Command::new("/usr/sbin/swapoff").arg(&self.0).output();
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 #[tokio::test]

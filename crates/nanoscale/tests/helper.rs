@@ -11,6 +11,9 @@ use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
+mod common;
+use common::SwapOff;
+
 fn helper(data: &Path, operation: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nanoscale"))
         .args(["helper", "--data-dir"])
@@ -357,16 +360,6 @@ fn ufw_host_status() -> String {
         .output()
         .expect("ufw");
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Switches a swap file off however the test ends: a failed assertion must not
-/// leave the host swapping to a deleted temp file.
-struct SwapOff(std::path::PathBuf);
-
-impl Drop for SwapOff {
-    fn drop(&mut self) {
-        let _ = Command::new("/usr/sbin/swapoff").arg(&self.0).output();
-    }
 }
 
 fn swaps_list(file: &Path) -> bool {

@@ -617,3 +617,14 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Switches a swap file off and deletes it however a test ends: a failed
+/// assertion must not leave the host swapping to a file in a temp dir.
+pub struct SwapOff(pub PathBuf);
+
+impl Drop for SwapOff {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/swapoff").arg(&self.0).output();
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
