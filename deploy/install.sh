@@ -87,10 +87,16 @@ UNIT=/etc/systemd/system/nanoscale-agent.service
 PID_FILE="$DATA_DIR/node.pid"
 use_systemd() { [ "$OWN_USER" -eq 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
 
-# Every process of this node runs $BIN with this node's data dir in its arguments.
+# Every process of this node runs $BIN, or the shim the agent writes out of it
+# ($DATA_DIR/agent/bin/nanoscale-shim-<hash>), with this node's data dir in its
+# arguments.
 node_pids() {
     for proc in /proc/[0-9]*; do
-        [ "$(readlink "$proc/exe" 2>/dev/null || true)" = "$BIN" ] || continue
+        exe=$(readlink "$proc/exe" 2>/dev/null || true)
+        case "$exe" in
+            "$BIN" | "$DATA_DIR"/agent/bin/nanoscale-shim-*) ;;
+            *) continue ;;
+        esac
         if tr '\0' '\n' < "$proc/cmdline" 2>/dev/null | grep -q "^$DATA_DIR"; then
             echo "${proc#/proc/}"
         fi
