@@ -50,9 +50,33 @@ pub struct Up {
 
 impl Drop for Up {
     fn drop(&mut self) {
+        let kill = |target: &str| {
+            let _ = Command::new("kill").args(["-KILL", "--", target]).status();
+        };
         for lock in ["agent/agent.lock", "proxy/proxy.lock"] {
             if let Ok(text) = std::fs::read_to_string(self.data_dir.join(lock)) {
-                let _ = Command::new("kill").args(["-KILL", text.trim()]).status();
+                kill(text.trim());
+            }
+        }
+        // Apps outlive the agent by design: stop every instance's shim and its
+        // app's process group too, or they run on after the benchmark.
+        let instances = std::fs::read_dir(self.data_dir.join("apps"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|service| std::fs::read_dir(service.path().join("instances")))
+            .flatten()
+            .flatten();
+        for instance in instances {
+            for (file, group) in [("shim.pid", false), ("app.pid", true)] {
+                let text = std::fs::read_to_string(instance.path().join(file)).unwrap_or_default();
+                if let Some(pid) = text.split_whitespace().next() {
+                    kill(&if group {
+                        format!("-{pid}")
+                    } else {
+                        pid.to_owned()
+                    });
+                }
             }
         }
     }
