@@ -124,9 +124,9 @@ pub struct Helper {
     state_dir: PathBuf,
     /// What every app's sandbox hides: the data dir, the agent's and the proxy's.
     private: Vec<PathBuf>,
-    /// The shim: this program and its `shim` verb.
-    shim_program: PathBuf,
-    shim_args: Vec<String>,
+    /// The shim to start (program, arguments before the directory); `None`: the
+    /// embedded one, written out only when a `start_shim` needs it.
+    shim: Option<(PathBuf, Vec<String>)>,
 }
 
 impl Helper {
@@ -134,15 +134,13 @@ impl Helper {
     /// is in `state_dir`; its shims are the embedded one, written into
     /// `<state>/bin` (`runtime::embedded`).
     pub fn new(apps_dir: &Path, state_dir: &Path) -> Result<Helper, String> {
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-        let shim = crate::runtime::embedded::command(state_dir, &exe);
-        Helper::with_shim(apps_dir, state_dir, shim)
+        Helper::with_shim(apps_dir, state_dir, None)
     }
 
     fn with_shim(
         apps_dir: &Path,
         state_dir: &Path,
-        (shim_program, shim_args): (PathBuf, Vec<String>),
+        shim: Option<(PathBuf, Vec<String>)>,
     ) -> Result<Helper, String> {
         let apps_dir_given = apps_dir.to_path_buf();
         let apps_dir = apps_dir
@@ -158,8 +156,7 @@ impl Helper {
             apps_dir_given,
             state_dir: state_dir.to_path_buf(),
             private,
-            shim_program,
-            shim_args,
+            shim,
         })
     }
 
@@ -168,7 +165,7 @@ impl Helper {
         std::fs::create_dir_all(&config.apps_dir)
             .map_err(|error| format!("creating {}: {error}", config.apps_dir.display()))?;
         let shim = (config.shim_program.clone(), config.shim_args.clone());
-        let mut helper = Helper::with_shim(&config.apps_dir, &config.state_dir, shim)?;
+        let mut helper = Helper::with_shim(&config.apps_dir, &config.state_dir, Some(shim))?;
         helper.private = config.private_dirs();
         Ok(helper)
     }
@@ -244,8 +241,13 @@ impl Helper {
                 })
             }
             Operation::StartShim { dir, .. } => {
-                let args: Vec<&str> = self.shim_args.iter().map(String::as_str).collect();
-                crate::runtime::start_prepared(&self.shim_program, &args, dir)
+                let (program, args) = self.shim.clone().unwrap_or_else(|| {
+                    let exe =
+                        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+                    crate::runtime::embedded::command(&self.state_dir, &exe)
+                });
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                crate::runtime::start_prepared(&program, &args, dir)
                     .await
                     .map(|launched| Answer::Shim { launched })
                     .map_err(|error| error.to_string())
