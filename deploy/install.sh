@@ -87,14 +87,15 @@ UNIT=/etc/systemd/system/nanoscale-agent.service
 PID_FILE="$DATA_DIR/node.pid"
 use_systemd() { [ "$OWN_USER" -eq 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
 
-# Every process of this node runs $BIN, or the shim the agent writes out of it
-# ($DATA_DIR/agent/bin/nanoscale-shim-<hash>), with this node's data dir in its
-# arguments.
+# Every process of this node runs $BIN, or the shim written out of it (by the
+# privileged helper into $DATA_DIR/helper/bin/nanoscale-shim-<hash>, or by an
+# agent that does not sandbox into $DATA_DIR/agent/bin), with this node's data
+# dir in its arguments.
 node_pids() {
     for proc in /proc/[0-9]*; do
         exe=$(readlink "$proc/exe" 2>/dev/null || true)
         case "$exe" in
-            "$BIN" | "$DATA_DIR"/agent/bin/nanoscale-shim-*) ;;
+            "$BIN" | "$DATA_DIR"/helper/bin/nanoscale-shim-* | "$DATA_DIR"/agent/bin/nanoscale-shim-*) ;;
             *) continue ;;
         esac
         if tr '\0' '\n' < "$proc/cmdline" 2>/dev/null | grep -q "^$DATA_DIR"; then
@@ -132,7 +133,7 @@ if [ "$UNINSTALL" -eq 1 ]; then
                 && say "removed NanoScale's firewall table (inet nanoscale)"
         fi
         # A swap file the agent made is on until switched off (rm cannot free it).
-        if [ -e "$DATA_DIR/agent/swapfile" ]; then
+        if [ -e "$DATA_DIR/helper/swapfile" ]; then
             "$BIN" helper --data-dir "$DATA_DIR" '{"op":"remove_swap"}' >/dev/null \
                 && say "switched off and removed this node's swap file"
         fi

@@ -33,9 +33,13 @@ pub async fn run(
     create_private_dir(&config.state_dir).map_err(anyhow::Error::msg)?;
     create_private_dir(&config.apps_dir).map_err(anyhow::Error::msg)?;
     let _lock = lock(&config).await?;
-    // The embedded static shim; the configured program is the fallback.
-    (config.shim_program, config.shim_args) =
-        crate::runtime::embedded::command(&config.state_dir, &config.shim_program);
+    // The embedded static shim; the configured program is the fallback. A node
+    // that sandboxes apps starts every shim through the helper, which writes out
+    // and runs its own copy (`<data>/helper/bin`), never the agent's.
+    if !config.sandbox {
+        (config.shim_program, config.shim_args) =
+            crate::runtime::embedded::command(&config.state_dir, &config.shim_program);
+    }
     let sealer = nanoscale_sealed::Sealer::load_or_create(&config.state_dir.join("secret.key"))
         .context("while opening the key that seals secret env values")?;
     let store = AgentStore::open(&config.state_dir.join("agent.db"), sealer)

@@ -177,9 +177,9 @@ async fn build(
     let dir = release_dir(context, &workload.service, workload.release_number);
     if dir.exists() {
         // A tree left by an interrupted build: start clean.
-        tokio::fs::remove_dir_all(&dir)
+        crate::sandbox::remove(&context.config, &dir)
             .await
-            .map_err(|error| format!("removing the old {}: {error}", dir.display()))?;
+            .map_err(|error| format!("removing the old tree: {error}"))?;
     }
     if let Some(parent) = dir.parent() {
         create_private_dir(parent)?;
@@ -282,9 +282,7 @@ async fn run_build(
     if dir.exists() {
         // Stop a build left running by a previous agent before reusing its place.
         let _ = crate::sandbox::stop(&context.config, &dir, Duration::from_secs(1)).await;
-        tokio::fs::remove_dir_all(&dir)
-            .await
-            .map_err(|error| format!("removing {}: {error}", dir.display()))?;
+        crate::sandbox::remove(&context.config, &dir).await?;
     }
     create_private_dir(&dir)?;
     let env = environment(context, workload, release, None);

@@ -397,7 +397,7 @@ async fn execute(
                             .await;
                     supervise::keep_log(&record.dir).await;
                     context.store.delete_instance(&record.id, None).await?;
-                    let _ = tokio::fs::remove_dir_all(&record.dir).await;
+                    let _ = crate::sandbox::remove(&context.config, &record.dir).await;
                 }
                 StopReason::Removed => supervise::stop(context, record, "service removed"),
                 StopReason::Replaced => {
@@ -409,8 +409,8 @@ async fn execute(
         }
         Action::Clean { service } => {
             let dir = context.service_dir(&service);
-            if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
-                tracing::warn!(%error, dir = %dir.display(), "removing a service's files");
+            if let Err(error) = crate::sandbox::remove(&context.config, &dir).await {
+                tracing::warn!(%error, "removing a service's files");
             }
             if context.config.sandbox {
                 let removed = match crate::helper::Helper::for_agent(&context.config) {
@@ -512,21 +512,15 @@ async fn prune_old_releases(
                 .any(|other| !doomed_ids.contains(&other.id) && other.dir.as_ref() == Some(tree))
         });
         if let Some(dir) = tree.as_ref().filter(|_| !shared) {
-            match tokio::fs::remove_dir_all(dir).await {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    tracing::warn!(%error, dir = %dir.display(), "removing an old release tree");
-                    continue;
-                }
+            if let Err(error) = crate::sandbox::remove(&context.config, dir).await {
+                tracing::warn!(%error, "removing an old release tree");
+                continue;
             }
         }
         // Its build log goes with it.
         let log = crate::builder::build_dir(context, &old.service, old.number);
-        if let Err(error) = tokio::fs::remove_dir_all(&log).await {
-            if error.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(%error, dir = %log.display(), "removing an old build log");
-            }
+        if let Err(error) = crate::sandbox::remove(&context.config, &log).await {
+            tracing::warn!(%error, "removing an old build log");
         }
         context.store.forget_build(old.id).await?;
         tracing::info!(service = %old.service, release = old.number, "removed an old release tree");

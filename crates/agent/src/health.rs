@@ -86,7 +86,7 @@ async fn run_in_shim(
 ) -> Result<(), String> {
     if shim.dir.exists() {
         let _ = crate::sandbox::stop(shim.config, &shim.dir, Duration::from_secs(1)).await;
-        let _ = tokio::fs::remove_dir_all(&shim.dir).await;
+        let _ = crate::sandbox::remove(shim.config, &shim.dir).await;
     }
     crate::builder::create_private_dir(&shim.dir)?;
     env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
@@ -126,7 +126,7 @@ async fn run_in_shim(
         )),
     };
     let _ = crate::sandbox::stop(shim.config, &shim.dir, Duration::from_secs(1)).await;
-    let _ = tokio::fs::remove_dir_all(&shim.dir).await;
+    let _ = crate::sandbox::remove(shim.config, &shim.dir).await;
     outcome
 }
 

@@ -9,21 +9,22 @@
 //! |---|---|---|
 //! | `create_app_user {service}` | `useradd --system` of `ns-<service>` | a DNS label |
 //! | `remove_app_user {service}` | `userdel` of it | a DNS label |
-//! | `own_app_dir {service, dir}` | the tree to `ns-<service>`, 0700, links not followed | exactly `<apps>/<service>/releases/<n>`, `<apps>/<service>/home` or `<apps>/<service>/volumes/<name>`, no `..`, no symlink on the way, a directory |
+//! | `own_app_dir {service, dir}` | the tree to `ns-<service>`, 0700, walked by descriptor (`helper/tree.rs`): links given as links, never followed, and only entries of the agent's or the app's user (a hard link to another's file is refused) | exactly `<apps>/<service>/releases/<n>`, `<apps>/<service>/home` or `<apps>/<service>/volumes/<name>`, no `..`, no symlink on the way, a directory |
 //! | `apply_firewall {plan}` | NanoScale's nft table, from the plan (the helper writes the script itself: no script crosses the boundary) | `FirewallPlan::script` (networks parse, ports are numbers) |
-//! | `start_shim {service, dir}` | starts the shim on the spec `runtime::prepare` wrote into `dir`; the shim enters the sandbox and drops to the app's user before anything of the app runs | `dir` is exactly `<apps>/<service>/instances/<id>[/health]` or `<apps>/<service>/builds/<n>` (no `..`, no symlink); the spec runs as `ns-<service>` (never root), in a release of that service, in exactly the sandbox `sandbox::spec` makes for it (writable: the release, its home and its own volumes only), logging into `dir/log` |
+//! | `start_shim {service, dir, spec}` | makes `dir` the helper's own (root's, the apps directory's group, 02750; one already there must be the helper's), writes `spec` into it (0600) and starts the shim, its own copy in `<data>/helper/bin`; the shim enters the sandbox and drops to the app's user before anything of the app runs | `dir` is exactly `<apps>/<service>/instances/<id>[/health]` or `<apps>/<service>/builds/<n>` (no `..`, no symlink); the spec runs as `ns-<service>` (never root), in a release of that service, in exactly the sandbox `sandbox::spec` makes for it (writable: the release, its home and its own volumes only), logging into `dir/log` |
 //! | `stop_shim {service, dir, grace_ms}` | stops the run in `dir`: SIGTERM to the shim it records (pid and start time, so a reused pid is never hit), SIGKILL of the app's group after the grace, the app's group itself when the shim is gone; its cgroup removed | `dir` as for `start_shim`; `grace_ms` at most an hour |
-//! | `create_swap {size_mib}` | `<state>/swapfile`: zeros, 0600, mkswap, swapon (nothing when it is on already) | 16 MiB to 64 GiB, and 512 MiB of disk left beside it; the path is the helper's own |
+//! | `remove_app_dir {service, dir}` | deletes the tree, its parent pinned by a descriptor and nothing followed | `dir` is exactly `<apps>/<service>`, or its `releases/<n>`, `builds/<n>`, `instances/<id>[/health]` or `logs/<id>` (no `..`, no symlink); gone already is done |
+//! | `create_swap {size_mib}` | `<data>/helper/swapfile`: zeros, 0600, mkswap, swapon (nothing when it is on already) | 16 MiB to 64 GiB, and 512 MiB of disk left beside it; the path is the helper's own |
 //! | `remove_swap {}` | swapoff and delete it | a plain file, not a link |
 //!
 //! Executables are called by absolute path and never through a shell
 //! (`nanoscale-process`). Anything else (another operation, an unknown field, a
 //! path elsewhere) is refused with the reason and changes nothing.
 //!
-//! Not yet on the list: systemd units. An agent that is not root yet would also
-//! own `dir`, and could swap `shim.json` between the check and the shim's read,
-//! or point `shim.pid` at another process: `dir` must then be the helper's
-//! (root's, readable by the agent) and the spec reach it in the operation.
+//! The helper's own files (the shim executable it starts, the firewall script,
+//! ufw's saved default, the swap file) live in `<data>/helper`, 0700 and its own
+//! (`own_dir` refuses one that is not): nothing an agent can write is run or
+//! trusted as root. Not yet on the list: systemd units, the `/etc/hosts` block.
 use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::sandbox::{user_name, AppUser};
 
 mod swap;
+mod tree;
 
 /// One privileged operation, as the agent asks for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,11 +58,19 @@ pub enum Operation {
     StartShim {
         service: String,
         dir: PathBuf,
+        /// What the shim runs, env secrets included: given in the operation (on
+        /// the helper's stdin, never its arguments, which every user can read in
+        /// /proc), checked, and written by the helper into `dir`, which is its own.
+        spec: Box<crate::runtime::ShimSpec>,
     },
     StopShim {
         service: String,
         dir: PathBuf,
         grace_ms: u64,
+    },
+    RemoveAppDir {
+        service: String,
+        dir: PathBuf,
     },
     CreateSwap {
         size_mib: u64,
@@ -120,28 +130,16 @@ pub struct Helper {
     apps_dir: PathBuf,
     /// `<data>/apps` as configured (the agent builds its paths from it).
     apps_dir_given: PathBuf,
-    /// `<data>/agent`, where the firewall script is written.
-    state_dir: PathBuf,
+    /// `<data>/helper`: the helper's own files (`own_dir`).
+    own_dir: PathBuf,
     /// What every app's sandbox hides: the data dir, the agent's and the proxy's.
     private: Vec<PathBuf>,
-    /// The shim to start (program, arguments before the directory); `None`: the
-    /// embedded one, written out only when a `start_shim` needs it.
-    shim: Option<(PathBuf, Vec<String>)>,
 }
 
 impl Helper {
-    /// The helper for a node whose apps live in `apps_dir` and whose agent state
-    /// is in `state_dir`; its shims are the embedded one, written into
-    /// `<state>/bin` (`runtime::embedded`).
+    /// The helper for a node whose apps live in `apps_dir` (`<data>/apps`) and
+    /// whose agent state is in `state_dir`. Its own files are in `<data>/helper`.
     pub fn new(apps_dir: &Path, state_dir: &Path) -> Result<Helper, String> {
-        Helper::with_shim(apps_dir, state_dir, None)
-    }
-
-    fn with_shim(
-        apps_dir: &Path,
-        state_dir: &Path,
-        shim: Option<(PathBuf, Vec<String>)>,
-    ) -> Result<Helper, String> {
         let apps_dir_given = apps_dir.to_path_buf();
         let apps_dir = apps_dir
             .canonicalize()
@@ -154,20 +152,38 @@ impl Helper {
         Ok(Helper {
             apps_dir,
             apps_dir_given,
-            state_dir: state_dir.to_path_buf(),
+            own_dir: data.join("helper"),
             private,
-            shim,
         })
     }
 
-    /// For the agent of `config`.
+    /// For the agent of `config`. It starts the shim it writes out itself, never
+    /// one the agent names: what runs as root is the helper's own file.
     pub fn for_agent(config: &crate::context::AgentConfig) -> Result<Helper, String> {
         std::fs::create_dir_all(&config.apps_dir)
             .map_err(|error| format!("creating {}: {error}", config.apps_dir.display()))?;
-        let shim = (config.shim_program.clone(), config.shim_args.clone());
-        let mut helper = Helper::with_shim(&config.apps_dir, &config.state_dir, Some(shim))?;
+        let mut helper = Helper::new(&config.apps_dir, &config.state_dir)?;
         helper.private = config.private_dirs();
         Ok(helper)
+    }
+
+    /// `<data>/helper`, made 0700 when missing: the shim executable the helper
+    /// starts (`bin/`), the firewall script, ufw's saved default and the swap
+    /// file. It must be a real directory of the helper's own user (root when
+    /// installed) that nobody else may write: an agent that could put a file
+    /// there could have it run, or trusted, as root.
+    fn own_dir(&self) -> Result<PathBuf, String> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = &self.own_dir;
+        let meta = made_and_mine(dir, "refusing to use it")?;
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} may be written by others (mode {:o}); refusing to use it",
+                dir.display(),
+                meta.mode() & 0o7777
+            ));
+        }
+        Ok(dir.clone())
     }
 
     /// Whether `operation` is allowed, without doing it.
@@ -180,11 +196,11 @@ impl Helper {
                 check_service(service)?;
                 self.check_app_dir(service, dir, Shape::Owned)
             }
-            Operation::StartShim { service, dir } => {
+            Operation::StartShim { service, dir, spec } => {
                 check_service(service)?;
-                self.check_app_dir(service, dir, Shape::Shim)?;
-                let spec = crate::runtime::read_spec(dir).map_err(|error| error.to_string())?;
-                self.check_confinement(service, dir, &spec)
+                self.check_app_dir(service, dir, Shape::NewShim)?;
+                crate::runtime::check_spec(spec).map_err(|error| error.to_string())?;
+                self.check_confinement(service, dir, spec)
             }
             Operation::StopShim {
                 service,
@@ -198,6 +214,10 @@ impl Helper {
                     ));
                 }
                 self.check_app_dir(service, dir, Shape::Shim)
+            }
+            Operation::RemoveAppDir { service, dir } => {
+                check_service(service)?;
+                self.check_app_dir(service, dir, Shape::Removable)
             }
             Operation::ApplyFirewall { plan } => plan.script().map(|_| ()),
             Operation::CreateSwap { size_mib } => swap::check_size(*size_mib),
@@ -223,16 +243,27 @@ impl Helper {
             Operation::OwnAppDir { service, dir } => {
                 let user = lookup(&user_name(service))?
                     .ok_or_else(|| format!("{} does not exist yet", user_name(service)))?;
-                own_tree(dir, &user).map(|()| Answer::Done)
+                let agent = self.agent_uid()?;
+                let dir_fd = tree::open_dir(&self.apps_dir, &self.parts(dir)?)?;
+                tree::own(dir_fd, user.uid, user.gid, &[agent, user.uid])
+                    .map_err(|why| format!("giving {} to {}: {why}", dir.display(), user.name))
+                    .map(|()| Answer::Done)
+            }
+            Operation::RemoveAppDir { dir, .. } => {
+                // A release tree can be large: off the async threads.
+                let (helper, owned) = (self.clone(), dir.clone());
+                tokio::task::spawn_blocking(move || helper.remove_app_dir(&owned))
+                    .await
+                    .map_err(|error| format!("removing {}: {error}", dir.display()))?
             }
             Operation::ApplyFirewall { plan } => {
                 let backend = match ufw_active().await {
                     Some(ufw) => {
-                        apply_ufw(&ufw, &self.state_dir, plan).await?;
+                        apply_ufw(&ufw, &self.own_dir()?, plan).await?;
                         "ufw"
                     }
                     None => {
-                        apply_firewall(&self.state_dir, plan).await?;
+                        apply_firewall(&self.own_dir()?, plan).await?;
                         "nftables"
                     }
                 };
@@ -240,14 +271,17 @@ impl Helper {
                     backend: backend.into(),
                 })
             }
-            Operation::StartShim { dir, .. } => {
-                let (program, args) = self.shim.clone().unwrap_or_else(|| {
-                    let exe =
-                        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-                    crate::runtime::embedded::command(&self.state_dir, &exe)
-                });
+            Operation::StartShim { dir, spec, .. } => {
+                let own = self.own_dir()?;
+                let dir = self.shim_dir(dir)?;
+                let dir = crate::runtime::prepare(&dir, spec)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let exe =
+                    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+                let (program, args) = crate::runtime::embedded::command(&own, &exe);
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                crate::runtime::start_prepared(&program, &args, dir)
+                crate::runtime::start_prepared(&program, &args, &dir)
                     .await
                     .map(|launched| Answer::Shim { launched })
                     .map_err(|error| error.to_string())
@@ -259,15 +293,57 @@ impl Helper {
                     .map_err(|error| error.to_string())
             }
             Operation::CreateSwap { size_mib } => {
-                let created = swap::create(&self.state_dir, *size_mib).await?;
+                let own = self.own_dir()?;
+                let created = swap::create(&own, *size_mib).await?;
                 Ok(Answer::Swap {
-                    path: swap::path(&self.state_dir),
+                    path: swap::path(&own),
                     size_mib: *size_mib,
                     created,
                 })
             }
-            Operation::RemoveSwap {} => swap::remove(&self.state_dir).await.map(|()| Answer::Done),
+            Operation::RemoveSwap {} => swap::remove(&self.own_dir()?).await.map(|()| Answer::Done),
         }
+    }
+
+    /// `remove_app_dir`, once checked.
+    fn remove_app_dir(&self, dir: &Path) -> Result<Answer, String> {
+        let parts = self.parts(dir)?;
+        let Some((name, parents)) = parts.split_last() else {
+            return Err(format!("{}: nothing to remove", dir.display()));
+        };
+        let parent = match tree::open_dir(&self.apps_dir, parents) {
+            Ok(parent) => parent,
+            // Its parent is gone already: so is it.
+            Err(_) if !self.apps_dir.join(parents.join("/")).exists() => return Ok(Answer::Done),
+            Err(why) => return Err(why),
+        };
+        tree::remove(&parent, name)
+            .map_err(|why| format!("{}: {why}", dir.display()))
+            .map(|()| Answer::Done)
+    }
+
+    /// The parts of `dir` (checked) below the apps directory.
+    fn parts<'a>(&self, dir: &'a Path) -> Result<Vec<&'a str>, String> {
+        let inside = dir
+            .strip_prefix(&self.apps_dir)
+            .or_else(|_| dir.strip_prefix(&self.apps_dir_given))
+            .map_err(|_| format!("{} is not under {}", dir.display(), self.apps_dir.display()))?;
+        inside
+            .components()
+            .map(|part| {
+                part.as_os_str()
+                    .to_str()
+                    .ok_or_else(|| format!("{} is not UTF-8", dir.display()))
+            })
+            .collect()
+    }
+
+    /// The agent's user: the owner of the apps directory (root, for a root agent).
+    fn agent_uid(&self) -> Result<u32, String> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.apps_dir)
+            .map(|meta| meta.uid())
+            .map_err(|error| format!("reading {}: {error}", self.apps_dir.display()))
     }
 
     /// `dir` must be `<apps>/<service>/releases/<n>` or `<apps>/<service>/home`
@@ -304,9 +380,15 @@ impl Helper {
             (Shape::Owned, [owner, "volumes", name]) => {
                 *owner == service && nanoscale_core::is_dns_label(name)
             }
-            (Shape::Shim, [owner, "builds", n]) => *owner == service && number(n),
-            (Shape::Shim, [owner, "instances", id])
-            | (Shape::Shim, [owner, "instances", id, "health"]) => {
+            (Shape::Shim | Shape::NewShim, [owner, "builds", n]) => *owner == service && number(n),
+            (Shape::Removable, [owner]) => *owner == service,
+            (Shape::Removable, [owner, "releases" | "builds", n]) => *owner == service && number(n),
+            (Shape::Removable, [owner, "instances" | "logs", id])
+            | (Shape::Removable, [owner, "instances", id, "health"]) => {
+                *owner == service && crate::runtime::valid_id(id)
+            }
+            (Shape::Shim | Shape::NewShim, [owner, "instances", id])
+            | (Shape::Shim | Shape::NewShim, [owner, "instances", id, "health"]) => {
                 *owner == service && crate::runtime::valid_id(id)
             }
             _ => false,
@@ -318,10 +400,21 @@ impl Helper {
             ));
         }
         let mut walked = self.apps_dir.clone();
-        for part in parts {
+        let last = parts.len();
+        for (index, part) in parts.into_iter().enumerate() {
             walked.push(part);
-            let meta = std::fs::symlink_metadata(&walked)
-                .map_err(|error| format!("{}: {error}", walked.display()))?;
+            let meta = match std::fs::symlink_metadata(&walked) {
+                // A shim's directory is made by the helper itself (`shim_dir`).
+                // What is to be removed may be gone already.
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::NotFound
+                        && (matches!(shape, Shape::Removable)
+                            || (index + 1 == last && matches!(shape, Shape::NewShim))) =>
+                {
+                    break;
+                }
+                result => result.map_err(|error| format!("{}: {error}", walked.display()))?,
+            };
             if meta.file_type().is_symlink() {
                 return refuse(&format!("{} is a symbolic link", walked.display()));
             }
@@ -334,6 +427,30 @@ impl Helper {
 }
 
 impl Helper {
+    /// `dir` (checked: an instance, its health check or a build) as the helper's
+    /// own: made when missing, owned by the helper's user and by the group of the
+    /// apps directory (the agent's, once it is not root), mode 02750. The agent can
+    /// then read what the shim writes there (logs, pid and exit records, which take
+    /// the directory's group) but change none of it: no swapped `shim.json`, no
+    /// `shim.pid` pointed at another process. A directory already there must be
+    /// the helper's: one the agent made could hold links the root shim would follow.
+    fn shim_dir(&self, dir: &Path) -> Result<PathBuf, String> {
+        use std::os::unix::fs::MetadataExt;
+        let group = std::fs::metadata(&self.apps_dir)
+            .map_err(|error| format!("reading {}: {error}", self.apps_dir.display()))?
+            .gid();
+        made_and_mine(
+            dir,
+            "a shim runs only in a directory the helper made; remove it and start again",
+        )?;
+        let me = nix::unistd::geteuid().as_raw();
+        lchown(dir, Some(me), Some(group))
+            .map_err(|error| format!("chown {}: {error}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2750))
+            .map_err(|error| format!("chmod {}: {error}", dir.display()))?;
+        Ok(dir.to_path_buf())
+    }
+
     /// A shim's spec must confine the app exactly as the agent's own sandboxing
     /// does: as the service's user, in one of its releases, in the sandbox made
     /// for that release, with its log in `dir`. Nothing else is started as root.
@@ -415,12 +532,8 @@ impl Helper {
         if spec.sandbox.as_ref() != Some(&expected) {
             return refuse("its sandbox must be the one made for the app".into());
         }
-        // `<dir>/log`, the directory as given or resolved (the log may not exist yet).
-        let canonical = |path: &Path| path.canonicalize().ok();
-        let in_dir = spec.log_dir.file_name() == Some(std::ffi::OsStr::new("log"))
-            && canonical(dir).is_some()
-            && spec.log_dir.parent().and_then(canonical) == canonical(dir);
-        if !in_dir {
+        // `<dir>/log`, as written: the helper makes `dir` and the shim the log.
+        if spec.log_dir != dir.join("log") {
             return refuse(format!(
                 "must log into {}/log, not {}",
                 dir.display(),
@@ -429,6 +542,32 @@ impl Helper {
         }
         Ok(())
     }
+}
+
+/// Makes the directory `dir` (0700) when it is missing, and checks that it is a
+/// directory (not a link) of the helper's own user; `otherwise` ends the refusal.
+fn made_and_mine(dir: &Path, otherwise: &str) -> Result<std::fs::Metadata, String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(format!("creating {}: {error}", dir.display()))
+        }
+        _ => {}
+    }
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|error| format!("reading {}: {error}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    if meta.uid() != me {
+        return Err(format!(
+            "{} belongs to uid {}, not to the helper's ({me}); {otherwise}",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    Ok(meta)
 }
 
 /// The longest grace period a stop may give an app.
@@ -441,6 +580,11 @@ enum Shape {
     Owned,
     /// Where a shim runs: an instance, its health check, a build.
     Shim,
+    /// The same, where the helper may still have to make the last part.
+    NewShim,
+    /// What the agent may have the helper delete: a service's whole directory, a
+    /// release, a build, an instance, its health check, a kept log.
+    Removable,
 }
 
 impl Shape {
@@ -450,7 +594,10 @@ impl Shape {
             Shape::Owned => format!(
                 "{apps}/{service}/home, {apps}/{service}/releases/<n> or {apps}/{service}/volumes/<name>"
             ),
-            Shape::Shim => {
+            Shape::Removable => format!(
+                "{apps}/{service} or its releases/<n>, builds/<n>, instances/<id>[/health] or logs/<id>"
+            ),
+            Shape::Shim | Shape::NewShim => {
                 format!("{apps}/{service}/instances/<id>[/health] or {apps}/{service}/builds/<n>")
             }
         }
@@ -540,31 +687,6 @@ async fn account_tool(program: &str, args: Vec<String>, name: &str) -> Result<()
     }
 }
 
-/// Gives `dir` and everything under it to `user` (0700 on `dir`), without following
-/// symbolic links. Nothing of the app runs while this runs: it is called on a tree
-/// the agent just wrote or before the app's first start.
-fn own_tree(dir: &Path, user: &AppUser) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|error| format!("reading {}: {error}", dir.display()))?;
-    if !meta.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
-    }
-    chown_tree(dir, user)
-        .map_err(|error| format!("giving {} to {}: {error}", dir.display(), user.name))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|error| format!("chmod {}: {error}", dir.display()))
-}
-
-fn chown_tree(path: &Path, user: &AppUser) -> std::io::Result<()> {
-    lchown(path, Some(user.uid), Some(user.gid))?;
-    if std::fs::symlink_metadata(path)?.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), user)?;
-        }
-    }
-    Ok(())
-}
-
 /// nft lives in /usr/sbin on Debian and Ubuntu.
 pub fn nft() -> Option<PathBuf> {
     ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
@@ -574,10 +696,10 @@ pub fn nft() -> Option<PathBuf> {
 }
 
 /// Writes the plan's script and applies it as one nft transaction, after a dry run.
-async fn apply_firewall(state_dir: &Path, plan: &FirewallPlan) -> Result<(), String> {
+async fn apply_firewall(own_dir: &Path, plan: &FirewallPlan) -> Result<(), String> {
     let nft = nft().ok_or("nftables (nft) is not installed")?;
     let script = plan.script()?;
-    let file = state_dir.join("firewall.nft");
+    let file = own_dir.join("firewall.nft");
     crate::runtime::write_atomic(&file, script.as_bytes(), 0o600)
         .map_err(|error| format!("writing {}: {error}", file.display()))?;
     let path = file.display().to_string();
@@ -703,10 +825,10 @@ fn ufw_default_incoming(verbose: &str) -> Option<String> {
 /// Brings ufw's NanoScale rules to `plan`: adds what is missing (ufw skips a rule
 /// it has), deletes what is no longer wanted (highest number first, so the
 /// numbers stay valid), and denies incoming by default in B and C. ufw's default
-/// as it was is kept in `<state>/ufw-default-incoming` and restored in mode A.
-async fn apply_ufw(ufw: &Path, state_dir: &Path, plan: &FirewallPlan) -> Result<(), String> {
+/// as it was is kept in `<data>/helper/ufw-default-incoming` and restored in mode A.
+async fn apply_ufw(ufw: &Path, own_dir: &Path, plan: &FirewallPlan) -> Result<(), String> {
     let rules = ufw_rules(plan)?;
-    let saved = state_dir.join("ufw-default-incoming");
+    let saved = own_dir.join("ufw-default-incoming");
     if plan.mode == nanoscale_core::desired::SecurityMode::A {
         if let Ok(previous) = std::fs::read_to_string(&saved) {
             let previous = previous.trim();
@@ -793,6 +915,37 @@ mod tests {
         ];
         for operation in &refused {
             assert!(helper.check(operation).is_err(), "{operation:?}");
+        }
+        // What may be removed: the service's own trees, and nothing else.
+        let remove = |service: &str, dir: PathBuf| Operation::RemoveAppDir {
+            service: service.into(),
+            dir,
+        };
+        for dir in [
+            "web",
+            "web/releases/3",
+            "web/instances/web-1",
+            "web/logs/web-1",
+        ] {
+            assert!(
+                helper.check(&remove("web", apps.join(dir))).is_ok(),
+                "{dir}"
+            );
+        }
+        for (service, dir) in [
+            ("web", apps.join("db")),
+            ("web", apps.join("web/home")),
+            ("web", apps.join("web/source.git")),
+            ("web", apps.join("web/volumes/data")),
+            ("web", apps.clone()),
+            ("web", apps.join("web/releases/3/../../../db")),
+            ("web", PathBuf::from("/etc")),
+        ] {
+            assert!(
+                helper.check(&remove(service, dir.clone())).is_err(),
+                "{}",
+                dir.display()
+            );
         }
         // A symlink anywhere on the way, or as the directory itself.
         std::fs::remove_dir(apps.join("web/home")).expect("rmdir");

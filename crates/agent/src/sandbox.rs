@@ -10,7 +10,8 @@
 //! | `releases/<n>/` | `ns-<service>`, 0700 | read-write, its working directory |
 //! | `home/` | `ns-<service>`, 0700 | read-write, `$HOME` |
 //! | `volumes/<name>/` | `ns-<service>`, 0700 | read-write, at the volume's path in the release (a link) |
-//! | `source.git`, `builds/`, `instances/` | root, 0700 | no |
+//! | `source.git`, `builds/`, `instances/` | the agent, 0700 | no |
+//! | `instances/<id>/`, `builds/<n>/` | the helper (root) and the apps directory's group, 02750 (made by `start_shim`) | no |
 //!
 //! Everything else under the data dir, `/home` and `/root` is hidden; `/tmp`,
 //! `/var/tmp` and `/dev/shm` are private to the instance; the rest of the host is
@@ -111,7 +112,8 @@ pub async fn confine(
 
 /// Starts `spec` under a shim in `dir`. On a node that sandboxes apps the
 /// privileged helper starts it (`start_shim`), after checking that the spec
-/// confines the app as [`confine`] does; otherwise the agent starts it itself.
+/// confines the app as [`confine`] does, in a `dir` it makes its own (root's,
+/// readable by the agent's group); otherwise the agent starts it itself.
 pub async fn launch(
     config: &crate::context::AgentConfig,
     service: &str,
@@ -124,13 +126,14 @@ pub async fn launch(
             .await
             .map_err(|error| error.to_string());
     }
-    let prepared = crate::runtime::prepare(dir, spec)
-        .await
-        .map_err(|error| error.to_string())?;
+    // The helper makes `dir` its own and writes the spec there itself.
+    let dir = std::path::absolute(dir)
+        .map_err(|error| format!("resolving {}: {error}", dir.display()))?;
     let started = Helper::for_agent(config)?
         .run(&Operation::StartShim {
             service: service.to_owned(),
-            dir: prepared,
+            dir,
+            spec: Box::new(spec.clone()),
         })
         .await?;
     match started {
@@ -173,9 +176,45 @@ pub async fn stop(
             .await
             .map_err(|error| error.to_string());
     }
-    // `<apps>/<service>/...`: the service is the first part under the apps dir.
-    let service = dir
-        .strip_prefix(&config.apps_dir)
+    let service = service_of(config, dir)?;
+    let stopped = Helper::for_agent(config)?
+        .run(&Operation::StopShim {
+            service,
+            dir: dir.to_path_buf(),
+            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        })
+        .await?;
+    match stopped {
+        Answer::Stopped { exit } => Ok(exit),
+        other => Err(format!("the helper stopped nothing: {other:?}")),
+    }
+}
+
+/// Deletes `dir` (a service's directory, or one of its releases, builds,
+/// instances, health checks or kept logs) and everything in it; nothing when it
+/// is gone. On a node that sandboxes apps the privileged helper does it
+/// (`remove_app_dir`): the trees are the app's and the shims' directories root's.
+pub async fn remove(config: &crate::context::AgentConfig, dir: &Path) -> Result<(), String> {
+    if !config.sandbox {
+        return match tokio::fs::remove_dir_all(dir).await {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("removing {}: {error}", dir.display()))
+            }
+            _ => Ok(()),
+        };
+    }
+    Helper::for_agent(config)?
+        .run(&Operation::RemoveAppDir {
+            service: service_of(config, dir)?,
+            dir: dir.to_path_buf(),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// `<apps>/<service>/...`: the service is the first part under the apps dir.
+fn service_of(config: &crate::context::AgentConfig, dir: &Path) -> Result<String, String> {
+    dir.strip_prefix(&config.apps_dir)
         .ok()
         .and_then(|inside| inside.iter().next())
         .and_then(|part| part.to_str())
@@ -185,18 +224,8 @@ pub async fn stop(
                 dir.display(),
                 config.apps_dir.display()
             )
-        })?;
-    let stopped = Helper::for_agent(config)?
-        .run(&Operation::StopShim {
-            service: service.to_owned(),
-            dir: dir.to_path_buf(),
-            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         })
-        .await?;
-    match stopped {
-        Answer::Stopped { exit } => Ok(exit),
-        other => Err(format!("the helper stopped nothing: {other:?}")),
-    }
+        .map(str::to_owned)
 }
 
 #[cfg(test)]

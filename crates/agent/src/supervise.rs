@@ -176,7 +176,7 @@ pub fn stop(context: &Arc<Context>, instance: &InstanceRecord, why: &str) {
         {
             tracing::error!(%error, instance = %instance.id, "could not record a stop");
         }
-        let _ = tokio::fs::remove_dir_all(&instance.dir).await;
+        let _ = crate::sandbox::remove(&context.config, &instance.dir).await;
         if let Ok(mut health) = context.health.lock() {
             health.remove(&instance.id);
         }

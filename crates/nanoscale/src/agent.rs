@@ -55,7 +55,7 @@ pub struct AgentArgs {
         value_parser = clap::value_parser!(u32).range(0..=1000))]
     keep_releases: u32,
     /// On a host with less RAM than --swap-below-mib and no swap, make a swap file
-    /// of this many MiB (`<data>/agent/swapfile`, through the privileged helper)
+    /// of this many MiB (`<data>/helper/swapfile`, through the privileged helper)
     /// before building. Without it the agent only warns.
     #[arg(long, env = "NANOSCALE_SWAP_FILE_MIB", value_name = "MIB",
         value_parser = clap::value_parser!(u64).range(16..=65536))]

@@ -253,12 +253,13 @@ async fn python_app_over_git_daemon_deploys_heals_redeploys_rolls_back_and_is_re
         .join("apps/web/instances")
         .join(healed["id"].as_str().expect("id"));
     let shim = pid_file(&instance_dir.join("shim.pid"));
-    // The shim is the small static executable the agent embeds and writes out,
-    // not the whole binary re-executed.
+    // The shim is the small static executable the agent embeds, written out by
+    // the privileged helper into its own directory (never one the agent could
+    // write), not the whole binary re-executed.
     let exe = std::fs::read_link(format!("/proc/{shim}/exe")).expect("the shim's exe");
     assert_eq!(
         exe.parent(),
-        Some(server.data_dir.join("agent/bin").as_path())
+        Some(server.data_dir.join("helper/bin").as_path())
     );
     assert!(
         exe.file_name()
@@ -784,13 +785,13 @@ async fn a_low_memory_host_is_warned_or_given_a_swap_file_before_it_builds() {
         events.to_string().contains("NANOSCALE_SWAP_FILE_MIB"),
         "{events}"
     );
-    assert!(!dir.path().join("data/agent/swapfile").exists());
+    assert!(!dir.path().join("data/helper/swapfile").exists());
     drop(server);
 
     // With one: the swap file is on before the first build starts.
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let swapfile = data.join("agent/swapfile");
+    let swapfile = data.join("helper/swapfile");
     let _off = SwapOff(swapfile.clone());
     let (server, token) = node_with_env(
         &data,

@@ -23,6 +23,28 @@ fn helper(data: &Path, operation: &str) -> Output {
         .expect("run nanoscale helper")
 }
 
+/// `nanoscale helper --data-dir DATA -`, the operation on stdin, as an
+/// unprivileged agent sends one that carries secrets.
+fn helper_stdin(data: &Path, operation: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nanoscale"))
+        .args(["helper", "--data-dir"])
+        .arg(data)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nanoscale helper");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(operation.as_bytes())
+        .expect("write the operation");
+    child.wait_with_output().expect("wait for nanoscale helper")
+}
+
 fn owner(path: &Path) -> u32 {
     std::fs::symlink_metadata(path).expect("stat").uid()
 }
@@ -376,7 +398,7 @@ fn the_swap_file_is_made_switched_on_off_and_removed_in_its_own_place() {
     let state = data.join("agent");
     std::fs::create_dir_all(data.join("apps")).expect("mkdir");
     std::fs::create_dir_all(&state).expect("mkdir");
-    let file = state.join("swapfile");
+    let file = data.join("helper/swapfile");
     for (what, operation) in [
         ("too small", json!({"op": "create_swap", "size_mib": 1})),
         (
@@ -396,11 +418,24 @@ fn the_swap_file_is_made_switched_on_off_and_removed_in_its_own_place() {
         eprintln!("swap: refusals checked; skipping swapon/swapoff: they need root");
         return;
     }
+    // The helper's own directory must be its own and closed to others: one the
+    // agent could write is refused, and nothing is made in it.
+    let own = data.join("helper");
+    std::fs::create_dir(&own).expect("mkdir");
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let create = json!({"op": "create_swap", "size_mib": 16}).to_string();
+    let output = helper(&data, &create);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && said.contains("may be written by others"),
+        "{said}"
+    );
+    assert!(!file.exists());
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     // A link planted where the swap file goes is neither followed nor removed.
     let target = data.join("precious");
     std::fs::write(&target, "keep me").expect("write");
     std::os::unix::fs::symlink(&target, &file).expect("symlink");
-    let create = json!({"op": "create_swap", "size_mib": 16}).to_string();
     let output = helper(&data, &create);
     assert!(!output.status.success(), "a link in its place is refused");
     assert!(
@@ -517,15 +552,8 @@ fn a_shim_starts_only_confined_to_its_app_and_in_its_place() {
         )),
     };
     let start = |dir: &Path, spec: &ShimSpec| {
-        std::fs::write(
-            dir.join("shim.json"),
-            serde_json::to_vec(spec).expect("json"),
-        )
-        .expect("write spec");
-        helper(
-            &data,
-            &json!({"op": "start_shim", "service": service, "dir": dir}).to_string(),
-        )
+        let operation = json!({"op": "start_shim", "service": service, "dir": dir, "spec": spec});
+        helper_stdin(&data, &operation.to_string())
     };
     let instance = apps.join(&service).join("instances/i2");
     let refused: Vec<(&str, std::path::PathBuf, ShimSpec, &str)> = vec![
@@ -629,6 +657,17 @@ fn a_shim_starts_only_confined_to_its_app_and_in_its_place() {
         assert!(!dir.join("shim.pid").exists(), "{what}: no shim started");
     }
     assert!(!Path::new("/tmp/shim.pid").exists());
+    // A directory the helper did not make (here: another user's) is not used: it
+    // could hold links that the root shim would follow.
+    let foreign = apps.join(&service).join("instances/i2");
+    std::os::unix::fs::lchown(&foreign, Some(65534), Some(65534)).expect("chown");
+    let output = start(&foreign, &good(&foreign));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("belongs to uid 65534"),
+        "{stderr}"
+    );
+    assert!(!foreign.join("shim.json").exists());
 
     // The one it takes runs as the app's user, with /home hidden.
     let dir = apps.join(&service).join("instances/i1");
@@ -651,6 +690,13 @@ fn a_shim_starts_only_confined_to_its_app_and_in_its_place() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // The directory is the helper's; the agent's group may read what the shim
+    // wrote (the log), not the spec, which held the env.
+    let mode = |path: &Path| std::fs::symlink_metadata(path).expect("stat").mode() & 0o7777;
+    assert_eq!((owner(&dir), mode(&dir)), (0, 0o2750));
+    assert_eq!(mode(&dir.join("shim.json")), 0o600);
+    assert_eq!(mode(&dir.join("log")) & 0o777, 0o750);
+    assert_eq!(mode(&dir.join("log/current")), 0o640);
     let log: String = std::fs::read_dir(dir.join("log"))
         .expect("log dir")
         .flatten()

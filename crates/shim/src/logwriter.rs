@@ -4,7 +4,7 @@
 //! `write`, and a file is renamed only after its last line was written.
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Longer lines are split, so one runaway line cannot grow the shim's memory.
@@ -91,8 +91,13 @@ impl RotatingLog {
     pub fn open(dir: &Path, max_bytes: u64, keep: u32) -> std::io::Result<RotatingLog> {
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(0o750)
             .create(dir)?;
+        // Readable by the directory's group (the agent's, where a root helper
+        // started this shim for an unprivileged agent), whatever the umask;
+        // the set-group-id bit it inherited stays, so its files take that group.
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o2000 | 0o750))?;
         let file = open_current(dir)?;
         let size = file.metadata()?.len();
         Ok(RotatingLog {
@@ -155,11 +160,13 @@ impl RotatingLog {
 }
 
 fn open_current(dir: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
-        .mode(0o600)
-        .open(dir.join(CURRENT))
+        .mode(0o640)
+        .open(dir.join(CURRENT))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+    Ok(file)
 }
 
 #[cfg(test)]

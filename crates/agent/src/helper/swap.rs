@@ -1,4 +1,4 @@
-//! The node's swap file: `<state>/swapfile`, made and switched on for a low-memory
+//! The node's swap file: `<data>/helper/swapfile`, made and switched on for a low-memory
 //! host (`create_swap`), switched off and deleted again (`remove_swap`). The path
 //! is fixed by the helper; only the size crosses the boundary.
 use std::io::Write;
@@ -14,8 +14,8 @@ pub const MAX_MIB: u64 = 64 * 1024;
 /// Disk that must stay free beside the swap file, in MiB.
 const DISK_HEADROOM_MIB: u64 = 512;
 
-pub fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join("swapfile")
+pub fn path(own_dir: &Path) -> PathBuf {
+    own_dir.join("swapfile")
 }
 
 pub fn check_size(size_mib: u64) -> Result<(), String> {
@@ -68,22 +68,22 @@ fn unescape(name: &str) -> String {
 }
 
 /// Makes the file and switches it on; `Ok(false)` when it already was on.
-pub async fn create(state_dir: &Path, size_mib: u64) -> Result<bool, String> {
+pub async fn create(own_dir: &Path, size_mib: u64) -> Result<bool, String> {
     check_size(size_mib)?;
-    let file = path(state_dir);
+    let file = path(own_dir);
     if active(&file)? {
         return Ok(false);
     }
     remove_stale(&file)?;
-    let stat = nix::sys::statvfs::statvfs(state_dir)
-        .map_err(|error| format!("reading the free space of {}: {error}", state_dir.display()))?;
+    let stat = nix::sys::statvfs::statvfs(own_dir)
+        .map_err(|error| format!("reading the free space of {}: {error}", own_dir.display()))?;
     let free_mib =
         (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64) >> 20;
     if free_mib < size_mib + DISK_HEADROOM_MIB {
         return Err(format!(
             "{} has {free_mib} MiB free: not enough for a {size_mib} MiB swap file and \
              {DISK_HEADROOM_MIB} MiB to spare",
-            state_dir.display()
+            own_dir.display()
         ));
     }
     let made = fill(&file, size_mib).await;
@@ -99,8 +99,8 @@ pub async fn create(state_dir: &Path, size_mib: u64) -> Result<bool, String> {
 }
 
 /// Switches the file off and deletes it; nothing to do when there is none.
-pub async fn remove(state_dir: &Path) -> Result<(), String> {
-    let file = path(state_dir);
+pub async fn remove(own_dir: &Path) -> Result<(), String> {
+    let file = path(own_dir);
     if active(&file)? {
         let swapoff = sbin("swapoff")?;
         tool(&swapoff, &[&file.display().to_string()], Vec::new()).await?;

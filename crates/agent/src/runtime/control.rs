@@ -98,14 +98,9 @@ pub async fn prepare(dir: &Path, spec: &ShimSpec) -> Result<PathBuf, RuntimeErro
     Ok(dir)
 }
 
-/// The spec [`prepare`] wrote into `dir`, checked again.
-pub fn read_spec(dir: &Path) -> Result<ShimSpec, RuntimeError> {
-    let path = dir.join(files::SPEC);
-    let bytes = std::fs::read(&path).map_err(|error| RuntimeError::io("reading", &path, error))?;
-    let spec: ShimSpec = serde_json::from_slice(&bytes)
-        .map_err(|error| RuntimeError::InvalidSpec(format!("{}: {error}", path.display())))?;
-    validate(&spec)?;
-    Ok(spec)
+/// Whether `spec` is one a shim can run (the checks [`prepare`] makes first).
+pub fn check_spec(spec: &ShimSpec) -> Result<(), RuntimeError> {
+    validate(spec)
 }
 
 /// The second half of [`launch`]: starts the shim on the prepared `dir` (absolute)

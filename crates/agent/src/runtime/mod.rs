@@ -11,7 +11,7 @@
 //!
 //! | file | written by | what |
 //! |---|---|---|
-//! | `shim.json` | agent (`launch`), 0600 | the `ShimSpec`, env secrets included |
+//! | `shim.json` | agent (`launch`), or the helper's `start_shim` for a sandboxed app, 0600 | the `ShimSpec`, env secrets included (the shim blanks them once read) |
 //! | `shim.pid` | shim | `<pid> <start_time>` of the shim |
 //! | `app.pid` | shim | `<pid> <start_time>` of the app (also its process group id) |
 //! | `exit.json` | shim | `ExitInfo` once the app has exited (or failed to start) |
@@ -44,7 +44,7 @@ pub use nanoscale_shim::{
 };
 
 pub use control::{
-    inspect, launch, prepare, read_spec, start_prepared, stop, tail_exit_reason, wait_for_exit,
+    check_spec, inspect, launch, prepare, start_prepared, stop, tail_exit_reason, wait_for_exit,
     warnings, Ended,
 };
 pub use logs::{LogCursor, LogLine, Stream};
