@@ -45,8 +45,13 @@ pub struct AgentConfig {
     /// so requests already sent to it finish before it gets SIGTERM.
     pub drain: Duration,
     /// Run every app and build as its own user in a sandbox (`sandbox.rs`). Needs
-    /// root; on by default when the agent is root.
+    /// root, or the privileged helper as a command; on by default when the agent
+    /// is root.
     pub sandbox: bool,
+    /// The privileged helper as a command (program and arguments; the operation
+    /// goes to its stdin as JSON), for an agent that is not root: `sudo -n
+    /// /usr/local/bin/nanoscale helper --data-dir DIR -`. Empty: in process.
+    pub helper_command: Vec<String>,
     /// Processes (threads included) an app or build may have when its spec sets no
     /// limit: a fork bomb stops here.
     pub default_pids: u32,
@@ -96,6 +101,7 @@ impl AgentConfig {
             proxy_dir: data_dir.join("proxy"),
             drain: Duration::from_secs(2),
             sandbox: nix::unistd::geteuid().is_root(),
+            helper_command: Vec::new(),
             default_pids: 1024,
             manage_firewall: nix::unistd::geteuid().is_root(),
             firewall_open_ports: Vec::new(),

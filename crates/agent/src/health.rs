@@ -55,6 +55,7 @@ pub async fn check(spec: &HealthSpec, port: u16, place: &CommandPlace<'_>) -> Re
             env,
             cwd: Some(place.cwd.to_path_buf()),
             timeout,
+            stdin: None,
         })
         .await
         .map_err(|error| error.to_string())?;

@@ -134,6 +134,8 @@ pub struct Helper {
     own_dir: PathBuf,
     /// What every app's sandbox hides: the data dir, the agent's and the proxy's.
     private: Vec<PathBuf>,
+    /// The helper as a command (`AgentConfig::helper_command`); empty: in process.
+    command: Vec<String>,
 }
 
 impl Helper {
@@ -154,6 +156,7 @@ impl Helper {
             apps_dir_given,
             own_dir: data.join("helper"),
             private,
+            command: Vec::new(),
         })
     }
 
@@ -164,6 +167,7 @@ impl Helper {
             .map_err(|error| format!("creating {}: {error}", config.apps_dir.display()))?;
         let mut helper = Helper::new(&config.apps_dir, &config.state_dir)?;
         helper.private = config.private_dirs();
+        helper.command = config.helper_command.clone();
         Ok(helper)
     }
 
@@ -225,9 +229,13 @@ impl Helper {
         }
     }
 
-    /// Checks `operation`, then does it.
+    /// Checks `operation`, then does it: here, or through the helper command
+    /// when the agent has one (which checks it again: it trusts nothing of ours).
     pub async fn run(&self, operation: &Operation) -> Result<Answer, String> {
         self.check(operation)?;
+        if !self.command.is_empty() {
+            return self.run_command(operation).await;
+        }
         match operation {
             Operation::CreateAppUser { service } => {
                 let user = create_user(service).await?;
@@ -303,6 +311,39 @@ impl Helper {
             }
             Operation::RemoveSwap {} => swap::remove(&self.own_dir()?).await.map(|()| Answer::Done),
         }
+    }
+
+    /// `operation` through the helper command: as JSON on its stdin (a spec's
+    /// env never shows in a command line), the answer as JSON on its stdout.
+    async fn run_command(&self, operation: &Operation) -> Result<Answer, String> {
+        let (program, args) = self.command.split_first().ok_or("no helper command")?;
+        let json = serde_json::to_vec(operation)
+            .map_err(|error| format!("encoding the operation: {error}"))?;
+        // A swap file of many GiB is written out in full before it is switched on.
+        let timeout = match operation {
+            Operation::CreateSwap { .. } => Duration::from_secs(30 * 60),
+            _ => Duration::from_secs(120),
+        };
+        let output = run(CommandSpec {
+            program: program.into(),
+            args: args.to_vec(),
+            timeout,
+            stdin: Some(json),
+            ..CommandSpec::default()
+        })
+        .await
+        .map_err(|error| format!("the privileged helper: {error}"))?;
+        if !output.success {
+            let said = output.stderr.trim();
+            let said = said.strip_prefix("error: ").unwrap_or(said);
+            return Err(if said.is_empty() {
+                format!("the privileged helper ({program}) failed and said nothing")
+            } else {
+                said.to_owned()
+            });
+        }
+        serde_json::from_str(output.stdout.trim())
+            .map_err(|error| format!("the privileged helper's answer: {error}"))
     }
 
     /// `remove_app_dir`, once checked.

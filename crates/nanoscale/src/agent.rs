@@ -64,6 +64,13 @@ pub struct AgentArgs {
     #[arg(long, env = "NANOSCALE_SWAP_BELOW_MIB", value_name = "MIB", default_value_t = 2048,
         value_parser = clap::value_parser!(u64).range(1..))]
     swap_below_mib: u64,
+    /// The privileged helper as a command, for an agent that is not root: an
+    /// absolute program and its arguments, separated by spaces; each operation
+    /// goes to its stdin as JSON. Installed: `/usr/bin/sudo -n
+    /// /usr/local/bin/nanoscale helper --data-dir /var/lib/nanoscale -`. Apps are
+    /// then sandboxed, and the firewall managed, as by a root agent.
+    #[arg(long, env = "NANOSCALE_HELPER_COMMAND", value_name = "COMMAND")]
+    helper_command: Option<String>,
     /// text or json (as `up`'s log format).
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: String,
@@ -93,6 +100,22 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     config.keep_releases = args.keep_releases as usize;
     config.swap_file_mib = args.swap_file_mib;
     config.swap_below_mib = args.swap_below_mib;
+    if let Some(command) = &args.helper_command {
+        let words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+        if !words
+            .first()
+            .is_some_and(|program| program.starts_with('/'))
+        {
+            eprintln!(
+                "error: --helper-command {command:?}: it must start with the helper's absolute \
+                 path, e.g. /usr/bin/sudo -n /usr/local/bin/nanoscale helper --data-dir DIR -"
+            );
+            return ExitCode::from(64);
+        }
+        config.helper_command = words;
+        config.sandbox = true;
+        config.manage_firewall = true;
+    }
     match std::env::current_exe() {
         Ok(exe) => {
             config.shim_program = exe.clone();

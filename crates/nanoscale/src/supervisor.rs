@@ -84,6 +84,7 @@ impl AgentSupervisor {
             "NANOSCALE_KEEP_RELEASES",
             "NANOSCALE_SWAP_FILE_MIB",
             "NANOSCALE_SWAP_BELOW_MIB",
+            "NANOSCALE_HELPER_COMMAND",
         ]
         .iter()
         .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))

@@ -849,8 +849,27 @@ async fn a_low_memory_host_is_warned_or_given_a_swap_file_before_it_builds() {
 async fn a_volume_keeps_its_files_across_releases() {
     let (_keep, repo, commits) =
         fixture_repo(&[("volume-counter", "v1"), ("volume-counter", "v2")]);
-    let server = TestServer::start_with_agent();
-    let token = server.bootstrap().await;
+    // This node reaches its privileged helper as a command, as an agent that is
+    // not root does (there through sudo): every operation crosses as JSON on the
+    // helper's stdin. A wrapper notes each operation's name on the way.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let calls = dir.path().join("helper-calls");
+    let wrapper = dir.path().join("helper.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "operation=$(cat)\n\
+             printf '%s\\n' \"$operation\" | sed -n 's/^{{\"op\":\"\\([a-z_]*\\)\".*/\\1/p' >> {calls}\n\
+             printf '%s' \"$operation\" | exec {bin} helper --data-dir {data} -\n",
+            calls = calls.display(),
+            bin = env!("CARGO_BIN_EXE_nanoscale"),
+            data = data.display(),
+        ),
+    )
+    .expect("write the wrapper");
+    let command = format!("/bin/sh {}", wrapper.display());
+    let (server, token) = node_with_env(&data, &[("NANOSCALE_HELPER_COMMAND", &command)]).await;
     let app = deployable(
         &server,
         &token,
@@ -889,5 +908,31 @@ async fn a_volume_keeps_its_files_across_releases() {
             .expect("the app's user");
         assert_eq!(meta.uid(), user.uid.as_raw(), "the volume is the app's");
         assert_eq!(meta.mode() & 0o777, 0o700);
+        // Built, started, replaced and cleaned up through the helper command (the
+        // replaced instance stops after its drain).
+        let wanted = [
+            "create_app_user",
+            "own_app_dir",
+            "start_shim",
+            "stop_shim",
+            "remove_app_dir",
+        ];
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let called = std::fs::read_to_string(&calls).unwrap_or_default();
+            let missing: Vec<&str> = wanted
+                .iter()
+                .copied()
+                .filter(|op| !called.lines().any(|line| line == *op))
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never through the helper command: {missing:?}; it was called for:\n{called}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }

@@ -22,6 +22,8 @@ pub struct CommandSpec {
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
     pub timeout: Duration,
+    /// Written to the program's stdin, which is then closed; none: /dev/null.
+    pub stdin: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,17 +68,29 @@ pub async fn run(spec: CommandSpec) -> Result<CommandOutput, ProcessError> {
             std::env::var_os("HOME").unwrap_or_else(|| "/nonexistent".into()),
         )
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(std::process::Stdio::null())
+        .stdin(if spec.stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }
-    let child = command.spawn().map_err(|source| ProcessError::Spawn {
+    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
         program: program.clone(),
         source,
     })?;
+    if let (Some(bytes), Some(mut stdin)) = (spec.stdin, child.stdin.take()) {
+        // Written beside the wait, so that a program that answers before it has
+        // read everything cannot block on a full stdout pipe meanwhile.
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(&bytes).await;
+        });
+    }
     let output = tokio::time::timeout(spec.timeout, child.wait_with_output())
         .await
         .map_err(|_| ProcessError::Timeout {
