@@ -26,7 +26,9 @@ _NS_APT_SH=1
 #   systemd         systemd-analyze, which verifies and rates the generated units
 #   systemd-container  systemd-nspawn, which boots systemd as PID 1 in a container
 #                   so the generated units are run by a real systemd
-NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates bind9-dnsutils nghttp2-client iproute2 chromium nftables nmap passwd ufw systemd systemd-container)
+#   sudo            how an agent that is not root reaches its privileged helper
+#                   (one exact rule, checked with visudo) in the unprivileged test
+NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates bind9-dnsutils nghttp2-client iproute2 chromium nftables nmap passwd ufw systemd systemd-container sudo)
 
 apt_pkg_installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

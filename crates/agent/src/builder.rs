@@ -284,7 +284,7 @@ async fn run_build(
         let _ = crate::sandbox::stop(&context.config, &dir, Duration::from_secs(1)).await;
         crate::sandbox::remove(&context.config, &dir).await?;
     }
-    create_private_dir(&dir)?;
+    create_shim_parent(&dir)?;
     let env = environment(context, workload, release, None);
     let home = home_dir(context, &workload.service);
     let confinement =
@@ -407,6 +407,16 @@ pub fn environment(
 /// `<apps>/<service>/home`, the app's `$HOME`.
 pub fn home_dir(context: &Context, service: &str) -> PathBuf {
     context.service_dir(service).join("home")
+}
+
+/// Creates the parents of a shim's directory `dir`: the directory itself is made
+/// by whoever starts the shim (the privileged helper, for a sandboxed app, makes
+/// it its own; one the agent made would be refused).
+pub fn create_shim_parent(dir: &Path) -> Result<(), String> {
+    match dir.parent() {
+        Some(parent) => create_private_dir(parent),
+        None => Ok(()),
+    }
 }
 
 /// Creates `dir` (and parents) readable by the agent's user only.

@@ -395,7 +395,7 @@ async fn execute(
                     let _ =
                         crate::sandbox::stop(&context.config, &record.dir, Duration::from_secs(1))
                             .await;
-                    supervise::keep_log(&record.dir).await;
+                    supervise::keep_log(&context.config, &record.dir).await;
                     context.store.delete_instance(&record.id, None).await?;
                     let _ = crate::sandbox::remove(&context.config, &record.dir).await;
                 }

@@ -89,7 +89,7 @@ async fn run_in_shim(
         let _ = crate::sandbox::stop(shim.config, &shim.dir, Duration::from_secs(1)).await;
         let _ = crate::sandbox::remove(shim.config, &shim.dir).await;
     }
-    crate::builder::create_private_dir(&shim.dir)?;
+    crate::builder::create_shim_parent(&shim.dir)?;
     env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
     let spec = ShimSpec {
         id: shim.id.clone(),

@@ -14,6 +14,7 @@
 //! | `start_shim {service, dir, spec}` | makes `dir` the helper's own (root's, the apps directory's group, 02750; one already there must be the helper's), writes `spec` into it (0600) and starts the shim, its own copy in `<data>/helper/bin`; the shim enters the sandbox and drops to the app's user before anything of the app runs | `dir` is exactly `<apps>/<service>/instances/<id>[/health]` or `<apps>/<service>/builds/<n>` (no `..`, no symlink); the spec runs as `ns-<service>` (never root), in a release of that service, in exactly the sandbox `sandbox::spec` makes for it (writable: the release, its home and its own volumes only), logging into `dir/log` |
 //! | `stop_shim {service, dir, grace_ms}` | stops the run in `dir`: SIGTERM to the shim it records (pid and start time, so a reused pid is never hit), SIGKILL of the app's group after the grace, the app's group itself when the shim is gone; its cgroup removed | `dir` as for `start_shim`; `grace_ms` at most an hour |
 //! | `remove_app_dir {service, dir}` | deletes the tree, its parent pinned by a descriptor and nothing followed | `dir` is exactly `<apps>/<service>`, or its `releases/<n>`, `builds/<n>`, `instances/<id>[/health]` or `logs/<id>` (no `..`, no symlink); gone already is done |
+//! | `keep_log {service, dir}` | moves the stopped instance's `log` to `<apps>/<service>/logs/<id>` and deletes all but the newest kept logs, by descriptor (`runtime::logs::keep_stopped_in`) | `dir` is exactly `<apps>/<service>/instances/<id>` |
 //! | `create_swap {size_mib}` | `<data>/helper/swapfile`: zeros, 0600, mkswap, swapon (nothing when it is on already) | 16 MiB to 64 GiB, and 512 MiB of disk left beside it; the path is the helper's own |
 //! | `remove_swap {}` | swapoff and delete it | a plain file, not a link |
 //!
@@ -36,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::sandbox::{user_name, AppUser};
 
 mod swap;
-mod tree;
+pub(crate) mod tree;
 
 /// One privileged operation, as the agent asks for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +52,11 @@ pub enum Operation {
     OwnAppDir {
         service: String,
         dir: PathBuf,
+        /// For a release: the service's volumes, linked into it (at their
+        /// `path`s, to `<apps>/<service>/volumes/<name>`) before an instance
+        /// starts, even when the tree is the app's already.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        volumes: Vec<nanoscale_core::service::VolumeSpec>,
     },
     ApplyFirewall {
         plan: FirewallPlan,
@@ -69,6 +75,10 @@ pub enum Operation {
         grace_ms: u64,
     },
     RemoveAppDir {
+        service: String,
+        dir: PathBuf,
+    },
+    KeepLog {
         service: String,
         dir: PathBuf,
     },
@@ -196,9 +206,27 @@ impl Helper {
             Operation::CreateAppUser { service } | Operation::RemoveAppUser { service } => {
                 check_service(service)
             }
-            Operation::OwnAppDir { service, dir } => {
+            Operation::OwnAppDir {
+                service,
+                dir,
+                volumes,
+            } => {
                 check_service(service)?;
-                self.check_app_dir(service, dir, Shape::Owned)
+                self.check_app_dir(service, dir, Shape::Owned)?;
+                if volumes.is_empty() {
+                    return Ok(());
+                }
+                let release = self.apps_dir_given.join(service).join("releases");
+                let in_release = dir.parent() == Some(release.as_path())
+                    || dir.parent() == Some(self.apps_dir.join(service).join("releases").as_path());
+                if !in_release {
+                    return Err(format!(
+                        "{}: volumes are linked into a release only",
+                        dir.display()
+                    ));
+                }
+                nanoscale_core::service::validate_volumes(volumes)
+                    .map_err(|error| format!("{}: {}", error.field, error.message))
             }
             Operation::StartShim { service, dir, spec } => {
                 check_service(service)?;
@@ -222,6 +250,10 @@ impl Helper {
             Operation::RemoveAppDir { service, dir } => {
                 check_service(service)?;
                 self.check_app_dir(service, dir, Shape::Removable)
+            }
+            Operation::KeepLog { service, dir } => {
+                check_service(service)?;
+                self.check_app_dir(service, dir, Shape::Instance)
             }
             Operation::ApplyFirewall { plan } => plan.script().map(|_| ()),
             Operation::CreateSwap { size_mib } => swap::check_size(*size_mib),
@@ -248,11 +280,27 @@ impl Helper {
             Operation::RemoveAppUser { service } => {
                 remove_user(service).await.map(|()| Answer::Done)
             }
-            Operation::OwnAppDir { service, dir } => {
+            Operation::OwnAppDir {
+                service,
+                dir,
+                volumes,
+            } => {
                 let user = lookup(&user_name(service))?
                     .ok_or_else(|| format!("{} does not exist yet", user_name(service)))?;
                 let agent = self.agent_uid()?;
                 let dir_fd = tree::open_dir(&self.apps_dir, &self.parts(dir)?)?;
+                // The links' targets are the helper's to name, not the agent's.
+                let targets: Vec<PathBuf> = volumes
+                    .iter()
+                    .map(|volume| crate::volumes::dir(&self.apps_dir_given, service, &volume.name))
+                    .collect();
+                crate::volumes::link_at(&dir_fd, volumes, &targets, Some((user.uid, user.gid)))?;
+                let owner = nix::sys::stat::fstat(&dir_fd)
+                    .map_err(|errno| format!("reading {}: {errno}", dir.display()))?
+                    .st_uid;
+                if owner == user.uid {
+                    return Ok(Answer::Done);
+                }
                 tree::own(dir_fd, user.uid, user.gid, &[agent, user.uid])
                     .map_err(|why| format!("giving {} to {}: {why}", dir.display(), user.name))
                     .map(|()| Answer::Done)
@@ -263,6 +311,16 @@ impl Helper {
                 tokio::task::spawn_blocking(move || helper.remove_app_dir(&owned))
                     .await
                     .map_err(|error| format!("removing {}: {error}", dir.display()))?
+            }
+            Operation::KeepLog { service, dir } => {
+                let id = dir
+                    .file_name()
+                    .and_then(|id| id.to_str())
+                    .ok_or_else(|| format!("{}: no instance id", dir.display()))?;
+                let service_dir = tree::open_dir(&self.apps_dir, &[service])?;
+                crate::runtime::logs::keep_stopped_in(&service_dir, id)
+                    .map(|()| Answer::Done)
+                    .map_err(|why| format!("keeping the log of {}: {why}", dir.display()))
             }
             Operation::ApplyFirewall { plan } => {
                 let backend = match ufw_active().await {
@@ -423,6 +481,9 @@ impl Helper {
             }
             (Shape::Shim | Shape::NewShim, [owner, "builds", n]) => *owner == service && number(n),
             (Shape::Removable, [owner]) => *owner == service,
+            (Shape::Instance, [owner, "instances", id]) => {
+                *owner == service && crate::runtime::valid_id(id)
+            }
             (Shape::Removable, [owner, "releases" | "builds", n]) => *owner == service && number(n),
             (Shape::Removable, [owner, "instances" | "logs", id])
             | (Shape::Removable, [owner, "instances", id, "health"]) => {
@@ -626,6 +687,8 @@ enum Shape {
     /// What the agent may have the helper delete: a service's whole directory, a
     /// release, a build, an instance, its health check, a kept log.
     Removable,
+    /// An instance's directory.
+    Instance,
 }
 
 impl Shape {
@@ -635,6 +698,7 @@ impl Shape {
             Shape::Owned => format!(
                 "{apps}/{service}/home, {apps}/{service}/releases/<n> or {apps}/{service}/volumes/<name>"
             ),
+            Shape::Instance => format!("{apps}/{service}/instances/<id>"),
             Shape::Removable => format!(
                 "{apps}/{service} or its releases/<n>, builds/<n>, instances/<id>[/health] or logs/<id>"
             ),
@@ -936,6 +1000,7 @@ mod tests {
         let own = |service: &str, dir: PathBuf| Operation::OwnAppDir {
             service: service.into(),
             dir,
+            volumes: Vec::new(),
         };
         assert!(helper
             .check(&own("web", apps.join("web/releases/3")))
@@ -956,6 +1021,37 @@ mod tests {
         ];
         for operation in &refused {
             assert!(helper.check(operation).is_err(), "{operation:?}");
+        }
+        // Volumes are linked into a release only, and must be valid ones.
+        let volume = |name: &str, path: &str| nanoscale_core::service::VolumeSpec {
+            name: name.into(),
+            path: path.into(),
+        };
+        let own_with = |dir: PathBuf, volumes| Operation::OwnAppDir {
+            service: "web".into(),
+            dir,
+            volumes,
+        };
+        let release = apps.join("web/releases/3");
+        assert!(helper
+            .check(&own_with(
+                release.clone(),
+                vec![volume("data", "state/data")]
+            ))
+            .is_ok());
+        for (dir, volumes) in [
+            (apps.join("web/home"), vec![volume("data", "data")]),
+            (release.clone(), vec![volume("data", "../../etc")]),
+            (release.clone(), vec![volume("data", "/etc")]),
+            (release.clone(), vec![volume("../db", "data")]),
+        ] {
+            assert!(
+                helper
+                    .check(&own_with(dir.clone(), volumes.clone()))
+                    .is_err(),
+                "{} {volumes:?}",
+                dir.display()
+            );
         }
         // What may be removed: the service's own trees, and nothing else.
         let remove = |service: &str, dir: PathBuf| Operation::RemoveAppDir {

@@ -87,20 +87,28 @@ pub async fn confine(
         return Err(format!("the helper made no user for {service}"));
     };
     let user = AppUser { name, uid, gid };
-    for dir in [release, home]
-        .into_iter()
-        .chain(volume_dirs.iter().map(PathBuf::as_path))
-    {
+    for dir in std::iter::once(home).chain(volume_dirs.iter().map(PathBuf::as_path)) {
         if !owned_by(dir, &user) {
             helper
                 .run(&Operation::OwnAppDir {
                     service: service.to_owned(),
                     dir: dir.to_path_buf(),
+                    volumes: Vec::new(),
                 })
                 .await?;
         }
     }
-    crate::volumes::link(release, volumes, &volume_dirs, Some((user.uid, user.gid)))?;
+    // The release last, with its volumes' links checked at every start (the app
+    // owns the tree and may have removed one).
+    if !owned_by(release, &user) || !volumes.is_empty() {
+        helper
+            .run(&Operation::OwnAppDir {
+                service: service.to_owned(),
+                dir: release.to_path_buf(),
+                volumes: volumes.to_vec(),
+            })
+            .await?;
+    }
     let mut writable = vec![release.to_path_buf(), home.to_path_buf()];
     writable.extend(volume_dirs);
     Ok(Confinement {
@@ -205,6 +213,18 @@ pub async fn remove(config: &crate::context::AgentConfig, dir: &Path) -> Result<
     }
     Helper::for_agent(config)?
         .run(&Operation::RemoveAppDir {
+            service: service_of(config, dir)?,
+            dir: dir.to_path_buf(),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Keeps the log of the stopped instance in `dir` through the privileged helper
+/// (`keep_log`).
+pub async fn keep_log(config: &crate::context::AgentConfig, dir: &Path) -> Result<(), String> {
+    Helper::for_agent(config)?
+        .run(&Operation::KeepLog {
             service: service_of(config, dir)?,
             dir: dir.to_path_buf(),
         })

@@ -9,7 +9,7 @@ use nanoscale_core::agent::InstanceStatus;
 use nanoscale_core::desired::Workload;
 use rand::Rng;
 
-use crate::builder::{create_private_dir, environment, home_dir};
+use crate::builder::{create_shim_parent, environment, home_dir};
 use crate::context::{about, Context, HealthState};
 use crate::health::{CommandPlace, ShimPlace};
 use crate::runtime::{self, Limits, ShimSpec};
@@ -38,7 +38,7 @@ pub async fn start(
         workload.service, release.number, replica, suffix
     );
     let instance_dir = instances_dir(context, &workload.service).join(&id);
-    create_private_dir(&instance_dir)?;
+    create_shim_parent(&instance_dir)?;
     let env = environment(context, workload, dir, Some(port));
     let home = home_dir(context, &workload.service);
     let volumes = &release.spec.volumes;
@@ -168,7 +168,7 @@ pub fn stop(context: &Arc<Context>, instance: &InstanceRecord, why: &str) {
             Some(instance.release_id),
         );
         // Its log is kept before it leaves the store, so a reader never misses it.
-        keep_log(&instance.dir).await;
+        keep_log(&context.config, &instance.dir).await;
         if let Err(error) = context
             .store
             .delete_instance(&instance.id, Some(stopped))
@@ -185,11 +185,19 @@ pub fn stop(context: &Arc<Context>, instance: &InstanceRecord, why: &str) {
     });
 }
 
-/// Keeps the log of a stopped instance among its service's (`runtime::logs::keep_stopped`).
-pub async fn keep_log(instance_dir: &std::path::Path) {
-    let dir = instance_dir.to_path_buf();
-    let kept = tokio::task::spawn_blocking(move || crate::runtime::logs::keep_stopped(&dir)).await;
-    if let Ok(Err(error)) = kept {
+/// Keeps the log of a stopped instance among its service's
+/// (`runtime::logs::keep_stopped`); through the privileged helper (`keep_log`) on a
+/// node that sandboxes apps, whose instance directories are the helper's.
+pub async fn keep_log(config: &crate::context::AgentConfig, instance_dir: &std::path::Path) {
+    let kept = if config.sandbox {
+        crate::sandbox::keep_log(config, instance_dir).await
+    } else {
+        let dir = instance_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || crate::runtime::logs::keep_stopped(&dir))
+            .await
+            .unwrap_or_else(|error| Err(error.to_string()))
+    };
+    if let Err(error) = kept {
         tracing::warn!(%error, dir = %instance_dir.display(), "keeping a stopped instance's log");
     }
 }

@@ -61,6 +61,20 @@ pub fn link(
     dirs: &[PathBuf],
     owner: Option<(u32, u32)>,
 ) -> Result<(), String> {
+    let walk = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    let release_fd: OwnedFd = open(release, walk, Mode::empty())
+        .map_err(|errno| format!("opening {}: {errno}", release.display()))?;
+    link_at(&release_fd, volumes, dirs, owner)
+}
+
+/// [`link`] into the release open as `release` (the privileged helper's
+/// `own_app_dir` walks to it by descriptor first).
+pub fn link_at(
+    release: &OwnedFd,
+    volumes: &[VolumeSpec],
+    dirs: &[PathBuf],
+    owner: Option<(u32, u32)>,
+) -> Result<(), String> {
     for (volume, target) in volumes.iter().zip(dirs) {
         link_one(release, &volume.path, target, owner)
             .map_err(|why| format!("volume {} at {}: {why}", volume.name, volume.path))?;
@@ -69,7 +83,7 @@ pub fn link(
 }
 
 fn link_one(
-    release: &Path,
+    release: &OwnedFd,
     path: &str,
     target: &Path,
     owner: Option<(u32, u32)>,
@@ -78,8 +92,9 @@ fn link_one(
     // as this runs as root.
     nanoscale_core::service::validate_volume_path("path", path).map_err(|error| error.message)?;
     let walk = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
-    let mut dir: OwnedFd = open(release, walk, Mode::empty())
-        .map_err(|errno| format!("opening {}: {errno}", release.display()))?;
+    let mut dir: OwnedFd = release
+        .try_clone()
+        .map_err(|error| format!("duplicating the release's descriptor: {error}"))?;
     let chown = |dir: &OwnedFd, name: &str| -> Result<(), String> {
         match owner {
             Some((uid, gid)) => fchownat(

@@ -76,6 +76,7 @@ impl Node {
                 .run(&Operation::OwnAppDir {
                     service: service.clone(),
                     dir,
+                    volumes: Vec::new(),
                 })
                 .await
                 .expect("chown");

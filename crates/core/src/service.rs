@@ -442,7 +442,7 @@ impl ServiceSpec {
     }
 }
 
-fn validate_volumes(volumes: &[VolumeSpec]) -> Result<(), ValidationError> {
+pub fn validate_volumes(volumes: &[VolumeSpec]) -> Result<(), ValidationError> {
     if volumes.len() > MAX_VOLUMES {
         return Err(ValidationError::new(
             "volumes",

@@ -21,19 +21,35 @@ const WALK: OFlag = OFlag::O_DIRECTORY
 
 /// `root/<parts...>` opened one part at a time, none of them a link.
 pub fn open_dir(root: &Path, parts: &[&str]) -> Result<OwnedFd, String> {
-    let mut dir = open(root, WALK, Mode::empty())
+    let dir = open(root, WALK, Mode::empty())
         .map_err(|errno| format!("opening {}: {errno}", root.display()))?;
-    let mut walked = root.to_path_buf();
+    open_at(&dir, parts).map_err(|why| format!("{}/{why}", root.display()))
+}
+
+/// `<dir>/<parts...>` opened one part at a time, none of them a link.
+pub fn open_at(dir: &OwnedFd, parts: &[&str]) -> Result<OwnedFd, String> {
+    let mut walked = String::new();
+    let mut current: Option<OwnedFd> = None;
     for part in parts {
-        walked.push(part);
-        dir = openat(&dir, *part, WALK, Mode::empty()).map_err(|errno| match errno {
+        if !walked.is_empty() {
+            walked.push('/');
+        }
+        walked.push_str(part);
+        let parent = current.as_ref().unwrap_or(dir);
+        let next = openat(parent, *part, WALK, Mode::empty()).map_err(|errno| match errno {
             Errno::ELOOP | Errno::ENOTDIR => {
-                format!("{} is a link or a file, not a directory", walked.display())
+                format!("{walked} is a link or a file, not a directory")
             }
-            other => format!("opening {}: {other}", walked.display()),
+            other => format!("opening {walked}: {other}"),
         })?;
+        current = Some(next);
     }
-    Ok(dir)
+    match current {
+        Some(opened) => Ok(opened),
+        None => dir
+            .try_clone()
+            .map_err(|error| format!("duplicating: {error}")),
+    }
 }
 
 /// Gives the directory `dir` and everything in it to `uid:gid` (0700 on `dir`),

@@ -273,26 +273,66 @@ pub fn stopped_logs_dir(service_dir: &Path) -> std::path::PathBuf {
 /// `<apps>/<service>/logs/<id>`, then deletes all but the newest
 /// [`KEPT_STOPPED`]. A rename: the files keep their inodes, so a follower's cursor
 /// reads on from where it was. Nothing to keep is not an error.
-pub fn keep_stopped(instance_dir: &Path) -> std::io::Result<()> {
+pub fn keep_stopped(instance_dir: &Path) -> Result<(), String> {
     let (Some(id), Some(service_dir)) = (
         instance_dir.file_name().and_then(|id| id.to_str()),
         instance_dir.parent().and_then(Path::parent),
     ) else {
         return Ok(());
     };
-    let log = instance_dir.join("log");
-    if !nanoscale_core::agent::is_instance_id(id) || !log.is_dir() {
+    match crate::helper::tree::open_dir(service_dir, &[]) {
+        Ok(service) => keep_stopped_in(&service, id),
+        Err(_) => Ok(()),
+    }
+}
+
+/// [`keep_stopped`] for the instance `id` of the service whose directory is open
+/// as `service`: every step by descriptor, nothing followed (the privileged
+/// helper's `keep_log` runs it on directories an agent that is not root owns).
+/// A `logs` directory it makes takes the service directory's group, 0750.
+pub fn keep_stopped_in(service: &std::os::fd::OwnedFd, id: &str) -> Result<(), String> {
+    use nix::errno::Errno;
+    use nix::fcntl::{renameat, AtFlags};
+    use nix::sys::stat::{fstat, fstatat, mkdirat, Mode, SFlag};
+    use std::os::fd::AsRawFd;
+
+    use crate::helper::tree;
+    if !nanoscale_core::agent::is_instance_id(id) {
         return Ok(());
     }
-    let kept = stopped_logs_dir(service_dir);
-    std::fs::create_dir_all(&kept)?;
-    let target = kept.join(id);
-    if target.exists() {
-        std::fs::remove_dir_all(&target)?;
+    let Ok(instance) = tree::open_at(service, &["instances", id]) else {
+        return Ok(());
+    };
+    let is_dir = |mode: u32| SFlag::from_bits_truncate(mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+    match fstatat(&instance, "log", AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) if is_dir(stat.st_mode) => {}
+        _ => return Ok(()),
     }
-    std::fs::rename(&log, &target)?;
-    for (_, old) in stopped(service_dir).into_iter().skip(KEPT_STOPPED) {
-        std::fs::remove_dir_all(old)?;
+    match mkdirat(service, "logs", Mode::from_bits_truncate(0o750)) {
+        Ok(()) => {
+            let group = fstat(service)
+                .map_err(|errno| format!("reading: {errno}"))?
+                .st_gid;
+            nix::unistd::fchownat(
+                service,
+                "logs",
+                None,
+                Some(nix::unistd::Gid::from_raw(group)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|errno| format!("giving logs its group: {errno}"))?;
+        }
+        Err(Errno::EEXIST) => {}
+        Err(errno) => return Err(format!("making logs: {errno}")),
+    }
+    let logs = tree::open_at(service, &["logs"])?;
+    tree::remove(&logs, id)?;
+    renameat(&instance, "log", &logs, id)
+        .map_err(|errno| format!("moving the log of {id}: {errno}"))?;
+    // Listed through the pinned directory, deleted by name in it.
+    let pinned = format!("/proc/self/fd/{}", service.as_raw_fd());
+    for (old, _) in stopped(Path::new(&pinned)).into_iter().skip(KEPT_STOPPED) {
+        tree::remove(&logs, &old)?;
     }
     Ok(())
 }

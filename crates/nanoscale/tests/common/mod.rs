@@ -89,7 +89,25 @@ impl TestServer {
         env: &[(&str, &str)],
         stderr: Stdio,
     ) -> TestServer {
+        Self::spawn_as(data_dir, listen, args, env, stderr, None)
+    }
+
+    /// As [`TestServer::spawn_logging`]; with `user` (uid, gid), the whole of
+    /// `nanoscale up` runs as that user, with no other groups.
+    pub fn spawn_as(
+        data_dir: &Path,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+        user: Option<(u32, u32)>,
+    ) -> TestServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_nanoscale"));
+        if let Some((uid, gid)) = user {
+            use std::os::unix::process::CommandExt;
+            // From root, std drops the supplementary groups along with the uid.
+            command.uid(uid).gid(gid);
+        }
         command
             .arg("up")
             .arg("--data-dir")
@@ -444,7 +462,7 @@ pub async fn wait_showing<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<
 
 /// `up`'s flags for a node with an agent and a proxy on `proxy`, and no internal
 /// network or DNS.
-fn agent_args(proxy: &str) -> [&str; 6] {
+pub fn agent_args(proxy: &str) -> [&str; 6] {
     [
         "--proxy-listen",
         proxy,
