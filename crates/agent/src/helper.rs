@@ -15,6 +15,7 @@
 //! | `stop_shim {service, dir, grace_ms}` | stops the run in `dir`: SIGTERM to the shim it records (pid and start time, so a reused pid is never hit), SIGKILL of the app's group after the grace, the app's group itself when the shim is gone; its cgroup removed | `dir` as for `start_shim`; `grace_ms` at most an hour |
 //! | `remove_app_dir {service, dir}` | deletes the tree, its parent pinned by a descriptor and nothing followed | `dir` is exactly `<apps>/<service>`, or its `releases/<n>`, `builds/<n>`, `instances/<id>[/health]` or `logs/<id>` (no `..`, no symlink); gone already is done |
 //! | `keep_log {service, dir}` | moves the stopped instance's `log` to `<apps>/<service>/logs/<id>` and deletes all but the newest kept logs, by descriptor (`runtime::logs::keep_stopped_in`) | `dir` is exactly `<apps>/<service>/instances/<id>` |
+//! | `sync_hosts {address, names}` | this node's block in `/etc/hosts` (marked with `<data>/proxy`; the file is fixed), `traffic::sync_hosts_file` | `address` is a loopback address; at most 4096 names, each `<label>[.<label>].svc.internal` |
 //! | `create_swap {size_mib}` | `<data>/helper/swapfile`: zeros, 0600, mkswap, swapon (nothing when it is on already) | 16 MiB to 64 GiB, and 512 MiB of disk left beside it; the path is the helper's own |
 //! | `remove_swap {}` | swapoff and delete it | a plain file, not a link |
 //!
@@ -26,6 +27,7 @@
 //! ufw's saved default, the swap file) live in `<data>/helper`, 0700 and its own
 //! (`own_dir` refuses one that is not): nothing an agent can write is run or
 //! trusted as root. Not yet on the list: systemd units, the `/etc/hosts` block.
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -86,6 +88,13 @@ pub enum Operation {
         size_mib: u64,
     },
     RemoveSwap {},
+    /// This node's block in `/etc/hosts` (marked with `<data>/proxy`): each of
+    /// `names` (internal service names) at `address` (a loopback address); no
+    /// names removes the block.
+    SyncHosts {
+        address: std::net::IpAddr,
+        names: Vec<String>,
+    },
 }
 
 impl Operation {
@@ -258,6 +267,7 @@ impl Helper {
             Operation::ApplyFirewall { plan } => plan.script().map(|_| ()),
             Operation::CreateSwap { size_mib } => swap::check_size(*size_mib),
             Operation::RemoveSwap {} => Ok(()),
+            Operation::SyncHosts { address, names } => check_hosts(address, names),
         }
     }
 
@@ -353,7 +363,13 @@ impl Helper {
                     .map_err(|error| error.to_string())
             }
             Operation::StopShim { dir, grace_ms, .. } => {
-                crate::runtime::stop(dir, Duration::from_millis(*grace_ms))
+                // The records read (which pid to signal) are the ones in the
+                // directory as opened here, which must be the helper's.
+                let Some(pinned) = self.pinned_shim_dir(dir)? else {
+                    return Ok(Answer::Stopped { exit: None });
+                };
+                let path = PathBuf::from(format!("/proc/self/fd/{}", pinned.as_raw_fd()));
+                crate::runtime::stop(&path, Duration::from_millis(*grace_ms))
                     .await
                     .map(|exit| Answer::Stopped { exit })
                     .map_err(|error| error.to_string())
@@ -366,6 +382,12 @@ impl Helper {
                     size_mib: *size_mib,
                     created,
                 })
+            }
+            Operation::SyncHosts { address, names } => {
+                let marker = self.data_dir().join("proxy").display().to_string();
+                crate::traffic::sync_hosts_file(Path::new(HOSTS), &marker, *address, names)
+                    .map(|_| Answer::Done)
+                    .map_err(|error| format!("updating {HOSTS}: {error}"))
             }
             Operation::RemoveSwap {} => swap::remove(&self.own_dir()?).await.map(|()| Answer::Done),
         }
@@ -404,6 +426,29 @@ impl Helper {
             .map_err(|error| format!("the privileged helper's answer: {error}"))
     }
 
+    /// The shim directory `dir` (checked), opened by descriptor; it must be the
+    /// helper's alone, or its records (which process to signal) could be anyone's.
+    /// `None` when it is gone.
+    fn pinned_shim_dir(&self, dir: &Path) -> Result<Option<std::os::fd::OwnedFd>, String> {
+        let opened = match tree::open_dir(&self.apps_dir, &self.parts(dir)?) {
+            Ok(opened) => opened,
+            Err(_) if !dir.exists() => return Ok(None),
+            Err(why) => return Err(why),
+        };
+        let stat = nix::sys::stat::fstat(&opened)
+            .map_err(|errno| format!("reading {}: {errno}", dir.display()))?;
+        let me = nix::unistd::geteuid().as_raw();
+        if stat.st_uid != me || stat.st_mode & 0o022 != 0 {
+            return Err(format!(
+                "{} is not the helper's alone (uid {}, mode {:o}); refusing to trust its records",
+                dir.display(),
+                stat.st_uid,
+                stat.st_mode & 0o7777
+            ));
+        }
+        Ok(Some(opened))
+    }
+
     /// `remove_app_dir`, once checked.
     fn remove_app_dir(&self, dir: &Path) -> Result<Answer, String> {
         let parts = self.parts(dir)?;
@@ -435,6 +480,11 @@ impl Helper {
                     .ok_or_else(|| format!("{} is not UTF-8", dir.display()))
             })
             .collect()
+    }
+
+    /// `<data>`, the parent of the apps directory.
+    fn data_dir(&self) -> &Path {
+        self.apps_dir_given.parent().unwrap_or(&self.apps_dir_given)
     }
 
     /// The agent's user: the owner of the apps directory (root, for a root agent).
@@ -707,6 +757,36 @@ impl Shape {
             }
         }
     }
+}
+
+/// The hosts file `sync_hosts` keeps a block in: always this one.
+pub const HOSTS: &str = "/etc/hosts";
+
+/// Internal names the hosts block may hold, at most.
+const MAX_HOSTS_NAMES: usize = 4096;
+
+/// A loopback address, and names that are internal service names
+/// (`<label>[.<label>].svc.internal`): nothing else may reach /etc/hosts.
+fn check_hosts(address: &std::net::IpAddr, names: &[String]) -> Result<(), String> {
+    if !address.is_loopback() {
+        return Err(format!("address {address} is not a loopback address"));
+    }
+    if names.len() > MAX_HOSTS_NAMES {
+        return Err(format!("names: at most {MAX_HOSTS_NAMES}"));
+    }
+    for name in names {
+        let labels = name
+            .strip_suffix(".svc.internal")
+            .map(|head| head.split('.'));
+        let valid = name.len() <= 253
+            && labels.is_some_and(|mut labels| labels.all(nanoscale_core::is_dns_label));
+        if !valid {
+            return Err(format!(
+                "names: {name:?} is not an internal service name (<service>[.<project>].svc.internal)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_service(service: &str) -> Result<(), String> {
@@ -1196,5 +1276,29 @@ Default: allow (incoming), allow (outgoing), disabled (routed)\n";
         };
         assert!(helper.check(&plan("10.0.0.0/8")).is_ok());
         assert!(helper.check(&plan("10.0.0.0/8; flush ruleset")).is_err());
+        // Only internal names at a loopback address reach /etc/hosts: no line of
+        // the caller's (a newline in a name) and no other host's address.
+        let hosts = |address: &str, names: &[&str]| Operation::SyncHosts {
+            address: address.parse().expect("address"),
+            names: names.iter().map(|name| (*name).to_owned()).collect(),
+        };
+        assert!(helper
+            .check(&hosts(
+                "127.0.0.1",
+                &["api.svc.internal", "api.shop.svc.internal"]
+            ))
+            .is_ok());
+        assert!(helper.check(&hosts("::1", &[])).is_ok());
+        for (address, name) in [
+            ("10.0.0.1", "api.svc.internal"),
+            ("127.0.0.1", "bank.example.com"),
+            ("127.0.0.1", "api.svc.internal\n10.0.0.1 bank.example.com"),
+            ("127.0.0.1", "a b.svc.internal"),
+            ("127.0.0.1", ".svc.internal"),
+            ("127.0.0.1", "svc.internal"),
+        ] {
+            let refused = helper.check(&hosts(address, &[name]));
+            assert!(refused.is_err(), "{address} {name:?}");
+        }
     }
 }

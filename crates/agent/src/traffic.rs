@@ -278,7 +278,7 @@ async fn push(context: &Arc<Context>, mut table: RouteTable, force: bool) {
     match tokio::time::timeout(Duration::from_secs(5), call).await {
         Ok(Ok(_)) => {
             tracing::debug!(version, "route table applied by the proxy");
-            sync_hosts(context, &content);
+            sync_hosts(context, &content).await;
             published.table = Some((content, version));
         }
         Ok(Err(error)) => tracing::warn!("handing the route table to the proxy: {error:#}"),
@@ -286,7 +286,7 @@ async fn push(context: &Arc<Context>, mut table: RouteTable, force: bool) {
     }
 }
 
-fn sync_hosts(context: &Context, table: &RouteTable) {
+async fn sync_hosts(context: &Context, table: &RouteTable) {
     let Some(settings) = &context.config.proxy else {
         return;
     };
@@ -298,6 +298,23 @@ fn sync_hosts(context: &Context, table: &RouteTable) {
         .iter()
         .filter_map(|route| route.host.clone())
         .collect();
+    // The host's own /etc/hosts is root's: a sandboxing node changes it through
+    // the privileged helper. Another file (a test's) is written directly.
+    if context.config.sandbox && path == std::path::Path::new(crate::helper::HOSTS) {
+        let address = listen.ip();
+        let synced = match crate::helper::Helper::for_agent(&context.config) {
+            Ok(helper) => {
+                helper
+                    .run(&crate::helper::Operation::SyncHosts { address, names })
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = synced {
+            tracing::warn!("cannot update {}: {error}", crate::helper::HOSTS);
+        }
+        return;
+    }
     let marker = context.config.proxy_dir.display().to_string();
     if let Err(error) = sync_hosts_file(path, &marker, listen.ip(), &names) {
         tracing::warn!("cannot update {}: {error}", path.display());

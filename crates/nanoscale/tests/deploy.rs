@@ -122,6 +122,23 @@ async fn deployable<'a>(server: &'a TestServer, token: &str, spec: Value) -> App
     }
 }
 
+/// The `volume-counter` fixture as service `name`, its count in a volume.
+async fn counter_app<'a>(
+    server: &'a TestServer,
+    token: &str,
+    name: &str,
+    repo: &Path,
+    commit: &str,
+) -> App<'a> {
+    let spec = json!({
+        "name": name,
+        "source": {"git": format!("file://{}", repo.display()), "ref": commit},
+        "volumes": [{"name": "data", "path": "state/data"}],
+        "health": {"path": "/healthz", "start_period_secs": 20, "interval_secs": 1},
+    });
+    deployable(server, token, spec).await
+}
+
 /// `up` with its agent on `data`, the agent's environment given, and an admin token.
 async fn node_with_env(data: &Path, env: &[(&str, &str)]) -> (TestServer, String) {
     let server = TestServer::start_with_agent_logging(data, env, std::process::Stdio::inherit());
@@ -870,17 +887,7 @@ async fn a_volume_keeps_its_files_across_releases() {
     .expect("write the wrapper");
     let command = format!("/bin/sh {}", wrapper.display());
     let (server, token) = node_with_env(&data, &[("NANOSCALE_HELPER_COMMAND", &command)]).await;
-    let app = deployable(
-        &server,
-        &token,
-        json!({
-            "name": "counter",
-            "source": {"git": format!("file://{}", repo.display()), "ref": commits[0]},
-            "volumes": [{"name": "data", "path": "state/data"}],
-            "health": {"path": "/healthz", "start_period_secs": 20, "interval_secs": 1},
-        }),
-    )
-    .await;
+    let app = counter_app(&server, &token, "counter", &repo, &commits[0]).await;
     let count = async |release: i64| {
         let instance = app.healthy_instance(release).await;
         get_text(instance["port"].as_u64().expect("port"), "/")
@@ -935,4 +942,209 @@ async fn a_volume_keeps_its_files_across_releases() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// A sudo rule in /etc/sudoers.d for the life of a test, checked by visudo first.
+struct SudoRule(std::path::PathBuf);
+
+impl SudoRule {
+    fn write(name: &str, rule: &str) -> SudoRule {
+        let path = Path::new("/etc/sudoers.d").join(name);
+        let staged = std::env::temp_dir().join(format!("{name}.sudoers"));
+        std::fs::write(&staged, rule).expect("write the rule");
+        let checked = Command::new("/usr/sbin/visudo")
+            .arg("-cf")
+            .arg(&staged)
+            .output()
+            .expect("visudo (scripts/test installs sudo)");
+        assert!(
+            checked.status.success(),
+            "visudo refused {rule:?}: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o440)).expect("chmod");
+        std::fs::copy(&staged, &path).expect("install the rule");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).expect("chmod");
+        let _ = std::fs::remove_file(&staged);
+        SudoRule(path)
+    }
+}
+
+impl Drop for SudoRule {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The system user `name` (made when missing): (uid, gid).
+fn system_user(name: &str) -> (u32, u32) {
+    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+        let made = Command::new("/usr/sbin/useradd")
+            .args(["--system", "--user-group", "--no-create-home"])
+            .args([
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ])
+            .output()
+            .expect("useradd");
+        assert!(
+            made.status.success() || nix::unistd::User::from_name(name).ok().flatten().is_some(),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let user = nix::unistd::User::from_name(name)
+        .expect("getpwnam")
+        .expect("the user");
+    (user.uid.as_raw(), user.gid.as_raw())
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    let status = Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(path)
+        .status()
+        .expect("chown");
+    assert!(status.success());
+}
+
+/// The whole node as an installed one runs it: `nanoscale up` (control plane,
+/// agent, proxy) as an unprivileged user, which reaches the privileged helper
+/// only through sudo and one exact rule for `nanoscale helper --data-dir DATA -`.
+/// It builds, starts, replaces and removes an app that runs as its own user in
+/// its sandbox, with a volume; the shims' directories are root's, readable by the
+/// agent's group, and nothing of the agent's user can change them.
+#[tokio::test]
+async fn an_agent_that_is_not_root_deploys_through_sudo_and_its_helper() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("unprivileged agent: skipped: making its user and sudo rule needs root");
+        return;
+    }
+    let (uid, gid) = system_user("nanoscale-test");
+    let (keep, repo, commits) = fixture_repo(&[("volume-counter", "v1"), ("volume-counter", "v2")]);
+    chown_tree(keep.path(), uid, gid);
+    let dir = tempfile::Builder::new()
+        .prefix("nanoscale-unprivileged-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    chown_tree(dir.path(), uid, gid);
+    let bin = env!("CARGO_BIN_EXE_nanoscale");
+    let helper = format!("{bin} helper --data-dir {} -", data.display());
+    let _rule = SudoRule::write(
+        &format!("nanoscale-test-{}", std::process::id()),
+        &format!("nanoscale-test ALL=(root) NOPASSWD: {helper}\n"),
+    );
+    let command = format!("/usr/bin/sudo -n {helper}");
+    let proxy = format!("127.0.0.1:{}", common::free_port());
+    let server = TestServer::spawn_as(
+        &data,
+        "127.0.0.1:0",
+        &common::agent_args(&proxy),
+        &[
+            ("NANOSCALE_HELPER_COMMAND", command.as_str()),
+            ("HOME", data.to_str().expect("utf-8")),
+        ],
+        std::process::Stdio::inherit(),
+        Some((uid, gid)),
+    );
+    let token = server.bootstrap().await;
+    let app = counter_app(&server, &token, "lowpriv", &repo, &commits[0]).await;
+    let first = app.deploy(&commits[0]).await;
+    app.wait_release(first, "live").await;
+    let instance = app.healthy_instance(first).await;
+    let port = instance["port"].as_u64().expect("port");
+    assert_eq!(
+        get_text(port, "/").await.expect("answers").trim(),
+        "count 1 v1"
+    );
+
+    use std::os::unix::fs::MetadataExt;
+    let stat = |path: &Path| std::fs::symlink_metadata(path).expect("stat");
+    // The agent runs as the unprivileged user; the app as its own.
+    let app_user = nix::unistd::User::from_name("ns-lowpriv")
+        .expect("getpwnam")
+        .expect("the app's user");
+    let agent_pid = std::fs::read_to_string(data.join("agent/agent.lock")).expect("agent.lock");
+    let agent_pid = agent_pid.trim();
+    assert_eq!(stat(Path::new(&format!("/proc/{agent_pid}"))).uid(), uid);
+    let app_pid = instance["pid"].as_i64().expect("pid");
+    assert_eq!(
+        stat(Path::new(&format!("/proc/{app_pid}"))).uid(),
+        app_user.uid.as_raw()
+    );
+    // The shim's directory is the helper's; the agent's group reads its log.
+    let service_dir = data.join("apps/lowpriv");
+    let instance_dir = service_dir
+        .join("instances")
+        .join(instance["id"].as_str().expect("id"));
+    let meta = stat(&instance_dir);
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, gid, 0o2750)
+    );
+    assert_eq!(stat(&instance_dir.join("shim.json")).mode() & 0o777, 0o600);
+    assert_eq!(stat(&instance_dir.join("log/current")).gid(), gid);
+    assert_eq!(
+        stat(&data.join("helper")).uid(),
+        0,
+        "the helper's own directory"
+    );
+    let release = stat(&service_dir.join("releases").join(first.to_string()));
+    assert_eq!(release.uid(), app_user.uid.as_raw());
+
+    // A new release replaces the old one; the volume carries the count over, and
+    // the replaced instance's log is kept where the agent can read it.
+    let second = app.deploy(&commits[1]).await;
+    app.wait_release(second, "live").await;
+    let port = app.healthy_instance(second).await["port"]
+        .as_u64()
+        .expect("port");
+    assert_eq!(
+        get_text(port, "/").await.expect("answers").trim(),
+        "count 2 v2"
+    );
+    let kept = service_dir
+        .join("logs")
+        .join(instance["id"].as_str().expect("id"));
+    wait_for("the replaced instance's log kept", async || {
+        kept.join("current").exists().then_some(())
+    })
+    .await;
+    let logs = server
+        .get(
+            &format!("/api/v1/services/{}/logs?tail=100", app.service),
+            &token,
+        )
+        .await;
+    assert!(logs.to_string().contains("listening on"), "{logs}");
+
+    // Removing the service removes its files (the app's and the helper's) and its user.
+    let (status, body) = server
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/services/{}", app.service),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    wait_for("the service's files removed", async || {
+        (!service_dir.exists()).then_some(())
+    })
+    .await;
+    wait_for("the app's user removed", async || {
+        nix::unistd::User::from_name("ns-lowpriv")
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    drop(server);
 }

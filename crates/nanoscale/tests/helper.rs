@@ -211,6 +211,39 @@ fn the_helper_does_its_list_and_refuses_everything_else() {
         bystander.try_wait().expect("try_wait").is_none(),
         "a reused pid was signalled"
     );
+    // Records in a directory that is not the helper's alone (one an agent that
+    // is not root could have filled) are not trusted: nothing is signalled.
+    if nix::unistd::geteuid().is_root() {
+        let forged = apps.join(format!("{service}/instances/web-2"));
+        record("web-2", bystander.id(), start_time(bystander.id()));
+        std::os::unix::fs::lchown(&forged, Some(65534), Some(65534)).expect("chown");
+        let stop = json!({"op": "stop_shim", "service": service, "grace_ms": 0,
+            "dir": forged});
+        let output = helper(data, &stop.to_string());
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && said.contains("not the helper's alone"),
+            "{said}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            bystander.try_wait().expect("try_wait").is_none(),
+            "a forged record was trusted"
+        );
+        // Nor does a root shim run in such a directory.
+        std::fs::write(forged.join("shim.json"), "{}").expect("spec");
+        let shim = Command::new(env!("CARGO_BIN_EXE_nanoscale"))
+            .arg("shim")
+            .arg(&forged)
+            .output()
+            .expect("nanoscale shim");
+        let said = String::from_utf8_lossy(&shim.stderr);
+        assert!(
+            !shim.status.success() && said.contains("is not root's alone"),
+            "{said}"
+        );
+        assert!(!forged.join("exit.json").exists());
+    }
     bystander.kill().expect("kill");
     let _ = bystander.wait();
 

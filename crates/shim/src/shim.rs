@@ -12,7 +12,7 @@
 //! an inherited "ignore" (e.g. SIGHUP under nohup) for the app.
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -40,10 +40,22 @@ const TICK: Duration = Duration::from_secs(1);
 /// code: 0 once the outcome (exit or failure to start) is recorded in `exit.json`.
 pub fn main(dir: &Path) -> i32 {
     // The sandbox changes the working directory; every path must stand on its own.
-    let Ok(dir) = std::path::absolute(dir) else {
+    let Ok(given) = std::path::absolute(dir) else {
         return 1;
     };
-    let dir = dir.as_path();
+    // Every file of the shim is reached through its directory as opened here, so
+    // nothing done to the path afterwards (a parent renamed, a link swapped in by
+    // whoever owns a parent) can redirect a root shim; nor is a shim directory
+    // anyone else could have filled trusted by a root shim.
+    let pinned = match pin(&given) {
+        Ok(pinned) => pinned,
+        Err(reason) => {
+            eprintln!("nanoscale shim: {reason}");
+            return 1;
+        }
+    };
+    let dir_path = std::path::PathBuf::from(format!("/proc/self/fd/{}", pinned.as_raw_fd()));
+    let dir = dir_path.as_path();
     let never_ran = |reason| ExitRecord {
         info: ExitInfo {
             code: None,
@@ -54,7 +66,7 @@ pub fn main(dir: &Path) -> i32 {
         },
         start_error: Some(reason),
     };
-    match run(dir).or_else(|reason| {
+    match run(dir, &given).or_else(|reason| {
         record(dir, &never_ran(reason.clone())).map_err(|error| format!("{reason}; {error}"))
     }) {
         Ok(()) => 0,
@@ -66,7 +78,30 @@ pub fn main(dir: &Path) -> i32 {
     }
 }
 
-fn run(dir: &Path) -> Result<(), String> {
+/// The shim's directory, opened without following a link. A root shim runs only
+/// in a directory of root's that nobody else may write.
+fn pin(dir: &Path) -> Result<OwnedFd, String> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::{fstat, Mode};
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    let fd = open(dir, flags, Mode::empty())
+        .map_err(|error| format!("opening {}: {error}", dir.display()))?;
+    let stat = fstat(&fd).map_err(|error| format!("reading {}: {error}", dir.display()))?;
+    if nix::unistd::geteuid().is_root() && (stat.st_uid != 0 || stat.st_mode & 0o022 != 0) {
+        return Err(format!(
+            "{} is not root's alone (uid {}, mode {:o}); a root shim runs only in a \
+             directory the privileged helper made",
+            dir.display(),
+            stat.st_uid,
+            stat.st_mode & 0o7777
+        ));
+    }
+    Ok(fd)
+}
+
+/// Runs the app; `dir` is the pinned directory (`/proc/self/fd/N`), `given` the
+/// path it was given as (the spec's paths are written in those terms).
+fn run(dir: &Path, given: &Path) -> Result<(), String> {
     let signals =
         Signals::install().map_err(|error| format!("installing signal handlers: {error}"))?;
 
@@ -112,10 +147,19 @@ fn run(dir: &Path) -> Result<(), String> {
         warnings.extend(create_warnings);
         warnings.extend(cgroup.join(std::process::id(), &spec.limits));
     }
+    // A log in the shim's own directory is reached through the pinned one too, and
+    // then needs no place in the app's view (the shim never uses the path).
+    let in_dir = spec.log_dir == given.join("log");
+    let log_dir = if in_dir {
+        dir.join("log")
+    } else {
+        spec.log_dir.clone()
+    };
     if let Some(sandbox) = &spec.sandbox {
-        let entered = std::fs::create_dir_all(&spec.log_dir)
+        let keep: Vec<&Path> = if in_dir { Vec::new() } else { vec![&log_dir] };
+        let entered = std::fs::create_dir_all(&log_dir)
             .map_err(|error| format!("creating {}: {error}", spec.log_dir.display()))
-            .and_then(|()| super::sandbox::enter(sandbox, &[dir, &spec.log_dir]));
+            .and_then(|()| super::sandbox::enter(sandbox, &keep));
         match entered {
             Ok(sandbox_warnings) => warnings.extend(sandbox_warnings),
             Err(reason) => {
@@ -129,7 +173,7 @@ fn run(dir: &Path) -> Result<(), String> {
         let _ = write_atomic(&dir.join(files::WARNINGS), &text, 0o644);
     }
 
-    let log = RotatingLog::open(&spec.log_dir, spec.log_max_bytes, spec.log_keep)
+    let log = RotatingLog::open(&log_dir, spec.log_max_bytes, spec.log_keep)
         .map_err(|error| format!("opening the log in {}: {error}", spec.log_dir.display()));
     let started = log.and_then(|log| {
         let app = nanoscale_process::spawn_app(&nanoscale_process::AppSpec {

@@ -24,6 +24,9 @@
 //! wait, kill, record".
 //! Architecture invariant: every file the agent reads from a shim directory is written
 //! atomically (temporary file + rename), so a reader never sees half a record.
+//! Architecture invariant: the shim opens its directory once (no link followed; as
+//! root, only one of root's alone) and reaches all of its files through that
+//! descriptor (`/proc/self/fd/N`), never through the path again.
 //!
 //! Deliberately absent: PR_SET_PDEATHSIG (the app must survive a shim killed with -9;
 //! `inspect` reports it `Orphaned` and `stop` cleans it up), restarts (the agent's
