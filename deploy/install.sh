@@ -5,8 +5,11 @@
 #
 # Fetches the control plane's own nanoscale binary (no outside download), joins
 # the cluster with the one-time token, and starts the node agent: as a systemd
-# unit where systemd runs, else supervised by `nanoscale node run`. Safe to run
-# again: what is already done is left as it is. --uninstall reverses it.
+# unit where systemd runs, else supervised by `nanoscale node run`. The agent runs
+# as the unprivileged `nanoscale` user (with CAP_NET_BIND_SERVICE only, for the
+# proxy's ports); what needs root it asks of `nanoscale helper`, through one exact
+# sudo rule written here and checked with visudo. Safe to run again: what is
+# already done is left as it is. --uninstall reverses it.
 #
 # Options:
 #   --join TOKEN           one-time join token (nanoscale node add)
@@ -75,6 +78,10 @@ if [ -n "$DATA_DIR" ]; then
         /*) ;;
         *) die "--data-dir must be an absolute path" ;;
     esac
+    # It is written into a sudo rule, where these are the only safe characters.
+    case "$DATA_DIR" in
+        *[!A-Za-z0-9/._-]*) die "--data-dir may hold only letters, digits and / . _ - (got '$DATA_DIR')" ;;
+    esac
     BIN_DIR="$DATA_DIR/bin"
     OWN_USER=0
 else
@@ -85,6 +92,13 @@ fi
 BIN="$BIN_DIR/nanoscale"
 UNIT=/etc/systemd/system/nanoscale-agent.service
 PID_FILE="$DATA_DIR/node.pid"
+AGENT_USER=nanoscale
+# One sudo rule per node; sudo skips files in sudoers.d whose name holds a dot.
+if [ "$OWN_USER" -eq 1 ]; then
+    SUDOERS=/etc/sudoers.d/nanoscale
+else
+    SUDOERS="/etc/sudoers.d/nanoscale-$(printf '%s' "$DATA_DIR" | sha256sum | cut -c1-12)"
+fi
 use_systemd() { [ "$OWN_USER" -eq 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
 
 # Every process of this node runs $BIN, or the shim written out of it (by the
@@ -148,6 +162,10 @@ if [ "$UNINSTALL" -eq 1 ]; then
             done
         fi
     fi
+    if [ -f "$SUDOERS" ]; then
+        rm -f "$SUDOERS"
+        say "removed the agent's sudo rule ($SUDOERS)"
+    fi
     if [ -f /etc/hosts ] && grep -q "^# BEGIN nanoscale $DATA_DIR/" /etc/hosts; then
         sed -i "\\|^# BEGIN nanoscale $DATA_DIR/|,\\|^# END nanoscale $DATA_DIR/|d" /etc/hosts
         say "removed this node's block from /etc/hosts"
@@ -176,10 +194,29 @@ remote_arch=$(echo "$remote" | awk '{print $2}')
 arch=$(uname -m)
 [ "$arch" = "$remote_arch" ] || die "this server is $arch but the control plane runs $remote_arch; NanoScale serves only its own binary"
 
-if [ "$OWN_USER" -eq 1 ] && ! id nanoscale >/dev/null 2>&1; then
-    useradd --system --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin nanoscale 2>/dev/null \
-        || useradd -r -d "$DATA_DIR" -M -s /sbin/nologin nanoscale
-    say "created the nanoscale system user"
+# The agent's user, shared by every node of this host (nodes made with
+# --data-dir included).
+if ! id "$AGENT_USER" >/dev/null 2>&1; then
+    useradd --system --user-group --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin "$AGENT_USER" 2>/dev/null \
+        || useradd -r -U -d "$DATA_DIR" -M -s /sbin/nologin "$AGENT_USER"
+    say "created the $AGENT_USER system user"
+fi
+# sudo (and setpriv, where systemd does not start the agent) let the agent run
+# unprivileged; without them it runs as root, as it says.
+if ! command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    if DEBIAN_FRONTEND=noninteractive apt-get install -y -q sudo >/dev/null 2>&1; then
+        say "installed sudo (the agent's way to its privileged helper)"
+    fi
+fi
+SUDO=$(command -v sudo 2>/dev/null || true)
+SETPRIV=$(command -v setpriv 2>/dev/null || true)
+AS_ROOT=0
+if [ -z "$SUDO" ] || ! command -v visudo >/dev/null 2>&1; then
+    AS_ROOT=1
+    say "warning: sudo is not installed; the agent runs as root (install sudo and run this again to change that)"
+elif ! use_systemd && [ -z "$SETPRIV" ]; then
+    AS_ROOT=1
+    say "warning: setpriv (util-linux) is not installed; the agent runs as root (install it and run this again to change that)"
 fi
 # Security modes B and C need nftables; install it where apt can, or say what
 # is missing (the node then reports the modes as unavailable).
@@ -192,9 +229,13 @@ if ! command -v nft >/dev/null 2>&1 && [ ! -x /usr/sbin/nft ]; then
     fi
 fi
 umask 077
+# The data dir and the binary are root's: sudo runs that binary as root, and the
+# helper keeps its own files in $DATA_DIR/helper. The agent's group may enter it.
 mkdir -p "$DATA_DIR" "$DATA_DIR/apps" "$BIN_DIR"
-chmod 700 "$DATA_DIR" "$DATA_DIR/apps"
-[ "$OWN_USER" -eq 1 ] && chmod 755 "$BIN_DIR"
+chown "root:$AGENT_USER" "$DATA_DIR"
+chmod 750 "$DATA_DIR"
+chmod 700 "$DATA_DIR/apps"
+chmod 755 "$BIN_DIR"
 
 have_sha=""
 [ -x "$BIN" ] && have_sha=$(sha256sum "$BIN" | awk '{print $1}')
@@ -228,6 +269,46 @@ else
     NANOSCALE_JOIN_TOKEN="$TOKEN" "$BIN" "$@"
 fi
 
+# The agent's own state is its user's. A node a root agent ran before keeps its
+# apps: the agent's records become its user's; the shims' directories stay
+# root's, readable by the agent's group (as the helper makes new ones).
+HELPER_COMMAND=""
+if [ "$AS_ROOT" -eq 0 ]; then
+    mkdir -p "$DATA_DIR/agent" "$DATA_DIR/proxy"
+    chown -R "$AGENT_USER:$AGENT_USER" "$DATA_DIR/agent" "$DATA_DIR/proxy"
+    chown "$AGENT_USER:$AGENT_USER" "$DATA_DIR/apps"
+    chmod 750 "$DATA_DIR/apps"
+    for service in "$DATA_DIR"/apps/*/; do
+        [ -d "$service" ] || continue
+        chown "$AGENT_USER:$AGENT_USER" "$service"
+        for part in releases instances builds logs volumes; do
+            if [ -d "$service$part" ]; then chown "$AGENT_USER:$AGENT_USER" "$service$part"; fi
+        done
+        if [ -d "${service}source.git" ]; then chown -R "$AGENT_USER:$AGENT_USER" "${service}source.git"; fi
+        for shim in "$service"instances/*/ "$service"builds/*/ "$service"logs/*/; do
+            [ -d "$shim" ] || continue
+            chgrp -R "$AGENT_USER" "$shim"
+            chmod -R g+rX,g-w,o-rwx "$shim"
+            find "$shim" -type d -exec chmod g+s {} +
+        done
+    done
+    if [ -n "$SETPRIV" ] && ! "$SETPRIV" --reuid "$AGENT_USER" --regid "$AGENT_USER" --init-groups test -w "$DATA_DIR/agent"; then
+        die "the $AGENT_USER user cannot reach $DATA_DIR: a directory above it is closed to others; choose another --data-dir or open the parents (chmod o+x)"
+    fi
+    # Exactly one command, with these arguments and no others (the operation
+    # goes to its stdin). Checked by visudo before it is put in place.
+    HELPER_COMMAND="$SUDO -n $BIN helper --data-dir $DATA_DIR -"
+    printf 'Defaults:%s !log_allowed, !pam_session\n%s ALL=(root) NOPASSWD: %s helper --data-dir %s -\n' \
+        "$AGENT_USER" "$AGENT_USER" "$BIN" "$DATA_DIR" > "$SUDOERS.tmp"
+    chmod 440 "$SUDOERS.tmp"
+    if ! visudo -cf "$SUDOERS.tmp" >/dev/null; then
+        rm -f "$SUDOERS.tmp"
+        die "visudo refused the agent's sudo rule; nothing was changed"
+    fi
+    mv -f "$SUDOERS.tmp" "$SUDOERS"
+    say "the agent runs as $AGENT_USER; its one sudo rule is $SUDOERS (checked by visudo)"
+fi
+
 set -- --data-dir "$DATA_DIR" --proxy-listen "$PROXY_LISTEN" --internal-listen "$INTERNAL_LISTEN" --dns-listen "$DNS_LISTEN"
 if [ "$OWN_USER" -eq 1 ]; then set -- "$@" --hosts-file /etc/hosts; fi
 # The agent reads it from its environment (`node run` passes it on); in the unit
@@ -238,6 +319,16 @@ if [ -n "$SWAP_FILE_MIB" ]; then
     export NANOSCALE_SWAP_FILE_MIB="$SWAP_FILE_MIB"
 fi
 
+UNIT_USER=""
+if [ "$AS_ROOT" -eq 0 ]; then
+    UNIT_USER="
+User=$AGENT_USER
+Group=$AGENT_USER
+Environment=HOME=$DATA_DIR/agent
+Environment=\"NANOSCALE_HELPER_COMMAND=$HELPER_COMMAND\"
+# The proxy (started by the agent) binds the HTTP ports; nothing else is kept.
+AmbientCapabilities=CAP_NET_BIND_SERVICE"
+fi
 if use_systemd; then
     cat > "$UNIT.tmp" <<EOF
 [Unit]
@@ -247,7 +338,7 @@ Wants=network-online.target
 
 [Service]
 ExecStart=$BIN agent $* $AGENT_EXTRA
-WorkingDirectory=$DATA_DIR
+WorkingDirectory=$DATA_DIR$UNIT_USER
 Restart=always
 RestartSec=2
 # Apps run under their own shims and outlive agent restarts.
@@ -266,7 +357,14 @@ else
         say "agent already running (pid $(cat "$PID_FILE"))"
     else
         cd "$DATA_DIR"
-        setsid "$BIN" node run "$@" >> "$DATA_DIR/node.log" 2>&1 < /dev/null &
+        if [ "$AS_ROOT" -eq 0 ]; then
+            HOME="$DATA_DIR/agent" NANOSCALE_HELPER_COMMAND="$HELPER_COMMAND" \
+                setsid "$SETPRIV" --reuid "$AGENT_USER" --regid "$AGENT_USER" --init-groups \
+                --inh-caps +net_bind_service --ambient-caps +net_bind_service \
+                "$BIN" node run "$@" >> "$DATA_DIR/node.log" 2>&1 < /dev/null &
+        else
+            setsid "$BIN" node run "$@" >> "$DATA_DIR/node.log" 2>&1 < /dev/null &
+        fi
         echo $! > "$PID_FILE"
         say "agent running under nanoscale node run (pid $!, log $DATA_DIR/node.log)"
     fi

@@ -207,6 +207,11 @@ async fn build(
                         .into(),
                 );
             }
+            // The build made the tree the app's (0700): the proxy, the agent's
+            // user, reads it through the agent's group.
+            if context.config.sandbox && plan.build.is_some() {
+                crate::sandbox::share_release(&context.config, &dir).await?;
+            }
             // Checked again after the build, which may have made (or swapped) it.
             let root = crate::build::static_root(&dir, &root).map_err(|e| e.to_string())?;
             static_run_plan(&root)

@@ -15,6 +15,7 @@
 //! | `stop_shim {service, dir, grace_ms}` | stops the run in `dir`: SIGTERM to the shim it records (pid and start time, so a reused pid is never hit), SIGKILL of the app's group after the grace, the app's group itself when the shim is gone; its cgroup removed | `dir` as for `start_shim`; `grace_ms` at most an hour |
 //! | `remove_app_dir {service, dir}` | deletes the tree, its parent pinned by a descriptor and nothing followed | `dir` is exactly `<apps>/<service>`, or its `releases/<n>`, `builds/<n>`, `instances/<id>[/health]` or `logs/<id>` (no `..`, no symlink); gone already is done |
 //! | `keep_log {service, dir}` | moves the stopped instance's `log` to `<apps>/<service>/logs/<id>` and deletes all but the newest kept logs, by descriptor (`runtime::logs::keep_stopped_in`) | `dir` is exactly `<apps>/<service>/instances/<id>` |
+//! | `share_release {service, dir}` | a built static release's top directory to the apps directory's group, 0750 (the proxy, as the agent's user, serves it) | `dir` is exactly `<apps>/<service>/releases/<n>` |
 //! | `sync_hosts {address, names}` | this node's block in `/etc/hosts` (marked with `<data>/proxy`; the file is fixed), `traffic::sync_hosts_file` | `address` is a loopback address; at most 4096 names, each `<label>[.<label>].svc.internal` |
 //! | `create_swap {size_mib}` | `<data>/helper/swapfile`: zeros, 0600, mkswap, swapon (nothing when it is on already) | 16 MiB to 64 GiB, and 512 MiB of disk left beside it; the path is the helper's own |
 //! | `remove_swap {}` | swapoff and delete it | a plain file, not a link |
@@ -81,6 +82,12 @@ pub enum Operation {
         dir: PathBuf,
     },
     KeepLog {
+        service: String,
+        dir: PathBuf,
+    },
+    /// A built static release: its top directory to the agent's group, 0750, so
+    /// that the proxy (the agent's user) reads the files the build made.
+    ShareRelease {
         service: String,
         dir: PathBuf,
     },
@@ -264,6 +271,10 @@ impl Helper {
                 check_service(service)?;
                 self.check_app_dir(service, dir, Shape::Instance)
             }
+            Operation::ShareRelease { service, dir } => {
+                check_service(service)?;
+                self.check_app_dir(service, dir, Shape::Release)
+            }
             Operation::ApplyFirewall { plan } => plan.script().map(|_| ()),
             Operation::CreateSwap { size_mib } => swap::check_size(*size_mib),
             Operation::RemoveSwap {} => Ok(()),
@@ -321,6 +332,24 @@ impl Helper {
                 tokio::task::spawn_blocking(move || helper.remove_app_dir(&owned))
                     .await
                     .map_err(|error| format!("removing {}: {error}", dir.display()))?
+            }
+            Operation::ShareRelease { dir, .. } => {
+                use nix::unistd::{fchownat, Gid};
+                let group = std::fs::metadata(&self.apps_dir)
+                    .map_err(|error| format!("reading {}: {error}", self.apps_dir.display()))?;
+                let group = std::os::unix::fs::MetadataExt::gid(&group);
+                let release = tree::open_dir(&self.apps_dir, &self.parts(dir)?)?;
+                fchownat(
+                    &release,
+                    "",
+                    None,
+                    Some(Gid::from_raw(group)),
+                    nix::fcntl::AtFlags::AT_EMPTY_PATH,
+                )
+                .map_err(|errno| format!("giving {} its group: {errno}", dir.display()))?;
+                nix::sys::stat::fchmod(&release, nix::sys::stat::Mode::from_bits_truncate(0o750))
+                    .map_err(|errno| format!("chmod {}: {errno}", dir.display()))?;
+                Ok(Answer::Done)
             }
             Operation::KeepLog { service, dir } => {
                 let id = dir
@@ -531,6 +560,7 @@ impl Helper {
             }
             (Shape::Shim | Shape::NewShim, [owner, "builds", n]) => *owner == service && number(n),
             (Shape::Removable, [owner]) => *owner == service,
+            (Shape::Release, [owner, "releases", n]) => *owner == service && number(n),
             (Shape::Instance, [owner, "instances", id]) => {
                 *owner == service && crate::runtime::valid_id(id)
             }
@@ -739,6 +769,8 @@ enum Shape {
     Removable,
     /// An instance's directory.
     Instance,
+    /// A release.
+    Release,
 }
 
 impl Shape {
@@ -749,6 +781,7 @@ impl Shape {
                 "{apps}/{service}/home, {apps}/{service}/releases/<n> or {apps}/{service}/volumes/<name>"
             ),
             Shape::Instance => format!("{apps}/{service}/instances/<id>"),
+            Shape::Release => format!("{apps}/{service}/releases/<n>"),
             Shape::Removable => format!(
                 "{apps}/{service} or its releases/<n>, builds/<n>, instances/<id>[/health] or logs/<id>"
             ),

@@ -211,25 +211,41 @@ pub async fn remove(config: &crate::context::AgentConfig, dir: &Path) -> Result<
             _ => Ok(()),
         };
     }
-    Helper::for_agent(config)?
-        .run(&Operation::RemoveAppDir {
-            service: service_of(config, dir)?,
-            dir: dir.to_path_buf(),
-        })
-        .await
-        .map(|_| ())
+    on_dir(config, dir, |service, dir| Operation::RemoveAppDir {
+        service,
+        dir,
+    })
+    .await
+}
+
+/// Lets the agent's group (the proxy) read the built static release `dir`
+/// through the privileged helper (`share_release`).
+pub async fn share_release(config: &crate::context::AgentConfig, dir: &Path) -> Result<(), String> {
+    on_dir(config, dir, |service, dir| Operation::ShareRelease {
+        service,
+        dir,
+    })
+    .await
 }
 
 /// Keeps the log of the stopped instance in `dir` through the privileged helper
 /// (`keep_log`).
 pub async fn keep_log(config: &crate::context::AgentConfig, dir: &Path) -> Result<(), String> {
-    Helper::for_agent(config)?
-        .run(&Operation::KeepLog {
-            service: service_of(config, dir)?,
-            dir: dir.to_path_buf(),
-        })
-        .await
-        .map(|_| ())
+    on_dir(config, dir, |service, dir| Operation::KeepLog {
+        service,
+        dir,
+    })
+    .await
+}
+
+/// The helper's operation `make(service, dir)` on `dir` of a service.
+async fn on_dir(
+    config: &crate::context::AgentConfig,
+    dir: &Path,
+    make: impl FnOnce(String, PathBuf) -> Operation,
+) -> Result<(), String> {
+    let operation = make(service_of(config, dir)?, dir.to_path_buf());
+    Helper::for_agent(config)?.run(&operation).await.map(|_| ())
 }
 
 /// `<apps>/<service>/...`: the service is the first part under the apps dir.

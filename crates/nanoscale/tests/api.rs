@@ -1618,6 +1618,11 @@ async fn join_tokens_and_the_install_script() {
             &["--data-dir", "relative/dir"][..],
             "--data-dir must be an absolute path",
         ),
+        // It goes into the agent's sudo rule: nothing that rule's syntax reads.
+        (
+            &["--data-dir", "/srv/node 1,ALL"][..],
+            "--data-dir may hold only letters, digits and / . _ -",
+        ),
         (&["--frobnicate"][..], "unknown option --frobnicate"),
     ] {
         let run = std::process::Command::new("sh")

@@ -37,6 +37,13 @@ fn a_cluster_of_namespaces_joins_deploys_heals_and_refuses_intruders() {
         .prefix("nanoscale-cluster-")
         .tempdir_in("/tmp")
         .expect("tempdir");
+    // The nodes' agents run as the unprivileged `nanoscale` user, which must be
+    // able to reach its data dir (as under /var/lib).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
     hosts.run_on("cp", || cluster(&hosts, work.path()));
 }
 
@@ -115,7 +122,55 @@ async fn cluster(hosts: &Hosts, work: &Path) {
     let identity = data_dir(work, "w1").join("agent/cluster");
     assert_eq!(mode(&identity), 0o700);
     assert_eq!(mode(&identity.join("node.key")), 0o600);
-    assert_eq!(mode(&data_dir(work, "w1").join("apps")), 0o700);
+    // The agent is not root: its state is its user's, the data dir (and the
+    // binary in it, which sudo runs as root) root's, its one sudo rule exact.
+    let agent_user = nix::unistd::User::from_name("nanoscale")
+        .unwrap()
+        .expect("install.sh made the nanoscale user");
+    let w1 = data_dir(work, "w1");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = |path: &Path| std::fs::metadata(path).unwrap().uid();
+        assert_eq!(mode(&w1.join("apps")), 0o750);
+        assert_eq!(owner(&w1.join("apps")), agent_user.uid.as_raw());
+        assert_eq!(owner(&identity.join("node.key")), agent_user.uid.as_raw());
+        assert_eq!((owner(&w1), mode(&w1)), (0, 0o750));
+        assert_eq!(owner(&w1.join("bin/nanoscale")), 0);
+        let agent = std::fs::read_to_string(w1.join("agent/agent.lock")).unwrap();
+        let agent = Path::new("/proc").join(agent.trim());
+        assert_eq!(owner(&agent), agent_user.uid.as_raw(), "the agent's user");
+        let status = std::fs::read_to_string(agent.join("status")).unwrap();
+        let ambient = status
+            .lines()
+            .find_map(|line| line.strip_prefix("CapAmb:"))
+            .map(|caps| u64::from_str_radix(caps.trim(), 16).unwrap());
+        assert_eq!(
+            ambient,
+            Some(1 << 10),
+            "CAP_NET_BIND_SERVICE only: {status}"
+        );
+        let rules: Vec<String> = std::fs::read_dir("/etc/sudoers.d")
+            .unwrap()
+            .flatten()
+            .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+            .filter(|text| text.contains(&format!("--data-dir {} -", w1.display())))
+            .collect();
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert!(
+            rules[0].contains(&format!(
+                "nanoscale ALL=(root) NOPASSWD: {} helper --data-dir {} -\n",
+                w1.join("bin/nanoscale").display(),
+                w1.display()
+            )),
+            "{}",
+            rules[0]
+        );
+        let checked = std::process::Command::new("/usr/sbin/visudo")
+            .arg("-c")
+            .output()
+            .unwrap();
+        assert!(checked.status.success(), "{checked:?}");
+    }
 
     // Running the install again changes nothing (no token needed).
     let again = hosts.exec(
@@ -488,6 +543,14 @@ async fn cluster(hosts: &Hosts, work: &Path) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(!w2.exists(), "uninstall removes {}", w2.display());
+    let rule_left = std::fs::read_dir("/etc/sudoers.d")
+        .unwrap()
+        .flatten()
+        .any(|entry| {
+            std::fs::read_to_string(entry.path())
+                .is_ok_and(|text| text.contains(&format!("--data-dir {} -", w2.display())))
+        });
+    assert!(!rule_left, "uninstall removes the node's sudo rule");
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(
         said.contains("removed NanoScale's firewall table"),

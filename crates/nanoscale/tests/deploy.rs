@@ -1038,7 +1038,12 @@ async fn an_agent_that_is_not_root_deploys_through_sudo_and_its_helper() {
     let helper = format!("{bin} helper --data-dir {} -", data.display());
     let _rule = SudoRule::write(
         &format!("nanoscale-test-{}", std::process::id()),
-        &format!("nanoscale-test ALL=(root) NOPASSWD: {helper}\n"),
+        // As install.sh writes it: one command, these arguments, nothing logged
+        // for each call.
+        &format!(
+            "Defaults:nanoscale-test !log_allowed, !pam_session\n\
+             nanoscale-test ALL=(root) NOPASSWD: {helper}\n"
+        ),
     );
     let command = format!("/usr/bin/sudo -n {helper}");
     let proxy = format!("127.0.0.1:{}", common::free_port());
@@ -1123,6 +1128,43 @@ async fn an_agent_that_is_not_root_deploys_through_sudo_and_its_helper() {
         )
         .await;
     assert!(logs.to_string().contains("listening on"), "{logs}");
+
+    // A static site whose build (as its own user) made a file: the proxy, as the
+    // agent's user, serves it through the agent's group.
+    let (keep_site, site_repo, site_commits) = fixture_repo(&[("static-site", "v1")]);
+    chown_tree(keep_site.path(), uid, gid);
+    let projects = server.get("/api/v1/projects", &token).await;
+    let project = projects[0]["id"].as_str().expect("the project");
+    let created = server
+        .post(
+            &format!("/api/v1/projects/{project}/services"),
+            &token,
+            json!({
+                "name": "lowsite",
+                "source": {"git": format!("file://{}", site_repo.display()), "ref": site_commits[0]},
+                "build": "echo built by the app > built.txt",
+                "routes": [{"host": "lowsite.test"}],
+            }),
+        )
+        .await;
+    let site = App {
+        server: &server,
+        token: token.clone(),
+        service: created["id"].as_str().expect("id").to_owned(),
+    };
+    let built = site.deploy(&site_commits[0]).await;
+    site.wait_release(built, "live").await;
+    let page = wait_for("the built static file through the proxy", async || {
+        let response = reqwest::Client::new()
+            .get(format!("http://{proxy}/built.txt"))
+            .header("host", "lowsite.test")
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(response.text().await.ok()?)
+    })
+    .await;
+    assert_eq!(page.trim(), "built by the app");
 
     // Removing the service removes its files (the app's and the helper's) and its user.
     let (status, body) = server

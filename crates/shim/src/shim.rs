@@ -102,6 +102,12 @@ fn pin(dir: &Path) -> Result<OwnedFd, String> {
 /// Runs the app; `dir` is the pinned directory (`/proc/self/fd/N`), `given` the
 /// path it was given as (the spec's paths are written in those terms).
 fn run(dir: &Path, given: &Path) -> Result<(), String> {
+    // The records get exactly the modes they are written with (the agent's group
+    // reads them), and the app makes its files readable (0644) unless it says
+    // otherwise, whatever umask the shim got (sudo's is 077 for a caller with
+    // 077): an app's tree is closed to others at its top, and a static site's
+    // files must be readable by the proxy through the agent's group.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let signals =
         Signals::install().map_err(|error| format!("installing signal handlers: {error}"))?;
 
