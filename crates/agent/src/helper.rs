@@ -308,7 +308,7 @@ impl Helper {
             } => {
                 let user = lookup(&user_name(service))?
                     .ok_or_else(|| format!("{} does not exist yet", user_name(service)))?;
-                let agent = self.agent_uid()?;
+                let (agent, _) = self.agent_account()?;
                 let dir_fd = tree::open_dir(&self.apps_dir, &self.parts(dir)?)?;
                 // The links' targets are the helper's to name, not the agent's.
                 let targets: Vec<PathBuf> = volumes
@@ -335,9 +335,7 @@ impl Helper {
             }
             Operation::ShareRelease { dir, .. } => {
                 use nix::unistd::{fchownat, Gid};
-                let group = std::fs::metadata(&self.apps_dir)
-                    .map_err(|error| format!("reading {}: {error}", self.apps_dir.display()))?;
-                let group = std::os::unix::fs::MetadataExt::gid(&group);
+                let (_, group) = self.agent_account()?;
                 let release = tree::open_dir(&self.apps_dir, &self.parts(dir)?)?;
                 fchownat(
                     &release,
@@ -516,11 +514,12 @@ impl Helper {
         self.apps_dir_given.parent().unwrap_or(&self.apps_dir_given)
     }
 
-    /// The agent's user: the owner of the apps directory (root, for a root agent).
-    fn agent_uid(&self) -> Result<u32, String> {
+    /// The agent's user and group: the apps directory's owner and group (root's,
+    /// for a root agent).
+    fn agent_account(&self) -> Result<(u32, u32), String> {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(&self.apps_dir)
-            .map(|meta| meta.uid())
+            .map(|meta| (meta.uid(), meta.gid()))
             .map_err(|error| format!("reading {}: {error}", self.apps_dir.display()))
     }
 
@@ -617,10 +616,7 @@ impl Helper {
     /// `shim.pid` pointed at another process. A directory already there must be
     /// the helper's: one the agent made could hold links the root shim would follow.
     fn shim_dir(&self, dir: &Path) -> Result<PathBuf, String> {
-        use std::os::unix::fs::MetadataExt;
-        let group = std::fs::metadata(&self.apps_dir)
-            .map_err(|error| format!("reading {}: {error}", self.apps_dir.display()))?
-            .gid();
+        let (_, group) = self.agent_account()?;
         made_and_mine(
             dir,
             "a shim runs only in a directory the helper made; remove it and start again",
