@@ -8,7 +8,7 @@
 // path is printed at the end. Figures (bundle size, first render with 200
 // services) are printed too. Exits non-zero on the first failed step.
 import { execFileSync, spawn } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -51,6 +51,9 @@ function withoutDatabaseUrl(env) {
 
 async function startNanoscale(dir, proxyPort, clusterPort) {
   const data = join(dir, "data");
+  // The whole log goes to a file, printed when a step fails: a failure in CI must
+  // say what the agent was doing.
+  const log = openSync(join(dir, "server.log"), "a");
   const child = spawn(
     bin,
     [
@@ -68,7 +71,7 @@ async function startNanoscale(dir, proxyPort, clusterPort) {
       "--dns-listen",
       "off",
     ],
-    { env: withoutDatabaseUrl({ ...process.env, NANOSCALE_LOG: "warn" }), stdio: ["ignore", "pipe", "inherit"], detached: true },
+    { env: withoutDatabaseUrl({ ...process.env, NANOSCALE_LOG: process.env.NANOSCALE_E2E_LOG ?? "info" }), stdio: ["ignore", "pipe", log], detached: true },
   );
   const url = await new Promise((ok, bad) => {
     const timer = setTimeout(() => bad(new Error("nanoscale up printed no API URL in 60 s")), 60_000);
@@ -110,6 +113,52 @@ function killUnder(dir) {
   }
 }
 
+/**
+ * What the node was doing when a step failed: the end of the server's log (without
+ * the per-request lines), each build's and instance's shim records, and the run's
+ * processes.
+ */
+function diagnose(dir) {
+  const text = (path) => {
+    try {
+      return readFileSync(path, "utf8").trim();
+    } catch {
+      return null;
+    }
+  };
+  const log = (text(join(dir, "server.log")) ?? "").split("\n").filter((line) => !line.includes("request done"));
+  console.error(`\n==> server log, last 150 of ${log.length} lines (without requests):\n${log.slice(-150).join("\n")}`);
+  const apps = join(dir, "data/apps");
+  for (const service of existsSync(apps) ? readdirSync(apps) : []) {
+    for (const kind of ["builds", "instances"]) {
+      const parent = join(apps, service, kind);
+      for (const name of existsSync(parent) ? readdirSync(parent) : []) {
+        const shim = join(parent, name);
+        const records = ["shim.pid", "app.pid", "exit.json", "warnings.json"].map((file) => `${file}=${text(join(shim, file))}`);
+        console.error(`==> ${service}/${kind}/${name}: ${records.join(" ")}`);
+      }
+    }
+  }
+  for (const pid of readdirSync("/proc").filter((name) => /^\d+$/.test(name))) {
+    // The agent's threads, where one is stuck in a blocking call.
+    if (!(text(`/proc/${pid}/cmdline`) ?? "").startsWith(`${bin}\0agent\0--data-dir\0${dir}`)) continue;
+    try {
+      const stacks = execFileSync("gdb", ["-p", pid, "-batch", "-ex", "thread apply all bt 12"], { encoding: "utf8", timeout: 60_000 });
+      console.error(`==> agent ${pid} threads:\n${stacks}`);
+    } catch (error) {
+      console.error(`==> no stacks of agent ${pid}: ${error.message}`);
+    }
+  }
+  try {
+    console.error(`==> processes:\n${execFileSync("ps", ["-eo", "pid,ppid,stat,etime,args"], { encoding: "utf8" })
+      .split("\n")
+      .filter((line) => line.includes(dir) || line.includes("nanoscale"))
+      .join("\n")}`);
+  } catch {
+    // no ps
+  }
+}
+
 async function waitFor(what, probe, timeoutMs = 60_000) {
   const start = Date.now();
   let last;
@@ -142,6 +191,7 @@ async function main() {
   });
   const problems = [];
   const steps = [];
+  let failed = false;
   try {
     const context = await browser.newContext({ baseURL: url, viewport: { width: 1280, height: 900 } });
     context.setDefaultTimeout(30_000);
@@ -630,6 +680,10 @@ async function main() {
     });
 
     if (problems.length > 0) fail(`the browser reported:\n  ${problems.join("\n  ")}`);
+  } catch (error) {
+    failed = true;
+    diagnose(dir);
+    throw error;
   } finally {
     await browser.close();
     try {
@@ -644,7 +698,8 @@ async function main() {
       // already gone
     }
     killUnder(dir);
-    rmSync(dir, { recursive: true, force: true });
+    if (failed) console.error(`==> the run's files are kept in ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
   }
   console.log(`\ndashboard e2e: ${steps.length} steps passed; screenshots in ${shots}`);
 }

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { ApiError } from "./api/client";
 import { withGaps } from "./chartData";
-import { keysFor } from "./api/live";
+import { keysFor, refreshOlderThan } from "./api/live";
+import { QueryClient } from "@tanstack/react-query";
 import { fieldError, isFormLevel } from "./forms";
 import { failing } from "./health";
 import { logStreamUrl, Seen } from "./api/logStream";
@@ -72,6 +73,14 @@ describe("live updates", () => {
     expect(k).toContainEqual(["services", "s1"]);
     expect(k).toContainEqual(["events"]);
     expect(keysFor({ kind: "node.joined", service_id: null, project_id: null })).toContainEqual(["nodes"]);
+  });
+  it("re-read what was fetched before the stream was ready, and only that", async () => {
+    const client = new QueryClient();
+    client.setQueryData(["services", "s1", "releases"], ["building"], { updatedAt: 1_000 });
+    client.setQueryData(["services", "s1", "env"], ["A"], { updatedAt: 3_000 });
+    await refreshOlderThan(client, 2_000);
+    expect(client.getQueryState(["services", "s1", "releases"])?.isInvalidated).toBe(true);
+    expect(client.getQueryState(["services", "s1", "env"])?.isInvalidated).toBe(false);
   });
 });
 

@@ -90,6 +90,12 @@ pub async fn start(context: &Arc<Context>, workload: &Workload) -> StoreResult<(
             key,
         };
         let outcome = build(&context, &workload).await;
+        tracing::debug!(
+            service = %workload.service,
+            release = workload.release_number,
+            ok = outcome.is_ok(),
+            "build ended; recording its outcome"
+        );
         let store = &context.store;
         let recorded = match outcome {
             Ok((dir, run, how)) => {
@@ -132,8 +138,15 @@ pub async fn start(context: &Arc<Context>, workload: &Workload) -> StoreResult<(
                     .await
             }
         };
-        if let Err(error) = recorded {
-            tracing::error!(%error, release = %workload.release_id, "could not record a build outcome");
+        match recorded {
+            Ok(()) => tracing::debug!(
+                service = %workload.service,
+                release = workload.release_number,
+                "build outcome recorded"
+            ),
+            Err(error) => {
+                tracing::error!(%error, release = %workload.release_id, "could not record a build outcome")
+            }
         }
     });
     Ok(())
@@ -193,6 +206,7 @@ async fn build(
     let tools = |program: &str| nanoscale_process::which(program).is_some();
     let plan = detect(&dir, spec.build.as_deref(), spec.run.as_deref(), &tools)
         .map_err(|error| error.to_string())?;
+    tracing::debug!(service = %workload.service, release = workload.release_number, ?plan, "build planned");
     if let Some(command) = &plan.build {
         crate::low_memory::ensure(context).await;
         run_build(context, workload, &dir, command).await?;
@@ -314,14 +328,16 @@ async fn run_build(
         sandbox: confinement.sandbox,
     };
     crate::sandbox::launch(&context.config, &workload.service, &dir, &spec).await?;
+    tracing::debug!(service = %workload.service, release = workload.release_number, "build launched");
     let log = dir.join("log");
-    match runtime::wait_for_exit(
+    let ended = runtime::wait_for_exit(
         &dir,
         context.config.build_timeout,
         Duration::from_millis(100),
     )
-    .await
-    {
+    .await;
+    tracing::debug!(service = %workload.service, release = workload.release_number, ?ended, "build's shim ended");
+    match ended {
         runtime::Ended::Exited(exit) if exit.code == Some(0) => Ok(()),
         runtime::Ended::Exited(exit) => {
             let how = crate::executor::describe(&exit);

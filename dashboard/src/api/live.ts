@@ -2,6 +2,12 @@
 // control plane records invalidates the queries it can change, so every page
 // updates without reloads. EventSource reconnects by itself and resends
 // Last-Event-ID; on "lagged" we re-read everything.
+//
+// The stream only carries events from the moment the server subscribed it, which
+// it marks with "ready". A query answered before that may predate an event the
+// stream will never carry (a build that fails between a page's first fetch and
+// its stream opening left the release "building" on screen for good): on every
+// "ready", what was fetched before it is read again.
 import { type QueryClient, useQueryClient } from "@tanstack/react-query";
 import { useEffect, useState } from "react";
 import type { Schemas } from "./client";
@@ -25,6 +31,14 @@ export function keysFor(event: Pick<Schemas["Event"], "kind" | "service_id" | "p
   return out;
 }
 
+/**
+ * Invalidates every query whose data is older than `at` (ms since the epoch),
+ * which includes every query still in flight for the first time.
+ */
+export function refreshOlderThan(client: QueryClient, at: number): Promise<void> {
+  return client.invalidateQueries({ predicate: (query) => query.state.dataUpdatedAt < at });
+}
+
 function invalidate(client: QueryClient, list: readonly (readonly unknown[])[]): void {
   for (const queryKey of list) void client.invalidateQueries({ queryKey });
 }
@@ -37,6 +51,9 @@ export function useLiveEvents(enabled: boolean): LiveState {
     const source = new EventSource("/api/v1/events/stream");
     source.addEventListener("ready", () => {
       setState("live");
+      // Whatever was read or in flight until now may have been read before the
+      // server subscribed; what is fetched from here on is covered by the stream.
+      void refreshOlderThan(client, Date.now());
     });
     source.addEventListener("event", (message: MessageEvent<string>) => {
       try {
