@@ -1,8 +1,8 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ApiError } from "./api/client";
 import { withGaps } from "./chartData";
 import { keysFor, refreshOlderThan } from "./api/live";
-import { QueryClient } from "@tanstack/react-query";
+import { QueryClient, QueryObserver } from "@tanstack/react-query";
 import { fieldError, isFormLevel } from "./forms";
 import { failing } from "./health";
 import { logStreamUrl, Seen } from "./api/logStream";
@@ -81,6 +81,35 @@ describe("live updates", () => {
     await refreshOlderThan(client, 2_000);
     expect(client.getQueryState(["services", "s1", "releases"])?.isInvalidated).toBe(true);
     expect(client.getQueryState(["services", "s1", "env"])?.isInvalidated).toBe(false);
+  });
+  it("read again a query whose fetch was under way when the stream became ready", async () => {
+    const client = new QueryClient();
+    let release: (() => void) | undefined;
+    let calls = 0;
+    const observer = new QueryObserver(client, {
+      queryKey: ["services", "s1", "releases"],
+      queryFn: () => {
+        calls += 1;
+        if (calls > 1) return Promise.resolve("failed");
+        // The first answer is held until the stream is ready, as in the race.
+        return new Promise<string>((resolve) => {
+          release = () => {
+            resolve("building");
+          };
+        });
+      },
+    });
+    const unsubscribe = observer.subscribe(() => undefined);
+    await vi.waitFor(() => {
+      expect(calls).toBe(1);
+    });
+    void refreshOlderThan(client, Date.now() + 1);
+    release?.();
+    await vi.waitFor(() => {
+      expect(client.getQueryData(["services", "s1", "releases"])).toBe("failed");
+    });
+    expect(calls).toBe(2);
+    unsubscribe();
   });
 });
 

@@ -32,11 +32,26 @@ export function keysFor(event: Pick<Schemas["Event"], "kind" | "service_id" | "p
 }
 
 /**
- * Invalidates every query whose data is older than `at` (ms since the epoch),
- * which includes every query still in flight for the first time.
+ * Re-reads every query whose data is older than `at` (ms since the epoch). A
+ * query still being fetched is read again once that fetch ends: invalidating it
+ * now would only join the fetch under way, whose answer may be the stale one.
  */
 export function refreshOlderThan(client: QueryClient, at: number): Promise<void> {
-  return client.invalidateQueries({ predicate: (query) => query.state.dataUpdatedAt < at });
+  const cache = client.getQueryCache();
+  const waiting = new Set(cache.findAll({ fetchStatus: "fetching" }).map((query) => query.queryHash));
+  if (waiting.size > 0) {
+    const unsubscribe = cache.subscribe((event) => {
+      if (!waiting.has(event.query.queryHash)) return;
+      const ended = event.type === "removed" || event.query.state.fetchStatus === "idle";
+      if (!ended) return;
+      waiting.delete(event.query.queryHash);
+      if (event.type !== "removed") void client.invalidateQueries({ queryKey: event.query.queryKey as readonly unknown[], exact: true });
+      if (waiting.size === 0) unsubscribe();
+    });
+  }
+  return client.invalidateQueries({
+    predicate: (query) => !waiting.has(query.queryHash) && query.state.dataUpdatedAt < at,
+  });
 }
 
 function invalidate(client: QueryClient, list: readonly (readonly unknown[])[]): void {
