@@ -96,7 +96,7 @@ async function startNanoscale(dir, proxyPort, clusterPort) {
  * or working directory inside the run's temp dir.
  */
 function killUnder(dir) {
-  for (const pid of readdirSync("/proc").filter((name) => /^\d+$/.test(name))) {
+  for (const pid of pids()) {
     let mine;
     try {
       mine = readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir) || readlinkSync(`/proc/${pid}/cwd`).startsWith(dir);
@@ -111,6 +111,11 @@ function killUnder(dir) {
       }
     }
   }
+}
+
+/** The ids of every running process. */
+function pids() {
+  return readdirSync("/proc").filter((name) => /^\d+$/.test(name));
 }
 
 /**
@@ -137,16 +142,6 @@ function diagnose(dir) {
         const records = ["shim.pid", "app.pid", "exit.json", "warnings.json"].map((file) => `${file}=${text(join(shim, file))}`);
         console.error(`==> ${service}/${kind}/${name}: ${records.join(" ")}`);
       }
-    }
-  }
-  for (const pid of readdirSync("/proc").filter((name) => /^\d+$/.test(name))) {
-    // The agent's threads, where one is stuck in a blocking call.
-    if (!(text(`/proc/${pid}/cmdline`) ?? "").startsWith(`${bin}\0agent\0--data-dir\0${dir}`)) continue;
-    try {
-      const stacks = execFileSync("gdb", ["-p", pid, "-batch", "-ex", "thread apply all bt 12"], { encoding: "utf8", timeout: 60_000 });
-      console.error(`==> agent ${pid} threads:\n${stacks}`);
-    } catch (error) {
-      console.error(`==> no stacks of agent ${pid}: ${error.message}`);
     }
   }
   try {

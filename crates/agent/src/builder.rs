@@ -90,12 +90,6 @@ pub async fn start(context: &Arc<Context>, workload: &Workload) -> StoreResult<(
             key,
         };
         let outcome = build(&context, &workload).await;
-        tracing::debug!(
-            service = %workload.service,
-            release = workload.release_number,
-            ok = outcome.is_ok(),
-            "build ended; recording its outcome"
-        );
         let store = &context.store;
         let recorded = match outcome {
             Ok((dir, run, how)) => {
