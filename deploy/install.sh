@@ -24,6 +24,9 @@
 #   --swap-file-mib MIB    on a host with under 2 GiB of RAM and no swap, let the
 #                          agent make a swap file of MIB MiB before it builds
 #                          (16-65536; without it the agent only warns)
+#   --supervisor S         what runs the apps: builtin (a small supervisor per
+#                          app, any host) or systemd (a hardened unit per app;
+#                          where systemd runs this host) [default: builtin]
 #   --uninstall            stop this node's agent, proxy and apps and remove it
 set -eu
 
@@ -39,6 +42,7 @@ INTERNAL_LISTEN="127.0.0.1:80"
 DNS_LISTEN="127.0.0.153:53"
 UNINSTALL=0
 SWAP_FILE_MIB=""
+SUPERVISOR=builtin
 
 say() { printf 'nanoscale: %s\n' "$*"; }
 die() { printf 'nanoscale: error: %s\n' "$*" >&2; exit 1; }
@@ -55,8 +59,9 @@ while [ $# -gt 0 ]; do
         --internal-listen) need_value "$@"; INTERNAL_LISTEN="$2"; shift 2 ;;
         --dns-listen) need_value "$@"; DNS_LISTEN="$2"; shift 2 ;;
         --swap-file-mib) need_value "$@"; SWAP_FILE_MIB="$2"; shift 2 ;;
+        --supervisor) need_value "$@"; SUPERVISOR="$2"; shift 2 ;;
         --uninstall) UNINSTALL=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0" 2>/dev/null || true; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0" 2>/dev/null || true; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -118,6 +123,13 @@ node_pids() {
     done
 }
 
+case "$SUPERVISOR" in
+    builtin) ;;
+    systemd) [ "$UNINSTALL" -eq 1 ] || use_systemd \
+        || die "--supervisor systemd needs systemd running this host, and the node's own data dir (no --data-dir)" ;;
+    *) die "--supervisor must be builtin or systemd (got '$SUPERVISOR')" ;;
+esac
+
 if [ "$UNINSTALL" -eq 1 ]; then
     if use_systemd && [ -f "$UNIT" ]; then
         systemctl disable --now nanoscale-agent.service >/dev/null 2>&1 || true
@@ -137,6 +149,21 @@ if [ "$UNINSTALL" -eq 1 ]; then
         pids=$(node_pids)
         [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
         say "stopped this node's processes"
+    fi
+    # Apps that run as systemd units (--supervisor systemd), now that no agent
+    # starts them again: their units are runtime units named after the instance.
+    units=0
+    for marker in "$DATA_DIR"/apps/*/instances/*/systemd.unit; do
+        [ -f "$marker" ] || continue
+        unit="nanoscale-$(basename "$(dirname "$marker")").service"
+        systemctl stop "$unit" >/dev/null 2>&1 || true
+        systemctl reset-failed "$unit" >/dev/null 2>&1 || true
+        rm -f "/run/systemd/system/$unit"
+        units=$((units + 1))
+    done
+    if [ "$units" -gt 0 ]; then
+        systemctl daemon-reload || true
+        say "stopped and removed $units app unit(s)"
     fi
     if [ -x "$BIN" ] && [ "$(id -u)" -eq 0 ]; then
         # NanoScale's own firewall table and its apps' users go through the
@@ -311,6 +338,13 @@ fi
 
 set -- --data-dir "$DATA_DIR" --proxy-listen "$PROXY_LISTEN" --internal-listen "$INTERNAL_LISTEN" --dns-listen "$DNS_LISTEN"
 if [ "$OWN_USER" -eq 1 ]; then set -- "$@" --hosts-file /etc/hosts; fi
+set -- "$@" --supervisor "$SUPERVISOR"
+# An unprivileged agent reads its units' output from the journal.
+JOURNAL_GROUP=""
+if [ "$SUPERVISOR" = systemd ] && getent group systemd-journal >/dev/null 2>&1; then
+    JOURNAL_GROUP="
+SupplementaryGroups=systemd-journal"
+fi
 # The agent reads it from its environment (`node run` passes it on); in the unit
 # it is a flag of the agent's own.
 AGENT_EXTRA=""
@@ -327,7 +361,7 @@ Group=$AGENT_USER
 Environment=HOME=$DATA_DIR/agent
 Environment=\"NANOSCALE_HELPER_COMMAND=$HELPER_COMMAND\"
 # The proxy (started by the agent) binds the HTTP ports; nothing else is kept.
-AmbientCapabilities=CAP_NET_BIND_SERVICE"
+AmbientCapabilities=CAP_NET_BIND_SERVICE$JOURNAL_GROUP"
 fi
 if use_systemd; then
     cat > "$UNIT.tmp" <<EOF

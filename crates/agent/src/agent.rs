@@ -30,6 +30,7 @@ pub async fn run(
     mut config: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    config.check().map_err(anyhow::Error::msg)?;
     create_private_dir(&config.state_dir).map_err(anyhow::Error::msg)?;
     create_private_dir(&config.apps_dir).map_err(anyhow::Error::msg)?;
     let _lock = lock(&config).await?;
@@ -66,6 +67,8 @@ pub async fn run(
     let reporter = tokio::spawn(report_loop(Arc::clone(&context), control_plane, fatal_tx));
     // The proxy is its own process and outlives this agent; this only watches it.
     let proxy = tokio::spawn(crate::traffic::supervise_proxy(Arc::clone(&context)));
+    let journal = (context.config.supervisor == crate::context::Supervisor::Systemd)
+        .then(|| tokio::spawn(journal_loop(Arc::clone(&context))));
     tokio::pin!(shutdown);
     let result = loop {
         if let Err(error) = crate::executor::reconcile(&context).await {
@@ -83,6 +86,9 @@ pub async fn run(
     logs.abort();
     renewer.abort();
     proxy.abort();
+    if let Some(journal) = journal {
+        journal.abort();
+    }
     // Apps keep running under their shims: the next agent re-adopts them.
     context.store.close().await;
     result
@@ -405,6 +411,40 @@ async fn renew_loop(control_plane: ControlPlane) {
 
 /// Exponential backoff with jitter, capped near 3 s: a control plane that comes
 /// back is found again within about 3.5 s (the jitter spreads a fleet's retries).
+/// Where systemd runs the instances: their output, from the journal into their
+/// log directories (`runtime/journal.rs`), twice a second.
+async fn journal_loop(context: Arc<Context>) {
+    let config = &context.config;
+    let mut follower = crate::runtime::journal::JournalFollower::new(
+        &config.state_dir,
+        config.log_max_bytes,
+        config.log_keep,
+    );
+    let mut failures = 0u32;
+    loop {
+        let instances = match context.store.instances().await {
+            Ok(instances) => instances
+                .into_iter()
+                .map(|instance| (instance.id, instance.dir))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "reading instances for their journal");
+                backoff(&mut failures).await;
+                continue;
+            }
+        };
+        match follower.poll(instances).await {
+            Ok(_) => failures = 0,
+            Err(error) => {
+                tracing::warn!(%error, "copying instance logs from the journal");
+                backoff(&mut failures).await;
+                continue;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn backoff(failures: &mut u32) {
     *failures = failures.saturating_add(1);
     let base = 250u64 << (*failures).min(7);

@@ -73,6 +73,39 @@ pub struct AgentConfig {
     pub swap_file_mib: Option<u64>,
     /// RAM in MiB under which a host without swap counts as low on memory.
     pub swap_below_mib: u64,
+    /// What runs app instances: the built-in shims, or systemd units.
+    pub supervisor: Supervisor,
+}
+
+/// What runs app instances (`--supervisor`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Supervisor {
+    /// The per-instance shim (`runtime/`): works on any Linux host.
+    #[default]
+    Builtin,
+    /// A hardened unit per instance, started by systemd (PID 1 on the host),
+    /// written and started by the privileged helper (`runtime/systemd.rs`,
+    /// `runtime/unit.rs`). Needs sandboxing (root or the helper command).
+    Systemd,
+}
+
+impl Supervisor {
+    pub fn parse(text: &str) -> Result<Supervisor, String> {
+        match text {
+            "builtin" => Ok(Supervisor::Builtin),
+            "systemd" => Ok(Supervisor::Systemd),
+            other => Err(format!(
+                "supervisor {other:?}: it is builtin (the default) or systemd"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Supervisor::Builtin => "builtin",
+            Supervisor::Systemd => "systemd",
+        }
+    }
 }
 
 impl AgentConfig {
@@ -109,11 +142,38 @@ impl AgentConfig {
             keep_releases: 3,
             swap_file_mib: None,
             swap_below_mib: 2048,
+            supervisor: Supervisor::Builtin,
         }
     }
 }
 
 impl AgentConfig {
+    /// Whether this configuration can run: the systemd backend needs systemd as
+    /// the host's PID 1, and sandboxed apps (units run apps as their own users).
+    pub fn check(&self) -> Result<(), String> {
+        if self.supervisor != Supervisor::Systemd {
+            return Ok(());
+        }
+        if !crate::runtime::unit::systemd_booted() {
+            return Err("--supervisor systemd: systemd does not run this host (no \
+                 /run/systemd/system); use --supervisor builtin"
+                .into());
+        }
+        if crate::runtime::unit::systemctl().is_none()
+            || nanoscale_process::which("journalctl").is_none()
+        {
+            return Err("--supervisor systemd: systemctl and journalctl must be installed".into());
+        }
+        if !self.sandbox {
+            return Err(
+                "--supervisor systemd runs apps as their own users: run the agent \
+                 as root or give it --helper-command"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The pids limit of a build or instance: the spec's, else the default when
     /// apps are sandboxed (a fork bomb stops there), else none.
     pub fn pids_limit(&self, spec: Option<u32>) -> Option<u32> {

@@ -15,7 +15,7 @@ use crate::context::{about, Context, NodeStatus};
 use crate::plan::{
     self, Action, BuildState, Convergence, Instance, InstanceState, Observed, StopReason,
 };
-use crate::runtime::{self, ExitInfo, ShimStatus};
+use crate::runtime::{ExitInfo, ShimStatus};
 use crate::store::{event, now_ms, InstanceRecord, ReleaseRecord, ReleaseState, StoreResult};
 use crate::supervise;
 
@@ -73,7 +73,7 @@ async fn check_processes(
             continue;
         }
         let log = instance.dir.join("log");
-        let exit = match runtime::inspect(&instance.dir) {
+        let exit = match crate::sandbox::inspect(&instance.dir).await {
             ShimStatus::Running(_) | ShimStatus::Starting { .. } => {
                 let live = releases
                     .get(&instance.release_id)
@@ -185,7 +185,7 @@ async fn fail_releases_that_cannot_start(
             } else if instance.status == InstanceStatus::Exited
                 && instance.restarts + 1 >= CRASHES_BEFORE_FAILED
             {
-                let exit = match runtime::inspect(&instance.dir) {
+                let exit = match crate::sandbox::inspect(&instance.dir).await {
                     ShimStatus::Exited(exit) => describe(&exit),
                     _ => "exited".into(),
                 };

@@ -13,6 +13,8 @@
 //! | `apply_firewall {plan}` | NanoScale's nft table, from the plan (the helper writes the script itself: no script crosses the boundary) | `FirewallPlan::script` (networks parse, ports are numbers) |
 //! | `start_shim {service, dir, spec}` | makes `dir` the helper's own (root's, the apps directory's group, 02750; one already there must be the helper's), writes `spec` into it (0600) and starts the shim, its own copy in `<data>/helper/bin`; the shim enters the sandbox and drops to the app's user before anything of the app runs | `dir` is exactly `<apps>/<service>/instances/<id>[/health]` or `<apps>/<service>/builds/<n>` (no `..`, no symlink); the spec runs as `ns-<service>` (never root), in a release of that service, in exactly the sandbox `sandbox::spec` makes for it (writable: the release, its home and its own volumes only), logging into `dir/log` |
 //! | `stop_shim {service, dir, grace_ms}` | stops the run in `dir`: SIGTERM to the shim it records (pid and start time, so a reused pid is never hit), SIGKILL of the app's group after the grace, the app's group itself when the shim is gone; its cgroup removed | `dir` as for `start_shim`; `grace_ms` at most an hour |
+//! | `start_unit {service, dir, spec}` | where systemd runs the apps (`--supervisor systemd`): `dir` made as for `start_shim`, with `log/` the agent's (it copies the journal there); the unit rendered by the helper from the spec (`runtime/systemd.rs`: `User=ns-<service>`, `ProtectSystem=strict`, the limits, …) into `/run/systemd/system/nanoscale-<id>.service`, its environment into `dir/unit.env` (0600), the marker `dir/systemd.unit`; `daemon-reload`, `start` | as `start_shim`, and `dir` is an instance's |
+//! | `stop_unit {service, dir}` | `systemctl stop` of the instance's unit (named after `dir`'s id, never read from a file), how it ended, then `reset-failed` and the unit and its environment file removed | `dir` is exactly `<apps>/<service>/instances/<id>` |
 //! | `remove_app_dir {service, dir}` | deletes the tree, its parent pinned by a descriptor and nothing followed | `dir` is exactly `<apps>/<service>`, or its `releases/<n>`, `builds/<n>`, `instances/<id>[/health]` or `logs/<id>` (no `..`, no symlink); gone already is done |
 //! | `keep_log {service, dir}` | moves the stopped instance's `log` to `<apps>/<service>/logs/<id>` and deletes all but the newest kept logs, by descriptor (`runtime::logs::keep_stopped_in`) | `dir` is exactly `<apps>/<service>/instances/<id>` |
 //! | `share_release {service, dir}` | a built static release's top directory to the apps directory's group, 0750 (the proxy, as the agent's user, serves it) | `dir` is exactly `<apps>/<service>/releases/<n>` |
@@ -27,7 +29,7 @@
 //! The helper's own files (the shim executable it starts, the firewall script,
 //! ufw's saved default, the swap file) live in `<data>/helper`, 0700 and its own
 //! (`own_dir` refuses one that is not): nothing an agent can write is run or
-//! trusted as root. Not yet on the list: systemd units, the `/etc/hosts` block.
+//! trusted as root. Not on the list: nginx sites (there is no nginx engine yet).
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -76,6 +78,19 @@ pub enum Operation {
         service: String,
         dir: PathBuf,
         grace_ms: u64,
+    },
+    /// As `start_shim` for an instance, where systemd runs the node's apps: the
+    /// helper renders the unit from the checked spec itself (no unit text crosses
+    /// the boundary), writes it and its environment file, and starts it.
+    StartUnit {
+        service: String,
+        dir: PathBuf,
+        spec: Box<crate::runtime::ShimSpec>,
+    },
+    /// Stops the unit of the instance in `dir` and removes it.
+    StopUnit {
+        service: String,
+        dir: PathBuf,
     },
     RemoveAppDir {
         service: String,
@@ -250,6 +265,19 @@ impl Helper {
                 crate::runtime::check_spec(spec).map_err(|error| error.to_string())?;
                 self.check_confinement(service, dir, spec)
             }
+            Operation::StartUnit { service, dir, spec } => {
+                check_service(service)?;
+                self.check_app_dir(service, dir, Shape::NewShim)?;
+                if !is_instance_dir(dir) {
+                    return Err(format!("{}: only instances run as units", dir.display()));
+                }
+                crate::runtime::check_spec(spec).map_err(|error| error.to_string())?;
+                self.check_confinement(service, dir, spec)
+            }
+            Operation::StopUnit { service, dir } => {
+                check_service(service)?;
+                self.check_app_dir(service, dir, Shape::Instance)
+            }
             Operation::StopShim {
                 service,
                 dir,
@@ -401,6 +429,10 @@ impl Helper {
                     .map(|exit| Answer::Stopped { exit })
                     .map_err(|error| error.to_string())
             }
+            Operation::StartUnit { service, dir, spec } => {
+                self.start_unit(service, dir, spec).await
+            }
+            Operation::StopUnit { dir, .. } => stop_unit(dir).await,
             Operation::CreateSwap { size_mib } => {
                 let own = self.own_dir()?;
                 let created = swap::create(&own, *size_mib).await?;
@@ -720,6 +752,128 @@ impl Helper {
         }
         Ok(())
     }
+}
+
+impl Helper {
+    /// `start_unit`, once checked: the directory as for a shim, the log
+    /// directory the agent's (it copies the journal there), the environment file
+    /// root's alone, the unit in `runtime::unit::UNIT_DIR`, then started. A unit
+    /// that does not start is removed again.
+    async fn start_unit(
+        &self,
+        service: &str,
+        dir: &Path,
+        spec: &crate::runtime::ShimSpec,
+    ) -> Result<Answer, String> {
+        use crate::runtime::{systemd, unit, write_atomic};
+        let dir = self.shim_dir(dir)?;
+        let name = systemd::unit_name(&spec.id);
+        let state = unit::show(&name).await?;
+        if state.load == "loaded" && matches!(state.active.as_str(), "active" | "activating") {
+            return Err(format!("{name} is running already"));
+        }
+        let environment = dir.join(unit::ENVIRONMENT_FILE);
+        let rendered = systemd::render(spec, &user_name(service), &environment)?;
+        let log = dir.join("log");
+        made_and_mine(&log, "refusing to use it")?;
+        let (agent, group) = self.agent_account()?;
+        lchown(&log, Some(agent), Some(group))
+            .map_err(|error| format!("chown {}: {error}", log.display()))?;
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o2750))
+            .map_err(|error| format!("chmod {}: {error}", log.display()))?;
+        let write = |path: &Path, text: &str, mode: u32| {
+            write_atomic(path, text.as_bytes(), mode)
+                .map_err(|error| format!("writing {}: {error}", path.display()))
+        };
+        write(&environment, &rendered.environment, 0o600)?;
+        let unit_file = Path::new(unit::UNIT_DIR).join(&name);
+        write(&unit_file, &rendered.unit, 0o644)?;
+        write(&dir.join(unit::MARKER), &format!("{name}\n"), 0o644)?;
+        let started = async {
+            unit::systemctl_run(&["daemon-reload"]).await?;
+            // `Type=exec`: this returns once the app's program runs, or fails
+            // when it could not be started (no such user, a bad directory).
+            unit::systemctl_run(&["start", &name]).await?;
+            unit::show(&name).await
+        }
+        .await;
+        match started {
+            Ok(state) if state.main_pid > 0 => {
+                let process = crate::runtime::ProcRef::of(state.main_pid).unwrap_or(
+                    crate::runtime::ProcRef {
+                        pid: state.main_pid,
+                        start_time: 0,
+                    },
+                );
+                Ok(Answer::Shim {
+                    launched: crate::runtime::Launched {
+                        shim: process,
+                        app: process,
+                    },
+                })
+            }
+            outcome => {
+                let why = match outcome {
+                    Err(why) => why,
+                    Ok(state) => format!(
+                        "{name} ended at once ({})",
+                        crate::executor::describe(&unit::exit_of(&state, crate::runtime::now_ms()))
+                    ),
+                };
+                let _ = remove_unit(&dir, &name).await;
+                Err(why)
+            }
+        }
+    }
+}
+
+/// `stop_unit`: stops the instance's unit (systemd gives the app the unit's
+/// `TimeoutStopSec` after SIGTERM, then kills its cgroup), reads how it ended,
+/// and removes the unit. Its name comes from the checked directory's.
+async fn stop_unit(dir: &Path) -> Result<Answer, String> {
+    use crate::runtime::{systemd, unit};
+    let id = dir
+        .file_name()
+        .and_then(|id| id.to_str())
+        .ok_or_else(|| format!("{}: no instance id", dir.display()))?;
+    let name = systemd::unit_name(id);
+    let state = unit::show(&name).await?;
+    if state.load != "loaded" {
+        remove_unit(dir, &name).await?;
+        return Ok(Answer::Stopped { exit: None });
+    }
+    unit::systemctl_run(&["stop", &name]).await?;
+    let state = unit::show(&name).await?;
+    let exit = (state.exec_code != 0).then(|| unit::exit_of(&state, crate::runtime::now_ms()));
+    remove_unit(dir, &name).await?;
+    Ok(Answer::Stopped { exit })
+}
+
+/// Forgets the unit `name` of the instance in `dir`: its failed state, its file
+/// and its environment file (the marker stays until the directory goes, so the
+/// agent still reads the instance as a unit: systemd then says it is gone).
+async fn remove_unit(dir: &Path, name: &str) -> Result<(), String> {
+    use crate::runtime::unit;
+    let _ = unit::systemctl_run(&["reset-failed", name]).await;
+    for file in [
+        Path::new(unit::UNIT_DIR).join(name),
+        dir.join(unit::ENVIRONMENT_FILE),
+    ] {
+        match std::fs::remove_file(&file) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("removing {}: {error}", file.display()))
+            }
+            _ => {}
+        }
+    }
+    unit::systemctl_run(&["daemon-reload"]).await.map(|_| ())
+}
+
+/// `<apps>/<service>/instances/<id>`, not a build or a health check.
+fn is_instance_dir(dir: &Path) -> bool {
+    dir.parent()
+        .and_then(Path::file_name)
+        .is_some_and(|parent| parent == "instances")
 }
 
 /// Makes the directory `dir` (0700) when it is missing, and checks that it is a

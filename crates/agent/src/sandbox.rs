@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::context::Supervisor;
 use crate::helper::{Answer, Helper, Operation};
 use crate::runtime::SandboxSpec;
 
@@ -137,17 +138,34 @@ pub async fn launch(
     // The helper makes `dir` its own and writes the spec there itself.
     let dir = std::path::absolute(dir)
         .map_err(|error| format!("resolving {}: {error}", dir.display()))?;
-    let started = Helper::for_agent(config)?
-        .run(&Operation::StartShim {
-            service: service.to_owned(),
-            dir,
-            spec: Box::new(spec.clone()),
-        })
-        .await?;
-    match started {
+    let service = service.to_owned();
+    let spec = Box::new(spec.clone());
+    // Instances (not builds or health checks) run as units where systemd was chosen.
+    let is_instance = dir
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|parent| parent == "instances");
+    let operation = if config.supervisor == Supervisor::Systemd && is_instance {
+        Operation::StartUnit { service, dir, spec }
+    } else {
+        Operation::StartShim { service, dir, spec }
+    };
+    match Helper::for_agent(config)?.run(&operation).await? {
         Answer::Shim { launched } => Ok(launched),
-        other => Err(format!("the helper started no shim: {other:?}")),
+        other => Err(format!("the helper started nothing: {other:?}")),
     }
+}
+
+/// What became of the run in `dir`: systemd's word for an instance that runs as
+/// a unit, the shim's records otherwise.
+pub async fn inspect(dir: &Path) -> crate::runtime::ShimStatus {
+    if crate::runtime::unit::is_unit(dir) {
+        return crate::runtime::unit::inspect(dir).await;
+    }
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::runtime::inspect(&dir))
+        .await
+        .unwrap_or(crate::runtime::ShimStatus::Gone)
 }
 
 /// The sandbox of an app whose writable directories are `writable`, on a node whose
@@ -185,13 +203,19 @@ pub async fn stop(
             .map_err(|error| error.to_string());
     }
     let service = service_of(config, dir)?;
-    let stopped = Helper::for_agent(config)?
-        .run(&Operation::StopShim {
+    let operation = if crate::runtime::unit::is_unit(dir) {
+        Operation::StopUnit {
+            service,
+            dir: dir.to_path_buf(),
+        }
+    } else {
+        Operation::StopShim {
             service,
             dir: dir.to_path_buf(),
             grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
-        })
-        .await?;
+        }
+    };
+    let stopped = Helper::for_agent(config)?.run(&operation).await?;
     match stopped {
         Answer::Stopped { exit } => Ok(exit),
         other => Err(format!("the helper stopped nothing: {other:?}")),

@@ -8,9 +8,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use container::{Boot, Container};
+
+#[path = "../../nanoscale/tests/common/container.rs"]
+mod container;
 #[path = "../../nanoscale/tests/common/escape.rs"]
 mod escape;
 
@@ -23,122 +26,6 @@ use serde_json::Value;
 const APP_UID: u32 = 61_234;
 const APP_USER: &str = "ns-snoop";
 
-struct Container {
-    child: Child,
-    leader: u32,
-}
-
-impl Container {
-    /// Boots systemd in a container named `name`, with `bind` visible at the
-    /// same path, and waits until its system is up.
-    fn boot(name: &str, bind: &Path) -> Container {
-        let child = Command::new("systemd-nspawn")
-            .args([
-                "--quiet",
-                "--volatile=yes",
-                "--directory=/",
-                "--register=no",
-            ])
-            .args(["--keep-unit", "--private-network", "--boot"])
-            .arg(format!("--machine={name}"))
-            .arg(format!("--bind={}", bind.display()))
-            // The root is an empty tmpfs (only /usr is this host's): no wizard.
-            .arg("systemd.firstboot=off")
-            // Only the basic system: the host's own enabled services (an nginx
-            // that wants network-online.target, say) would hold the boot for two
-            // minutes on a network the container does not have.
-            .arg("systemd.unit=basic.target")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("systemd-nspawn (scripts/test installs systemd-container)");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let leader = loop {
-            if let Some(pid) = descendant_named(child.id(), "systemd") {
-                break pid;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the container's systemd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let container = Container { child, leader };
-        // "degraded" is fine: some of this host's units have nothing to do here.
-        loop {
-            let state = container.run(&["systemctl", "is-system-running"]);
-            let state = String::from_utf8_lossy(&state.stdout).trim().to_owned();
-            if state == "running" || state == "degraded" {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the container did not finish booting: {state}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        container
-    }
-
-    /// Runs `argv` inside the container (all of its namespaces).
-    fn run(&self, argv: &[&str]) -> Output {
-        Command::new("nsenter")
-            .arg(format!("--target={}", self.leader))
-            .args(["--mount", "--uts", "--ipc", "--net", "--pid", "--"])
-            .args(argv)
-            .output()
-            .expect("nsenter")
-    }
-
-    fn must(&self, argv: &[&str]) -> String {
-        let output = self.run(argv);
-        assert!(
-            output.status.success(),
-            "{argv:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        // SIGTERM asks nspawn for a clean shutdown of the container.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The first process under `pid` whose command name is `name`.
-fn descendant_named(pid: u32, name: &str) -> Option<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    for child in children
-        .split_whitespace()
-        .filter_map(|c| c.parse::<u32>().ok())
-    {
-        let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
-        if comm.trim() == name {
-            return Some(child);
-        }
-        if let Some(found) = descendant_named(child, name) {
-            return Some(found);
-        }
-    }
-    None
-}
-
 fn private_dir(path: &Path, uid: u32) {
     std::fs::create_dir_all(path).expect("mkdir");
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).expect("chown");
@@ -147,8 +34,8 @@ fn private_dir(path: &Path, uid: u32) {
 
 #[test]
 fn a_real_systemd_runs_the_generated_unit_and_its_sandbox_holds() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: booting systemd in a container needs root");
+    if let Some(why) = container::unavailable() {
+        eprintln!("skipping: {why}");
         return;
     }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -205,7 +92,11 @@ fn a_real_systemd_runs_the_generated_unit_and_its_sandbox_holds() {
     let unit_file = base.path().join(&unit.name);
     std::fs::write(&unit_file, &unit.unit).expect("unit");
 
-    let container = Container::boot(&format!("ns-test-{}", std::process::id()), base.path());
+    let container = Container::boot(&Boot {
+        name: format!("ns-test-{}", std::process::id()),
+        binds: vec![(base.path(), false)],
+        private_network: true,
+    });
     let uid = APP_UID.to_string();
     container.must(&[
         "useradd",

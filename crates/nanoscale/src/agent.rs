@@ -71,9 +71,35 @@ pub struct AgentArgs {
     /// then sandboxed, and the firewall managed, as by a root agent.
     #[arg(long, env = "NANOSCALE_HELPER_COMMAND", value_name = "COMMAND")]
     helper_command: Option<String>,
+    #[command(flatten)]
+    supervisor: SupervisorArg,
     /// text or json (as `up`'s log format).
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: String,
+}
+
+/// `--supervisor`, of the agent and of `node run`.
+#[derive(Debug, Args)]
+pub struct SupervisorArg {
+    /// What runs app instances: `builtin` (a small supervisor per instance, any
+    /// Linux host) or `systemd` (a hardened unit per instance, where systemd is
+    /// PID 1; needs root or --helper-command). Builds run under the built-in
+    /// supervisor either way.
+    #[arg(
+        long,
+        env = "NANOSCALE_SUPERVISOR",
+        value_name = "builtin|systemd",
+        default_value = "builtin"
+    )]
+    supervisor: String,
+}
+
+impl SupervisorArg {
+    /// The choice, or a message naming the flag.
+    pub fn get(&self) -> Result<nanoscale_agent::context::Supervisor, String> {
+        nanoscale_agent::context::Supervisor::parse(&self.supervisor)
+            .map_err(|message| format!("--{message}"))
+    }
 }
 
 /// Runs the agent until SIGTERM or Ctrl-C; apps keep running under their shims.
@@ -100,6 +126,13 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     config.keep_releases = args.keep_releases as usize;
     config.swap_file_mib = args.swap_file_mib;
     config.swap_below_mib = args.swap_below_mib;
+    config.supervisor = match args.supervisor.get() {
+        Ok(supervisor) => supervisor,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(64);
+        }
+    };
     if let Some(command) = &args.helper_command {
         let words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
         if !words
@@ -141,6 +174,10 @@ pub async fn run(args: AgentArgs) -> ExitCode {
             eprintln!("error: cannot find this program's own path for the shim: {error}");
             return ExitCode::FAILURE;
         }
+    }
+    if let Err(message) = config.check() {
+        eprintln!("error: {message}");
+        return ExitCode::from(64);
     }
     match nanoscale_agent::agent::run(config, crate::up::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub proxy_metrics_listen: Option<String>,
     pub cluster_listen: Option<String>,
     pub cluster_advertise: Option<String>,
+    /// What runs app instances: `builtin` or `systemd`.
+    pub supervisor: Option<String>,
 }
 
 /// A configuration problem, naming the key.
@@ -73,6 +75,8 @@ pub struct UpConfig {
     /// Whether `up` runs this host's node agent.
     pub agent: bool,
     pub traffic: Traffic,
+    /// What runs this host's app instances.
+    pub supervisor: nanoscale_agent::context::Supervisor,
 }
 
 /// The traffic layer's listeners (`None` = off).
@@ -112,6 +116,7 @@ pub struct Overrides {
     pub proxy_metrics_listen: Option<String>,
     pub cluster_listen: Option<String>,
     pub cluster_advertise: Option<String>,
+    pub supervisor: Option<String>,
 }
 
 pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -342,8 +347,25 @@ pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, Confi
         }
     }
 
+    let agent = !overrides.no_agent && file.agent.unwrap_or(true);
+    let supervisor = match overrides.supervisor.or(file.supervisor) {
+        None => nanoscale_agent::context::Supervisor::Builtin,
+        Some(text) => nanoscale_agent::context::Supervisor::parse(&text)
+            .map_err(|message| invalid("supervisor", message))?,
+    };
+    if agent
+        && supervisor == nanoscale_agent::context::Supervisor::Systemd
+        && !nanoscale_agent::runtime::unit::systemd_booted()
+    {
+        return Err(invalid(
+            "supervisor",
+            "systemd does not run this host (no /run/systemd/system); use builtin",
+        ));
+    }
+
     Ok(UpConfig {
         traffic,
+        supervisor,
         server: ServerConfig {
             listen,
             data_dir,
@@ -358,7 +380,7 @@ pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, Confi
         },
         log_format,
         shutdown_grace_secs,
-        agent: !overrides.no_agent && file.agent.unwrap_or(true),
+        agent,
     })
 }
 
@@ -472,11 +494,44 @@ mod tests {
                 },
                 "public_url",
             ),
+            (
+                Overrides {
+                    supervisor: Some("docker".into()),
+                    ..Overrides::default()
+                },
+                "supervisor",
+            ),
         ];
         for (overrides, key) in cases {
             let error = resolve(overrides, FileConfig::default()).expect_err(key);
             assert_eq!(error.key, key);
         }
+    }
+
+    #[test]
+    fn the_systemd_supervisor_needs_systemd_running_the_host() {
+        let overrides = || Overrides {
+            supervisor: Some("systemd".into()),
+            ..Overrides::default()
+        };
+        let resolved = resolve(overrides(), FileConfig::default());
+        if nanoscale_agent::runtime::unit::systemd_booted() {
+            let config = resolved.expect("systemd runs this host");
+            assert_eq!(
+                config.supervisor,
+                nanoscale_agent::context::Supervisor::Systemd
+            );
+        } else {
+            let error = resolved.expect_err("no systemd here");
+            assert_eq!(error.key, "supervisor");
+            assert!(error.message.contains("use builtin"), "{}", error.message);
+        }
+        // A control plane without an agent runs no apps: nothing to check.
+        let without_agent = Overrides {
+            no_agent: true,
+            ..overrides()
+        };
+        assert!(resolve(without_agent, FileConfig::default()).is_ok());
     }
 
     #[test]

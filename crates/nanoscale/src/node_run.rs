@@ -32,6 +32,8 @@ pub struct NodeRunArgs {
     /// Keep the internal names in this hosts file (e.g. /etc/hosts).
     #[arg(long, value_name = "FILE")]
     hosts_file: Option<PathBuf>,
+    #[command(flatten)]
+    supervisor: crate::agent::SupervisorArg,
     /// text or json.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: String,
@@ -39,6 +41,7 @@ pub struct NodeRunArgs {
 
 pub async fn run(args: NodeRunArgs) -> CliResult {
     let log_format = LogFormat::from_flag(&args.log_format).map_err(CliError::usage)?;
+    let supervisor = args.supervisor.get().map_err(CliError::usage)?;
     crate::up::init_logging(log_format);
     let data_dir = std::fs::canonicalize(&args.data_dir).map_err(|error| {
         CliError::usage(format!("--data-dir {}: {error}", args.data_dir.display()))
@@ -59,6 +62,7 @@ pub async fn run(args: NodeRunArgs) -> CliResult {
             proxy_metrics_listen: args.proxy_metrics_listen.0,
             hosts_file: args.hosts_file,
         },
+        supervisor,
         // A worker serves nothing but its proxy.
         firewall_open_ports: Vec::new(),
     })

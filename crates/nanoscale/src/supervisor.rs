@@ -16,6 +16,7 @@ pub struct AgentLaunch {
     pub log_format: LogFormat,
     pub allowed_file_roots: Vec<PathBuf>,
     pub traffic: config::Traffic,
+    pub supervisor: nanoscale_agent::context::Supervisor,
     /// TCP ports of this host's control plane, open in security mode B.
     pub firewall_open_ports: Vec<u16>,
 }
@@ -51,6 +52,10 @@ impl AgentLaunch {
             show(self.traffic.dns_listen),
             "--proxy-metrics-listen".to_owned(),
             show(self.traffic.proxy_metrics_listen),
+        ]);
+        args.extend([
+            "--supervisor".to_owned(),
+            self.supervisor.as_str().to_owned(),
         ]);
         if let Some(hosts) = &self.traffic.hosts_file {
             args.extend(["--hosts-file".to_owned(), hosts.display().to_string()]);

@@ -71,6 +71,11 @@ pub struct UpArgs {
     /// [default: /etc/hosts as root with an internal listener, else off].
     #[arg(long, env = "NANOSCALE_HOSTS_FILE", value_name = "FILE")]
     hosts_file: Option<String>,
+    /// What runs app instances: `builtin` (a small supervisor per instance, any
+    /// Linux host) or `systemd` (a hardened unit per instance, where systemd is
+    /// PID 1) [default: builtin].
+    #[arg(long, env = "NANOSCALE_SUPERVISOR", value_name = "builtin|systemd")]
+    supervisor: Option<String>,
     /// The cluster listener other servers' agents dial (mTLS), or `off`
     /// [default: 0.0.0.0:7443 when installed, else off].
     #[arg(long, env = "NANOSCALE_CLUSTER_LISTEN", value_name = "ADDR:PORT")]
@@ -107,6 +112,7 @@ pub async fn run(args: UpArgs) -> ExitCode {
         internal_listen: args.internal_listen,
         dns_listen: args.dns_listen,
         hosts_file: args.hosts_file,
+        supervisor: args.supervisor,
         proxy_metrics_listen: args.proxy_metrics_listen,
         cluster_listen: args.cluster_listen,
         cluster_advertise: args.cluster_advertise,
@@ -188,6 +194,7 @@ async fn serve(config: config::UpConfig) -> anyhow::Result<()> {
         log_format: config.log_format,
         allowed_file_roots: config.server.allowed_file_roots.clone(),
         traffic: config.traffic.clone(),
+        supervisor: config.supervisor,
         firewall_open_ports: [Some(config.server.listen), config.server.cluster_listen]
             .into_iter()
             .flatten()

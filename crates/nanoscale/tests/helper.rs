@@ -690,6 +690,42 @@ fn a_shim_starts_only_confined_to_its_app_and_in_its_place() {
         assert!(!dir.join("shim.pid").exists(), "{what}: no shim started");
     }
     assert!(!Path::new("/tmp/shim.pid").exists());
+    // `start_unit` (where systemd runs the apps) makes the same checks before it
+    // writes a unit, and takes an instance's directory only.
+    let start_unit = |dir: &Path, spec: &ShimSpec| {
+        let operation = json!({"op": "start_unit", "service": service, "dir": dir, "spec": spec});
+        helper_stdin(&data, &operation.to_string())
+    };
+    let build = apps.join(&service).join("builds/1");
+    let health = apps.join(&service).join("instances/i1/health");
+    let not_instances = [
+        ("a build", build.clone(), good(&build)),
+        ("a health check", health.clone(), good(&health)),
+    ];
+    for (what, dir, spec, reason) in refused
+        .iter()
+        .map(|(what, dir, spec, reason)| (*what, dir.clone(), spec.clone(), *reason))
+        .chain(
+            not_instances
+                .iter()
+                .map(|(what, dir, spec)| (*what, dir.clone(), spec.clone(), "only instances")),
+        )
+    {
+        let output = start_unit(&dir, &spec);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "unit {what}: {stderr}");
+        assert!(stderr.contains(reason), "unit {what}: {stderr}");
+        assert!(
+            !dir.join("unit.env").exists(),
+            "unit {what}: nothing written"
+        );
+    }
+    let stop_unit = json!({"op": "stop_unit", "service": service, "dir": release});
+    let output = helper(&data, &stop_unit.to_string());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is not"),
+        "stop_unit takes an instance only"
+    );
     // A directory the helper did not make (here: another user's) is not used: it
     // could hold links that the root shim would follow.
     let foreign = apps.join(&service).join("instances/i2");

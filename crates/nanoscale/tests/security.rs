@@ -19,17 +19,7 @@ fn is_root() -> bool {
 }
 
 async fn healthy_instance(server: &TestServer, token: &str, service: &str) -> Value {
-    wait_for(&format!("a healthy instance of {service}"), async || {
-        let instances = server
-            .get(&format!("/api/v1/services/{service}/instances"), token)
-            .await;
-        instances
-            .as_array()?
-            .iter()
-            .find(|instance| instance["status"] == "healthy")
-            .cloned()
-    })
-    .await
+    server.healthy_instance(token, service, "").await
 }
 
 /// The uid a process runs as, from `/proc/<pid>/status`.
@@ -72,22 +62,9 @@ async fn deployed_apps_run_as_their_own_users_and_cannot_escape_their_sandbox() 
         for (key, value) in extra.as_object().cloned().unwrap_or_default() {
             spec[key] = value;
         }
-        let service = server
-            .post(
-                &format!("/api/v1/projects/{project}/services"),
-                &token,
-                spec,
-            )
-            .await;
-        let id = service["id"].as_str().expect("id").to_owned();
         server
-            .post(
-                &format!("/api/v1/services/{id}/deploy"),
-                &token,
-                json!({"ref": commit}),
-            )
-            .await;
-        id
+            .create_and_deploy(&token, &project, spec, commit)
+            .await
     };
 
     // Its health command is the user's code too: it passes only when it runs as the

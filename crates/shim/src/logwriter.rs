@@ -113,9 +113,15 @@ impl RotatingLog {
     /// Writes one line; `stream` is `b'o'` or `b'e'`. Errors (a full disk) drop the
     /// line: the app must keep running even when its logs cannot be kept.
     pub fn write_line(&mut self, stream: u8, text: &[u8]) {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.write_line_at(chrono::Utc::now(), stream, text);
+    }
+
+    /// Writes one line stamped `at` (a line written down later than it was said:
+    /// the systemd backend's, read back from the journal).
+    pub fn write_line_at(&mut self, at: chrono::DateTime<chrono::Utc>, stream: u8, text: &[u8]) {
+        let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         self.line.clear();
-        self.line.extend_from_slice(now.as_bytes());
+        self.line.extend_from_slice(at.as_bytes());
         self.line.push(b' ');
         self.line.push(stream);
         self.line.push(b' ');

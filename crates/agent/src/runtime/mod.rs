@@ -28,14 +28,21 @@
 //! root, only one of root's alone) and reaches all of its files through that
 //! descriptor (`/proc/self/fd/N`), never through the path again.
 //!
+//! Where the operator chose systemd as the backend (`--supervisor systemd`),
+//! instances run as units instead (`systemd.rs` renders them, `unit.rs` observes
+//! them, `journal.rs` copies their output into the same log files); builds and
+//! command health checks stay under shims.
+//!
 //! Deliberately absent: PR_SET_PDEATHSIG (the app must survive a shim killed with -9;
 //! `inspect` reports it `Orphaned` and `stop` cleans it up), restarts (the agent's
 //! supervisor decides those).
 
 mod control;
 pub mod embedded;
+pub mod journal;
 pub mod logs;
 pub mod systemd;
+pub mod unit;
 
 use std::path::{Path, PathBuf};
 

@@ -137,10 +137,18 @@ pub fn render(spec: &ShimSpec, user: &str, environment_file: &Path) -> Result<Ap
         Path::new("/root"),
         Path::new("/run/user"),
     ];
+    // A tree inside another hidden one is hidden with it: its own empty tmpfs
+    // would show that it exists (the agent's state inside the data dir).
+    let covered = |path: &Path| {
+        sandbox
+            .hidden
+            .iter()
+            .any(|other| other.as_path() != path && path.starts_with(other))
+    };
     for hidden in sandbox
         .hidden
         .iter()
-        .filter(|p| !home_trees.contains(&p.as_path()))
+        .filter(|p| !home_trees.contains(&p.as_path()) && !covered(p))
     {
         line(format!("TemporaryFileSystem={}:ro", unit_path(hidden)?));
     }

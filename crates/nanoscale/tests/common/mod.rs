@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod container;
 pub mod escape;
 pub mod netns;
 
@@ -102,7 +103,31 @@ impl TestServer {
         stderr: Stdio,
         user: Option<(u32, u32)>,
     ) -> TestServer {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nanoscale"));
+        Self::spawn_wrapped(
+            Command::new(env!("CARGO_BIN_EXE_nanoscale")),
+            data_dir,
+            listen,
+            args,
+            env,
+            stderr,
+            user,
+        )
+    }
+
+    /// `nanoscale up` run by `command`: the binary itself, or a program that
+    /// runs it given it as its last words (`nsenter … --`, into a container).
+    pub fn spawn_wrapped(
+        mut command: Command,
+        data_dir: &Path,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+        user: Option<(u32, u32)>,
+    ) -> TestServer {
+        if command.get_program() != env!("CARGO_BIN_EXE_nanoscale") {
+            command.arg(env!("CARGO_BIN_EXE_nanoscale"));
+        }
         if let Some((uid, gid)) = user {
             use std::os::unix::process::CommandExt;
             // From root, std drops the supplementary groups along with the uid.
@@ -231,6 +256,42 @@ impl TestServer {
         let (status, body) = self.call(Method::POST, path, Some(token), Some(body)).await;
         assert!(status.is_success(), "POST {path}: {status} {body}");
         body
+    }
+
+    /// Creates the service `spec` in `project`, deploys `commit`; its id.
+    pub async fn create_and_deploy(
+        &self,
+        token: &str,
+        project: &str,
+        spec: Value,
+        commit: &str,
+    ) -> String {
+        let service = self
+            .post(&format!("/api/v1/projects/{project}/services"), token, spec)
+            .await;
+        let id = service["id"].as_str().expect("id").to_owned();
+        self.post(
+            &format!("/api/v1/services/{id}/deploy"),
+            token,
+            json!({"ref": commit}),
+        )
+        .await;
+        id
+    }
+
+    /// Waits for a healthy instance of `service` other than `not` (an id, or "").
+    pub async fn healthy_instance(&self, token: &str, service: &str, not: &str) -> Value {
+        wait_for(&format!("a healthy instance of {service}"), async || {
+            let instances = self
+                .get(&format!("/api/v1/services/{service}/instances"), token)
+                .await;
+            instances
+                .as_array()?
+                .iter()
+                .find(|instance| instance["status"] == "healthy" && instance["id"] != not)
+                .cloned()
+        })
+        .await
     }
 
     /// Creates the first admin and returns an admin API token.

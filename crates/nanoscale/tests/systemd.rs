@@ -1,0 +1,286 @@
+//! The systemd backend end to end: `nanoscale up` with `NANOSCALE_SUPERVISOR=systemd`
+//! on a host where systemd is PID 1 (booted in a container by `systemd-nspawn`,
+//! sharing this host's loopback so the test talks to it as to any node), deploying
+//! real apps from real git repositories. Each instance must be a hardened unit
+//! that systemd runs (not a shim), show its output in the logs API, be replaced
+//! when killed, keep its sandbox against the escape-attempts fixture, and leave
+//! nothing of its unit behind when its service goes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // test code
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use common::container::{self, Boot, Container};
+use common::{agent_args, fixture_repo, free_port, wait_for, TestServer};
+use serde_json::{json, Value};
+
+async fn instances(server: &TestServer, token: &str, service: &str) -> Vec<Value> {
+    server
+        .get(&format!("/api/v1/services/{service}/instances"), token)
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn with_the_systemd_supervisor_instances_are_hardened_units_that_log_heal_and_go() {
+    if let Some(why) = container::unavailable() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let (_keep, repo, commits) = fixture_repo(&[
+        ("python-http", "v1"),
+        ("escape-attempts", "snoop"),
+        ("ticker", "v1"),
+    ]);
+    let base = tempfile::Builder::new()
+        .prefix("nanoscale-systemd-up-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let data = base.path().join("data");
+    let binary = Path::new(env!("CARGO_BIN_EXE_nanoscale"));
+    let container = Container::boot(&Boot {
+        name: format!("ns-up-{}", std::process::id()),
+        binds: vec![
+            (base.path(), false),
+            (repo.parent().expect("parent"), true),
+            (binary, true),
+        ],
+        private_network: false,
+    });
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let server = TestServer::spawn_wrapped(
+        container.enter(),
+        &data,
+        "127.0.0.1:0",
+        &agent_args(&proxy),
+        &[("NANOSCALE_SUPERVISOR", "systemd")],
+        Stdio::inherit(),
+        None,
+    );
+    let token = server.bootstrap().await;
+    let project = server
+        .post("/api/v1/projects", &token, json!({"name": "units"}))
+        .await;
+    let project = project["id"].as_str().expect("id").to_owned();
+    let git = format!("file://{}", repo.display());
+    let create = async |spec: Value, commit: &str| -> String {
+        server
+            .create_and_deploy(&token, &project, spec, commit)
+            .await
+    };
+    let web = create(
+        json!({
+            "name": "web",
+            "source": {"git": git, "ref": commits[0]},
+            "health": {"path": "/healthz", "start_period_secs": 30, "interval_secs": 1},
+            "resources": {"memory_mb": 128, "cpu_millis": 500, "pids": 64},
+            "routes": [{"path": "/"}],
+        }),
+        &commits[0],
+    )
+    .await;
+    let instance = server.healthy_instance(&token, &web, "").await;
+    let id = instance["id"].as_str().expect("id").to_owned();
+    let pid = instance["pid"].as_i64().expect("pid").to_string();
+    let unit = format!("nanoscale-{id}.service");
+
+    // systemd runs it, as the issue's hardened unit, with the service's limits.
+    let shown = container.must(&[
+        "systemctl",
+        "show",
+        "--property=ActiveState,MainPID,User,ProtectSystem,ProtectHome,PrivateTmp,\
+         NoNewPrivileges,MemoryMax,CPUQuotaPerSecUSec,TasksMax,ReadWritePaths",
+        &unit,
+    ]);
+    let release = data.join("apps/web/releases/1");
+    for expected in [
+        "ActiveState=active".to_owned(),
+        format!("MainPID={pid}"),
+        "User=ns-web".to_owned(),
+        "ProtectSystem=strict".to_owned(),
+        "ProtectHome=yes".to_owned(),
+        "PrivateTmp=yes".to_owned(),
+        "NoNewPrivileges=yes".to_owned(),
+        "MemoryMax=134217728".to_owned(),
+        "CPUQuotaPerSecUSec=500ms".to_owned(),
+        "TasksMax=64".to_owned(),
+        release.display().to_string(),
+    ] {
+        assert!(shown.contains(&expected), "{expected} in:\n{shown}");
+    }
+    // Its parent is systemd, not a shim; no shim records exist for it.
+    let parent = container.must(&["ps", "-o", "ppid=", "-p", &pid]);
+    assert_eq!(parent.trim(), "1", "the app's parent");
+    let instance_dir = data.join("apps/web/instances").join(&id);
+    assert!(instance_dir.join("systemd.unit").is_file());
+    assert!(!instance_dir.join("shim.pid").exists());
+    // The environment file holds the env, and only root may read it.
+    let env_meta = std::fs::metadata(instance_dir.join("unit.env")).expect("unit.env");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&env_meta.permissions()) & 0o777,
+        0o600
+    );
+    // It answers through the proxy.
+    let body = wait_for("web through the proxy", async || {
+        let response = reqwest::get(format!("http://{proxy}/")).await.ok()?;
+        response.status().is_success().then_some(())?;
+        response.text().await.ok()
+    })
+    .await;
+    assert!(body.contains("v1"), "{body}");
+
+    // Its output reaches the logs API from the journal, stamped and attributed.
+    let logs = wait_for("the app's first log line", async || {
+        let logs = server
+            .get(&format!("/api/v1/services/{web}/logs?tail=20"), &token)
+            .await;
+        logs.to_string()
+            .contains("listening on 127.0.0.1")
+            .then_some(logs)
+    })
+    .await;
+    let line = logs
+        .as_array()
+        .and_then(|lines| {
+            lines
+                .iter()
+                .find(|l| l["text"].as_str().is_some_and(|t| t.contains("listening")))
+        })
+        .cloned()
+        .expect("the line");
+    assert_eq!(line["source"], id.as_str(), "{logs}");
+
+    // Killed, it is replaced by a new unit, and the old one is forgotten.
+    container.must(&["kill", "-KILL", &pid]);
+    let healed = server.healthy_instance(&token, &web, &id).await;
+    assert!(healed["restarts"].as_u64().unwrap_or(0) >= 1, "{healed}");
+    wait_for("the killed instance's unit to be removed", async || {
+        let load = container.must(&["systemctl", "show", "--property=LoadState", &unit]);
+        load.contains("LoadState=not-found").then_some(())
+    })
+    .await;
+    let events = server
+        .get(
+            &format!("/api/v1/events?service_id={web}&limit=200"),
+            &token,
+        )
+        .await;
+    assert!(
+        events.to_string().contains("killed by signal 9"),
+        "the crash and how: {events}"
+    );
+
+    // The unit's sandbox holds against the escape attempts, as the shim's does.
+    let data_text = data.display().to_string();
+    let snoop = create(
+        json!({
+            "name": "snoop",
+            "source": {"git": git, "ref": commits[1]},
+            "health": {"path": "/healthz", "start_period_secs": 30, "interval_secs": 1},
+            "env": {
+                "OTHER_APP_DIR": format!("{data_text}/apps/web/releases/1"),
+                "AGENT_DIR": format!("{data_text}/agent"),
+            },
+        }),
+        &commits[1],
+    )
+    .await;
+    let snooping = server.healthy_instance(&token, &snoop, "").await;
+    let port = snooping["port"].as_u64().expect("port");
+    let report: Value = reqwest::get(format!("http://127.0.0.1:{port}/report"))
+        .await
+        .expect("report")
+        .json()
+        .await
+        .expect("json");
+    let blocked = common::escape::check_escape_report(&report);
+
+    // The agent killed: the units run on, the new agent adopts them, and what
+    // an app wrote meanwhile reaches its log from the journal, nothing lost.
+    let ticker = create(
+        json!({
+            "name": "ticker",
+            "source": {"git": git, "ref": commits[2]},
+            "health": {"path": "/", "start_period_secs": 30, "interval_secs": 1},
+        }),
+        &commits[2],
+    )
+    .await;
+    let ticking = server.healthy_instance(&token, &ticker, "").await;
+    let ticks = async || -> Vec<u64> {
+        let logs = server
+            .get(
+                &format!("/api/v1/services/{ticker}/logs?tail=10000"),
+                &token,
+            )
+            .await;
+        logs.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|line| line["text"].as_str()?.strip_prefix("tick ")?.parse().ok())
+            .collect()
+    };
+    wait_for("the first ticks", async || {
+        (ticks().await.len() >= 3).then_some(())
+    })
+    .await;
+    let lock = std::fs::read_to_string(data.join("agent/agent.lock")).expect("agent.lock");
+    container.must(&["kill", "-KILL", lock.trim()]);
+    let ticks_before = ticks().await.len();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    wait_for("a new agent", async || {
+        let now = std::fs::read_to_string(data.join("agent/agent.lock")).ok()?;
+        (now.trim() != lock.trim() && !now.trim().is_empty()).then_some(())
+    })
+    .await;
+    let seen = wait_for("the ticks written while the agent was down", async || {
+        let seen = ticks().await;
+        (seen.len() >= ticks_before + 20).then_some(seen)
+    })
+    .await;
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let (first, last) = (sorted[0], sorted[sorted.len() - 1]);
+    assert_eq!(
+        sorted.len() as u64,
+        last - first + 1,
+        "a tick is missing between {first} and {last}: {seen:?}"
+    );
+    let still = instances(&server, &token, &ticker).await;
+    assert!(
+        still
+            .iter()
+            .any(|i| i["id"] == ticking["id"] && i["pid"] == ticking["pid"]),
+        "the same instance runs on: {still:?}"
+    );
+
+    // A removed service leaves no unit behind.
+    let (status, body) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/services/{web}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    wait_for("web's units to be gone", async || {
+        let left = container.must(&[
+            "systemctl",
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            "nanoscale-web-*",
+        ]);
+        let files = container.must(&["ls", "/run/systemd/system"]);
+        (left.trim().is_empty() && !files.contains("nanoscale-web-")).then_some(())
+    })
+    .await;
+    eprintln!("systemd ran web and snoop as units: {blocked} escape attempts blocked");
+}
