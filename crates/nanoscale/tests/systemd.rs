@@ -35,6 +35,7 @@ async fn with_the_systemd_supervisor_instances_are_hardened_units_that_log_heal_
         ("python-http", "v1"),
         ("escape-attempts", "snoop"),
         ("ticker", "v1"),
+        ("leak-memory", "greedy"),
     ]);
     let base = tempfile::Builder::new()
         .prefix("nanoscale-systemd-up-")
@@ -258,6 +259,47 @@ async fn with_the_systemd_supervisor_instances_are_hardened_units_that_log_heal_
             .any(|i| i["id"] == ticking["id"] && i["pid"] == ticking["pid"]),
         "the same instance runs on: {still:?}"
     );
+
+    // Past its MemoryMax the kernel kills it in its unit's cgroup, and the
+    // event says why, as with the built-in supervisor. A container on a cgroup
+    // v1 host (this CI machine) gets the v1 controllers read-only: its systemd
+    // sets the limit but cannot enforce it, as a host's own systemd would.
+    let controllers = container.run(&["cat", "/sys/fs/cgroup/cgroup.controllers"]);
+    let enforced = String::from_utf8_lossy(&controllers.stdout)
+        .split_whitespace()
+        .any(|controller| controller == "memory");
+    if enforced {
+        let greedy = create(
+            json!({
+                "name": "greedy",
+                "source": {"git": git, "ref": commits[3]},
+                "resources": {"memory_mb": 64},
+                "health": {"path": "/healthz", "start_period_secs": 30, "interval_secs": 1},
+            }),
+            &commits[3],
+        )
+        .await;
+        common::wait_showing("an out-of-memory kill", async || {
+            let events = server
+                .get(
+                    &format!("/api/v1/events?service_id={greedy}&kind=instance."),
+                    &token,
+                )
+                .await;
+            let text = events.to_string();
+            if text.contains("more memory than its limit") {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+        .await;
+    } else {
+        eprintln!(
+            "memory limit under systemd: not checked here: the container's memory \
+             controller is cgroup v1, mounted read-only by systemd-nspawn"
+        );
+    }
 
     // A removed service leaves no unit behind.
     let (status, body) = server
