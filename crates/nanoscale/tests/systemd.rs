@@ -16,6 +16,10 @@ use common::container::{self, Boot, Container};
 use common::{agent_args, fixture_repo, free_port, wait_for, TestServer};
 use serde_json::{json, Value};
 
+/// One container at a time: two nodes on one loopback pick instance ports
+/// from the same range, and two booting systemds share two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn instances(server: &TestServer, token: &str, service: &str) -> Vec<Value> {
     server
         .get(&format!("/api/v1/services/{service}/instances"), token)
@@ -27,6 +31,7 @@ async fn instances(server: &TestServer, token: &str, service: &str) -> Vec<Value
 
 #[tokio::test]
 async fn with_the_systemd_supervisor_instances_are_hardened_units_that_log_heal_and_go() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     if let Some(why) = container::unavailable() {
         eprintln!("skipping: {why}");
         return;
@@ -325,4 +330,175 @@ async fn with_the_systemd_supervisor_instances_are_hardened_units_that_log_heal_
     })
     .await;
     eprintln!("systemd ran web and snoop as units: {blocked} escape attempts blocked");
+}
+
+/// As an installed node runs it (`install.sh --supervisor systemd`): the agent
+/// (here the whole `up`) is a unit of its own, as an unprivileged user in the
+/// `systemd-journal` group, reaching the privileged helper only through sudo and
+/// one exact rule. It starts and stops the apps' units through the helper and
+/// reads their output from the journal; it may change none of their files.
+#[tokio::test]
+async fn an_unprivileged_agent_runs_units_through_sudo_and_reads_their_journal() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    if let Some(why) = container::unavailable() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let (keep, repo, commits) = fixture_repo(&[("python-http", "v1")]);
+    let base = tempfile::Builder::new()
+        .prefix("nanoscale-systemd-lowpriv-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let data = base.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let binary = Path::new(env!("CARGO_BIN_EXE_nanoscale"));
+    let container = Container::boot(&Boot {
+        name: format!("ns-lowpriv-{}", std::process::id()),
+        binds: vec![
+            (base.path(), false),
+            (repo.parent().expect("parent"), true),
+            (binary, true),
+        ],
+        private_network: false,
+    });
+    // The agent's user, its sudo rule (as install.sh writes it) and the PAM
+    // and sudo files the container's empty /etc lacks.
+    container.must(&[
+        "useradd",
+        "--system",
+        "--user-group",
+        "--no-create-home",
+        "nanoscale-test",
+    ]);
+    let id = |flag: &str| -> u32 {
+        container
+            .must(&["id", flag, "nanoscale-test"])
+            .trim()
+            .parse()
+            .expect("an id")
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    for path in [base.path(), keep.path()] {
+        let chowned = std::process::Command::new("chown")
+            .args(["-R", &format!("{uid}:{gid}")])
+            .arg(path)
+            .status()
+            .expect("chown");
+        assert!(chowned.success());
+    }
+    let helper = format!(
+        "{} helper --data-dir {} -",
+        binary.display(),
+        data.display()
+    );
+    let sudoers = format!(
+        "root ALL=(ALL:ALL) ALL\n\
+         Defaults:nanoscale-test !log_allowed, !pam_session\n\
+         nanoscale-test ALL=(root) NOPASSWD: {helper}\n"
+    );
+    let pam = "auth sufficient pam_permit.so\naccount sufficient pam_permit.so\n\
+               session optional pam_permit.so\n";
+    let setup = format!(
+        "mkdir -p /etc/pam.d && printf '%s' '{pam}' > /etc/pam.d/sudo && \
+         printf '%s' '{sudoers}' > /etc/sudoers.tmp && chmod 440 /etc/sudoers.tmp && \
+         visudo -cf /etc/sudoers.tmp && mv /etc/sudoers.tmp /etc/sudoers"
+    );
+    container.must(&["sh", "-c", &setup]);
+
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let mut command = container.enter();
+    command.args([
+        "systemd-run",
+        "--quiet",
+        "--pipe",
+        "--wait",
+        "--collect",
+        "--unit=nanoscale-test-agent",
+        "--property=User=nanoscale-test",
+        "--property=Group=nanoscale-test",
+        "--property=SupplementaryGroups=systemd-journal",
+        "--property=KillMode=process",
+        &format!("--working-directory={}", data.display()),
+        &format!("--setenv=HOME={}", data.display()),
+        "--setenv=NANOSCALE_LOG=warn",
+        &format!("--setenv=NANOSCALE_HELPER_COMMAND=/usr/bin/sudo -n {helper}"),
+        "--setenv=NANOSCALE_SUPERVISOR=systemd",
+    ]);
+    let server = TestServer::spawn_wrapped(
+        command,
+        &data,
+        "127.0.0.1:0",
+        &agent_args(&proxy),
+        &[],
+        Stdio::inherit(),
+        None,
+    );
+    let token = server.bootstrap().await;
+    let project = server
+        .post("/api/v1/projects", &token, json!({"name": "lowpriv"}))
+        .await;
+    let project = project["id"].as_str().expect("id").to_owned();
+    let web = server
+        .create_and_deploy(
+            &token,
+            &project,
+            json!({
+                "name": "web",
+                "source": {"git": format!("file://{}", repo.display()), "ref": commits[0]},
+                "health": {"path": "/healthz", "start_period_secs": 30, "interval_secs": 1},
+            }),
+            &commits[0],
+        )
+        .await;
+    let instance = server.healthy_instance(&token, &web, "").await;
+    let id = instance["id"].as_str().expect("id").to_owned();
+    let unit = format!("nanoscale-{id}.service");
+
+    // The agent is the unprivileged user; the app, a unit, is its own.
+    let agent_pid = std::fs::read_to_string(data.join("agent/agent.lock")).expect("agent.lock");
+    let owner = |pid: &str| container.must(&["stat", "-c", "%u", &format!("/proc/{pid}")]);
+    assert_eq!(owner(agent_pid.trim()).trim(), uid.to_string());
+    let shown = container.must(&["systemctl", "show", "--property=User,ActiveState", &unit]);
+    assert!(
+        shown.contains("User=ns-web") && shown.contains("ActiveState=active"),
+        "{shown}"
+    );
+    // The instance's directory and environment file are root's; only the log
+    // directory, which it fills from the journal, is the agent's.
+    use std::os::unix::fs::MetadataExt;
+    let dir = data.join("apps/web/instances").join(&id);
+    let stat = |path: &Path| std::fs::symlink_metadata(path).expect("stat");
+    assert_eq!((stat(&dir).uid(), stat(&dir).mode() & 0o7777), (0, 0o2750));
+    let env_file = dir.join("unit.env");
+    assert_eq!(
+        (stat(&env_file).uid(), stat(&env_file).mode() & 0o777),
+        (0, 0o600)
+    );
+    assert_eq!(stat(&dir.join("systemd.unit")).uid(), 0);
+    assert_eq!(stat(&dir.join("log")).uid(), uid);
+    wait_for("the app's output, read from the journal", async || {
+        let logs = server
+            .get(&format!("/api/v1/services/{web}/logs?tail=20"), &token)
+            .await;
+        logs.to_string()
+            .contains("listening on 127.0.0.1")
+            .then_some(())
+    })
+    .await;
+
+    // Removed, the service leaves no unit: stopped through the helper too.
+    let (status, body) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/services/{web}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    wait_for("web's unit to be gone", async || {
+        let load = container.must(&["systemctl", "show", "--property=LoadState", &unit]);
+        load.contains("LoadState=not-found").then_some(())
+    })
+    .await;
 }
