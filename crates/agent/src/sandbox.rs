@@ -150,10 +150,67 @@ pub async fn launch(
     } else {
         Operation::StartShim { service, dir, spec }
     };
-    match Helper::for_agent(config)?.run(&operation).await? {
+    let helper = Helper::for_agent(config)?;
+    let answer = match helper.run(&operation).await {
+        // The service's user was made again since the spec was (another node of
+        // this host removed it): confine anew, then once more.
+        Err(why) if why.contains(crate::helper::USER_CHANGED) => {
+            tracing::warn!(%why, "the app's user changed; confining it again");
+            let operation = reconfined(&helper, operation).await?;
+            helper.run(&operation).await?
+        }
+        answer => answer?,
+    };
+    match answer {
         Answer::Shim { launched } => Ok(launched),
         other => Err(format!("the helper started nothing: {other:?}")),
     }
+}
+
+/// `operation` (a start) with the service's user as it is now, and the app's
+/// writable directories given to it.
+async fn reconfined(helper: &Helper, operation: Operation) -> Result<Operation, String> {
+    let (Operation::StartShim {
+        service,
+        dir,
+        mut spec,
+    }
+    | Operation::StartUnit {
+        service,
+        dir,
+        mut spec,
+    }) = operation.clone()
+    else {
+        return Ok(operation);
+    };
+    let Answer::User { name, uid, gid } = helper
+        .run(&Operation::CreateAppUser {
+            service: service.clone(),
+        })
+        .await?
+    else {
+        return Err(format!("the helper made no user for {service}"));
+    };
+    let user = AppUser { name, uid, gid };
+    let writable = spec
+        .sandbox
+        .as_ref()
+        .map(|sandbox| sandbox.writable.clone())
+        .unwrap_or_default();
+    for owned in writable.iter().filter(|dir| !owned_by(dir, &user)) {
+        helper
+            .run(&Operation::OwnAppDir {
+                service: service.clone(),
+                dir: owned.clone(),
+                volumes: Vec::new(),
+            })
+            .await?;
+    }
+    (spec.uid, spec.gid) = (Some(uid), Some(gid));
+    Ok(match operation {
+        Operation::StartUnit { .. } => Operation::StartUnit { service, dir, spec },
+        _ => Operation::StartShim { service, dir, spec },
+    })
 }
 
 /// What became of the run in `dir`: systemd's word for an instance that runs as
