@@ -1008,34 +1008,13 @@ async fn create_user(service: &str) -> Result<AppUser, String> {
     lookup(&name)?.ok_or_else(|| format!("useradd made no user {name}"))
 }
 
-/// Deletes the service's user (and its group), if there is one and nothing runs
-/// as it: nodes made with `--data-dir` share the host's users, and another
-/// node's instance of the same service may still be running.
+/// Deletes the service's user (and its group), if there is one.
 async fn remove_user(service: &str) -> Result<(), String> {
     let name = user_name(service);
-    let Some(user) = lookup(&name)? else {
-        return Ok(());
-    };
-    if runs_as(user.uid) {
-        tracing::info!(user = %name, "kept: processes still run as it (another node of this host)");
+    if lookup(&name)?.is_none() {
         return Ok(());
     }
     account_tool("/usr/sbin/userdel", vec![name.clone()], &name).await
-}
-
-/// Whether any process of this host runs as `uid`.
-fn runs_as(uid: u32) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        entry
-            .file_name()
-            .to_str()
-            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()))
-            && std::fs::metadata(entry.path()).is_ok_and(|meta| meta.uid() == uid)
-    })
 }
 
 /// The account `name`, if it exists.
@@ -1420,12 +1399,6 @@ mod tests {
                 "{size_mib}"
             );
         }
-    }
-
-    #[test]
-    fn a_user_something_runs_as_is_told_from_one_nothing_runs_as() {
-        assert!(runs_as(nix::unistd::geteuid().as_raw()), "this test runs");
-        assert!(!runs_as(4_000_000_000), "no process has this uid");
     }
 
     #[test]

@@ -119,8 +119,12 @@ async fn with_the_systemd_supervisor_instances_are_hardened_units_that_log_heal_
         assert!(shown.contains(&expected), "{expected} in:\n{shown}");
     }
     // Its parent is systemd, not a shim; no shim records exist for it.
-    let parent = container.must(&["ps", "-o", "ppid=", "-p", &pid]);
-    assert_eq!(parent.trim(), "1", "the app's parent");
+    let status = container.must(&["cat", &format!("/proc/{pid}/status")]);
+    let parent = status
+        .lines()
+        .find_map(|line| line.strip_prefix("PPid:"))
+        .map(str::trim);
+    assert_eq!(parent, Some("1"), "the app's parent: {status}");
     let instance_dir = data.join("apps/web/instances").join(&id);
     assert!(instance_dir.join("systemd.unit").is_file());
     assert!(!instance_dir.join("shim.pid").exists());
