@@ -870,7 +870,7 @@ async fn remove_unit(dir: &Path, name: &str) -> Result<(), String> {
 }
 
 /// `<apps>/<service>/instances/<id>`, not a build or a health check.
-fn is_instance_dir(dir: &Path) -> bool {
+pub(crate) fn is_instance_dir(dir: &Path) -> bool {
     dir.parent()
         .and_then(Path::file_name)
         .is_some_and(|parent| parent == "instances")

@@ -141,11 +141,8 @@ pub async fn launch(
     let service = service.to_owned();
     let spec = Box::new(spec.clone());
     // Instances (not builds or health checks) run as units where systemd was chosen.
-    let is_instance = dir
-        .parent()
-        .and_then(Path::file_name)
-        .is_some_and(|parent| parent == "instances");
-    let operation = if config.supervisor == Supervisor::Systemd && is_instance {
+    let as_unit = config.supervisor == Supervisor::Systemd && crate::helper::is_instance_dir(&dir);
+    let operation = if as_unit {
         Operation::StartUnit { service, dir, spec }
     } else {
         Operation::StartShim { service, dir, spec }
