@@ -417,6 +417,7 @@ async fn journal_loop(context: Arc<Context>) {
     let config = &context.config;
     let mut follower = crate::runtime::journal::JournalFollower::new(
         &config.state_dir,
+        &config.apps_dir,
         config.log_max_bytes,
         config.log_keep,
     );

@@ -173,6 +173,18 @@ async fn with_the_systemd_supervisor_instances_are_hardened_units_that_log_heal_
         load.contains("LoadState=not-found").then_some(())
     })
     .await;
+    // systemd's own words about a unit reach its log too.
+    let started = format!(
+        "systemd: Started nanoscale-{}.service",
+        healed["id"].as_str().expect("id")
+    );
+    wait_for("systemd's line about the new unit", async || {
+        let logs = server
+            .get(&format!("/api/v1/services/{web}/logs?tail=200"), &token)
+            .await;
+        logs.to_string().contains(&started).then_some(())
+    })
+    .await;
     let events = server
         .get(
             &format!("/api/v1/events?service_id={web}&limit=200"),

@@ -86,6 +86,9 @@ fn instance_line(entry: &Value) -> Option<JournalLine> {
 
 /// Copies the journal's lines of this node's unit instances into their logs.
 pub struct JournalFollower {
+    /// `<data>/apps`: where an instance the store does not list yet (its unit
+    /// has just been started) is found by its id.
+    apps_dir: PathBuf,
     cursor_file: PathBuf,
     cursor: Option<String>,
     /// Without a cursor (a first start): from this time on (UNIX seconds).
@@ -96,13 +99,14 @@ pub struct JournalFollower {
 }
 
 impl JournalFollower {
-    pub fn new(state_dir: &Path, max_bytes: u64, keep: u32) -> JournalFollower {
+    pub fn new(state_dir: &Path, apps_dir: &Path, max_bytes: u64, keep: u32) -> JournalFollower {
         let cursor_file = state_dir.join(CURSOR_FILE);
         let cursor = std::fs::read_to_string(&cursor_file)
             .ok()
             .map(|text| text.trim().to_owned())
             .filter(|text| !text.is_empty() && !text.contains(['\n', '\0']));
         JournalFollower {
+            apps_dir: apps_dir.to_path_buf(),
             cursor_file,
             cursor,
             since: Utc::now().timestamp() - 1,
@@ -118,11 +122,17 @@ impl JournalFollower {
     pub async fn poll(&mut self, instances: HashMap<String, PathBuf>) -> Result<usize, String> {
         let program =
             nanoscale_process::which("journalctl").ok_or("journalctl is not installed")?;
+        // Field matches, not `--unit=nanoscale-*`: a glob makes journalctl list
+        // every unit the journal ever saw at each call, which grows with the
+        // journal. The apps' lines carry their units' slice; systemd's own lines
+        // about a unit are PID 1's (`instance_line` keeps only ours).
         let mut args = vec![
             "--output=json".to_owned(),
             "--no-pager".to_owned(),
             "--quiet".to_owned(),
-            "--unit=nanoscale-*.service".to_owned(),
+            "_SYSTEMD_SLICE=nanoscale.slice".to_owned(),
+            "+".to_owned(),
+            "_PID=1".to_owned(),
         ];
         match &self.cursor {
             Some(cursor) => args.push(format!("--after-cursor={cursor}")),
@@ -137,14 +147,12 @@ impl JournalFollower {
         .await
         .map_err(|error| error.to_string())?;
         if !output.success {
-            // The journal has no `nanoscale-*` unit yet: nothing to copy.
-            if output.stderr.contains("No data available") {
-                return Ok(0);
-            }
             return Err(format!("journalctl: {}", output.stderr.trim()));
         }
         let mut logs = std::mem::take(&mut self.logs);
         let (max_bytes, keep) = (self.max_bytes, self.keep);
+        let apps_dir = self.apps_dir.clone();
+        let mut instances = instances;
         let (logs, cursor, copied) = tokio::task::spawn_blocking(move || {
             let mut cursor = None;
             let mut copied = 0;
@@ -154,6 +162,13 @@ impl JournalFollower {
                 };
                 cursor = Some(at);
                 let Some(line) = line else { continue };
+                // A unit's first lines (systemd's "Started", the app's first
+                // output) can come before the agent has recorded the instance.
+                if !instances.contains_key(&line.id) {
+                    if let Some(dir) = instance_dir_of(&apps_dir, &line.id) {
+                        instances.insert(line.id.clone(), dir);
+                    }
+                }
                 let Some(dir) = instances.get(&line.id) else {
                     continue;
                 };
@@ -189,6 +204,19 @@ impl JournalFollower {
         }
         Ok(copied)
     }
+}
+
+/// `<apps>/<service>/instances/<id>` of the instance `id` (checked with
+/// `valid_id`: one plain path part), when it exists and has its log directory.
+fn instance_dir_of(apps_dir: &Path, id: &str) -> Option<PathBuf> {
+    if !super::valid_id(id) {
+        return None;
+    }
+    std::fs::read_dir(apps_dir)
+        .ok()?
+        .flatten()
+        .map(|service| service.path().join("instances").join(id))
+        .find(|dir| dir.join("log").is_dir())
 }
 
 #[cfg(test)]
@@ -227,6 +255,22 @@ mod tests {
         let said = said.expect("a line");
         assert_eq!(said.text, b"systemd: Failed with result 'oom-kill'.");
         assert_eq!(said.stream, b'e');
+    }
+
+    #[test]
+    fn an_instance_not_yet_recorded_is_found_by_its_id() {
+        let apps = tempfile::tempdir().expect("tempdir");
+        let dir = apps.path().join("web/instances/web-r1-0-ab12");
+        std::fs::create_dir_all(dir.join("log")).expect("mkdir");
+        std::fs::create_dir_all(apps.path().join("api/instances/api-r1-0-cd34")).expect("mkdir");
+        assert_eq!(instance_dir_of(apps.path(), "web-r1-0-ab12"), Some(dir));
+        assert_eq!(
+            instance_dir_of(apps.path(), "api-r1-0-cd34"),
+            None,
+            "no log dir"
+        );
+        assert_eq!(instance_dir_of(apps.path(), "../web"), None);
+        assert_eq!(instance_dir_of(apps.path(), "web-r9-0-0000"), None);
     }
 
     #[test]
