@@ -353,14 +353,14 @@ pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, Confi
         Some(text) => nanoscale_agent::context::Supervisor::parse(&text)
             .map_err(|message| invalid("supervisor", message))?,
     };
-    if agent
-        && supervisor == nanoscale_agent::context::Supervisor::Systemd
-        && !nanoscale_agent::runtime::unit::systemd_booted()
-    {
-        return Err(invalid(
-            "supervisor",
-            "systemd does not run this host (no /run/systemd/system); use builtin",
-        ));
+    if agent {
+        check_supervisor(
+            supervisor,
+            nanoscale_agent::runtime::unit::systemd_booted(),
+            nix::unistd::geteuid().is_root()
+                || std::env::var_os("NANOSCALE_HELPER_COMMAND").is_some(),
+        )
+        .map_err(|message| invalid("supervisor", message))?;
     }
 
     Ok(UpConfig {
@@ -382,6 +382,29 @@ pub fn resolve(overrides: Overrides, file: FileConfig) -> Result<UpConfig, Confi
         shutdown_grace_secs,
         agent,
     })
+}
+
+/// Whether this host can run apps with `supervisor`: the systemd backend needs
+/// systemd as PID 1, and sandboxed apps (root, or the privileged helper as a
+/// command), as units run apps as their own users. The agent checks the same
+/// (`AgentConfig::check`); `up` checks first, so a bad choice exits 64 instead of
+/// an agent that keeps being restarted.
+fn check_supervisor(
+    supervisor: nanoscale_agent::context::Supervisor,
+    systemd_booted: bool,
+    sandboxes: bool,
+) -> Result<(), &'static str> {
+    if supervisor != nanoscale_agent::context::Supervisor::Systemd {
+        return Ok(());
+    }
+    if !systemd_booted {
+        return Err("systemd does not run this host (no /run/systemd/system); use builtin");
+    }
+    if !sandboxes {
+        return Err("systemd runs apps as their own users: run as root, or set \
+                    NANOSCALE_HELPER_COMMAND to the privileged helper");
+    }
+    Ok(())
 }
 
 /// `nanoscale up` lets git read repositories under its own data dir, the user's
@@ -532,6 +555,17 @@ mod tests {
             ..overrides()
         };
         assert!(resolve(without_agent, FileConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn the_systemd_supervisor_is_refused_where_it_cannot_run() {
+        use nanoscale_agent::context::Supervisor;
+        assert!(check_supervisor(Supervisor::Builtin, false, false).is_ok());
+        assert!(check_supervisor(Supervisor::Systemd, true, true).is_ok());
+        let no_systemd = check_supervisor(Supervisor::Systemd, false, true);
+        assert!(no_systemd.is_err_and(|why| why.contains("use builtin")));
+        let unsandboxed = check_supervisor(Supervisor::Systemd, true, false);
+        assert!(unsandboxed.is_err_and(|why| why.contains("NANOSCALE_HELPER_COMMAND")));
     }
 
     #[test]
