@@ -1624,6 +1624,16 @@ async fn join_tokens_and_the_install_script() {
             "--data-dir may hold only letters, digits and / . _ -",
         ),
         (&["--frobnicate"][..], "unknown option --frobnicate"),
+        (
+            &["--supervisor", "docker"][..],
+            "--supervisor must be builtin or systemd (got 'docker')",
+        ),
+        (&["--supervisor"][..], "--supervisor needs a value"),
+        // Units are named after instances, which nodes of one host could share.
+        (
+            &["--supervisor", "systemd", "--data-dir", "/srv/node1"][..],
+            "--supervisor systemd needs systemd running this host, and the node's own data dir",
+        ),
     ] {
         let run = std::process::Command::new("sh")
             .arg("-c")
