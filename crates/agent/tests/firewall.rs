@@ -66,9 +66,17 @@ fn document(mode: SecurityMode) -> DesiredDocument {
     }
 }
 
-async fn wait_status(context: &Context, wanted: &str) -> nanoscale_core::firewall::FirewallState {
+/// Checks the firewall against `state` until its report is `wanted`, as the
+/// reconcile loop does every round: a check made while the previous change
+/// still holds the firewall's claim does nothing, and the next one starts it.
+async fn converge(
+    context: &Arc<Context>,
+    state: &DesiredState,
+    wanted: &str,
+) -> nanoscale_core::firewall::FirewallState {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        nanoscale_agent::firewall::check(context, state);
         let report = context.firewall.lock().unwrap().report.clone();
         if let Some(report) = report.filter(|report| report.status == wanted) {
             return report;
@@ -151,8 +159,7 @@ async fn cycle(namespace: &Namespace) {
 
     // B while the control plane answers: kept, and the table is what mode B says.
     let current = document(SecurityMode::B);
-    nanoscale_agent::firewall::check(&context, &current.state);
-    let applied = wait_status(&context, "applied").await;
+    let applied = converge(&context, &current.state, "applied").await;
     assert_eq!(applied.mode, SecurityMode::B);
     assert_eq!(applied.open_tcp_ports, Some(vec![22, 7070]));
     let (listed, table) = namespace.nft(&["list", "table", "inet", "nanoscale"]);
@@ -169,8 +176,7 @@ async fn cycle(namespace: &Namespace) {
     drop(control_plane);
     let current = document(SecurityMode::C);
     let begun = Instant::now();
-    nanoscale_agent::firewall::check(&context, &current.state);
-    let reverted = wait_status(&context, "reverted").await;
+    let reverted = converge(&context, &current.state, "reverted").await;
     let took = begun.elapsed();
     assert_eq!(reverted.mode, SecurityMode::B, "{reverted:?}");
     assert!(
@@ -208,8 +214,7 @@ async fn cycle(namespace: &Namespace) {
 
     // ...but A is, and it leaves no table behind.
     let current = document(SecurityMode::A);
-    nanoscale_agent::firewall::check(&context, &current.state);
-    let open = wait_status(&context, "applied").await;
+    let open = converge(&context, &current.state, "applied").await;
     assert_eq!(open.mode, SecurityMode::A);
     let (listed, _) = namespace.nft(&["list", "table", "inet", "nanoscale"]);
     assert!(!listed, "mode A leaves no table");
