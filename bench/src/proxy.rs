@@ -323,7 +323,9 @@ async fn hold_idle(port: u16) -> Result<Vec<tokio::net::TcpStream>> {
         let opened = futures::future::try_join_all((0..batch).map(|_| one_request(port))).await?;
         held.extend(opened);
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Idle for a few seconds, as such connections are (NanoScale parks a
+    // connection after 1-2 s without traffic).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     Ok(held)
 }
 

@@ -23,6 +23,9 @@ use nanoscale_core::route::{Backend, Route, RoutePolicy, RouteTable, Target};
 use nanoscale_proxy::{ControlClient, ControlRequest};
 use serde_json::{json, Value};
 
+/// The size of `/big`'s body: more than the socket buffers hold.
+const BIG: usize = 8 << 20;
+
 type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// An upstream on a loopback port that says who it is (`x-upstream`) and echoes
@@ -125,6 +128,9 @@ async fn answer(
             .headers_mut()
             .insert("content-type", "text/event-stream".parse().unwrap());
         return Ok(response);
+    }
+    if path.ends_with("/big") {
+        return Ok(reply(full(vec![b'x'; BIG])));
     }
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -491,17 +497,9 @@ async fn websocket_sse_http2_and_large_uploads_stream_through() {
 
     // WebSocket echo.
     let ws_url = format!("{}/ws", proxy.url.replace("http://", "ws://"));
-    let (mut socket, response) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let (socket, response) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
     assert_eq!(response.status(), 101);
-    for text in ["hello", "through the proxy"] {
-        socket
-            .send(tokio_tungstenite::tungstenite::Message::text(text))
-            .await
-            .unwrap();
-        let echoed = socket.next().await.unwrap().unwrap();
-        assert_eq!(echoed.to_text().unwrap(), text);
-    }
-    socket.close(None).await.unwrap();
+    echo_and_close(socket, &["hello", "through the proxy"]).await;
 
     // SSE: the first event arrives while the upstream is still holding the rest.
     let started = Instant::now();
@@ -555,6 +553,216 @@ async fn websocket_sse_http2_and_large_uploads_stream_through() {
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["received"],
         32 << 20
+    );
+}
+
+/// Each text comes back from the upstream's WebSocket echo; then a clean close.
+async fn echo_and_close<S>(mut socket: tokio_tungstenite::WebSocketStream<S>, texts: &[&str])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    for text in texts {
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::text(*text))
+            .await
+            .unwrap();
+        let echoed = socket.next().await.unwrap().unwrap();
+        assert_eq!(echoed.to_text().unwrap(), *text);
+    }
+    socket.close(None).await.unwrap();
+}
+
+/// One response read off a raw connection (`Content-Length` framing only).
+async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    pending: &mut Vec<u8>,
+) -> (u16, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .expect("a response within 10 s")
+            .unwrap();
+        assert!(
+            read > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(pending)
+        );
+        pending.extend_from_slice(&buffer[..read]);
+    };
+    let head = String::from_utf8_lossy(&pending[..head_end]).to_ascii_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .expect("content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    while pending.len() < head_end + length {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .expect("the body within 10 s")
+            .unwrap();
+        assert!(read > 0, "closed inside a body");
+        pending.extend_from_slice(&buffer[..read]);
+    }
+    let body = pending[head_end..head_end + length].to_vec();
+    pending.drain(..head_end + length);
+    (status, body)
+}
+
+async fn proxy_status(proxy: &ProxyProcess) -> nanoscale_proxy::ControlResponse {
+    let mut client = ControlClient::connect(&proxy.state_dir).await.unwrap();
+    client.call(&ControlRequest::Status).await.unwrap()
+}
+
+/// Waits until the proxy reports `parked` parked connections.
+async fn until_parked(proxy: &ProxyProcess, parked: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = proxy_status(proxy).await;
+        if status.parked == parked {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "parked {} (wanted {parked})",
+            status.parked
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_park_and_carry_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = upstream("a").await;
+    let proxy = ProxyProcess::start().await;
+    proxy
+        .apply(&table(1, vec![route("a:*/", None, "/", &[a.addr])]))
+        .await;
+    let address = proxy.url.trim_start_matches("http://").to_owned();
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: app\r\n\r\n");
+    let echoed = |body: &[u8]| serde_json::from_slice::<Value>(body).unwrap()["uri"].clone();
+
+    // A connection that never sends anything, and one that made a request, both
+    // park once idle; the second then carries on where it was.
+    let silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut pending = Vec::new();
+    client.write_all(get("/one").as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut client, &mut pending).await;
+    assert_eq!((status, echoed(&body)), (200, json!("/one")));
+    until_parked(&proxy, 2).await;
+    assert_eq!(proxy_status(&proxy).await.connections, 2);
+    client.write_all(get("/two").as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut client, &mut pending).await;
+    assert_eq!((status, echoed(&body)), (200, json!("/two")));
+    assert_eq!(proxy_status(&proxy).await.parked, 1);
+
+    // The client closing a parked connection closes it here too.
+    drop(silent);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy_status(&proxy).await.connections != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection is still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Pipelined requests arriving at a parked connection.
+    until_parked(&proxy, 1).await;
+    client
+        .write_all(format!("{}{}", get("/p1"), get("/p2")).as_bytes())
+        .await
+        .unwrap();
+    for path in ["/p1", "/p2"] {
+        let (status, body) = read_response(&mut client, &mut pending).await;
+        assert_eq!((status, echoed(&body)), (200, json!(path)));
+    }
+
+    // A request head that stops half way for longer than parking waits: hyper is
+    // stopped, the half head kept, and the request completes when the rest comes.
+    until_parked(&proxy, 1).await;
+    client
+        .write_all(b"GET /split HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        proxy_status(&proxy).await.parked,
+        0,
+        "parked inside a request head"
+    );
+    client.write_all(b"st: app\r\n\r\n").await.unwrap();
+    let (status, body) = read_response(&mut client, &mut pending).await;
+    assert_eq!((status, echoed(&body)), (200, json!("/split")));
+
+    // A client that stops reading a large response for longer than parking waits
+    // gets all of it, byte for byte, on the same connection.
+    client.write_all(get("/big").as_bytes()).await.unwrap();
+    let mut first = vec![0u8; 1024];
+    client.read_exact(&mut first).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        proxy_status(&proxy).await.parked,
+        0,
+        "parked during a response"
+    );
+    pending.extend_from_slice(&first);
+    let (status, body) = read_response(&mut client, &mut pending).await;
+    assert_eq!(status, 200);
+    assert!(body.len() == BIG && body.iter().all(|b| *b == b'x'));
+    client
+        .write_all(get("/after-big").as_bytes())
+        .await
+        .unwrap();
+    let (status, body) = read_response(&mut client, &mut pending).await;
+    assert_eq!((status, echoed(&body)), (200, json!("/after-big")));
+
+    // A WebSocket upgrade on a connection that was parked.
+    until_parked(&proxy, 1).await;
+    assert!(pending.is_empty());
+    let (socket, response) = tokio_tungstenite::client_async(format!("ws://{address}/ws"), client)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    echo_and_close(socket, &["after parking", "and idle"]).await;
+
+    // At shutdown, parked connections are closed at once (they are idle) and the
+    // proxy does not wait out the drain time for them.
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut pending = Vec::new();
+    idle.write_all(get("/last").as_bytes()).await.unwrap();
+    read_response(&mut idle, &mut pending).await;
+    until_parked(&proxy, 1).await;
+    let mut proxy = proxy;
+    let stopping = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &proxy.child.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || proxy.child.wait().map(|s| (s, proxy)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.0.success(), "{:?}", status.0);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        stopping.elapsed()
+    );
+    let mut rest = [0u8; 1];
+    assert_eq!(
+        idle.read(&mut rest).await.unwrap(),
+        0,
+        "still open after shutdown"
     );
 }
 

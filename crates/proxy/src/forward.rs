@@ -189,7 +189,9 @@ pub async fn handle(
         return Ok(finish(&proxy, response, log, Some(active), None));
     }
     let upgrade = upgrade_protocol(&request);
-    let mut client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let mut client_upgrade = upgrade
+        .as_ref()
+        .map(|_| crate::conn::ClientUpgrade::take(&mut request));
     let (parts, incoming) = request.into_parts();
     let mut headers = parts.headers;
     let original_host = host.clone();
@@ -429,7 +431,7 @@ impl UpgradeFailure {
 async fn splice_upgrade(
     mut outbound: Request<Body>,
     protocol: &HeaderValue,
-    client_upgrade: hyper::upgrade::OnUpgrade,
+    client_upgrade: crate::conn::ClientUpgrade,
     policy: &nanoscale_core::route::RoutePolicy,
 ) -> Result<Response<Body>, UpgradeFailure> {
     let authority = outbound
@@ -499,14 +501,15 @@ async fn splice_upgrade(
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
-            let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::debug!("upgrade failed: {e}");
-                    return;
-                }
-            };
-            let mut client = TokioIo::new(client);
+            let upstream_upgrade = async { upstream_upgrade.await.map_err(|e| e.to_string()) };
+            let (mut client, upstream) =
+                match tokio::try_join!(client_upgrade.wait(), upstream_upgrade) {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::debug!("upgrade failed: {e}");
+                        return;
+                    }
+                };
             let mut upstream = TokioIo::new(upstream);
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         });

@@ -1,13 +1,17 @@
 //! The traffic layer: `nanoscale proxy`, a separate process the agent starts and
 //! feeds with a [`RouteTable`](nanoscale_core::route::RouteTable) over a Unix
 //! socket. See docs/ARCHITECTURE.md, "Traffic layer".
-#![forbid(unsafe_code)]
+// Unsafe code only in `memory`, which allows it for its one documented call.
+#![deny(unsafe_code)]
 
 pub mod access_log;
+pub mod conn;
 pub mod dns;
 pub mod forward;
 pub mod linger;
+mod memory;
 pub mod metrics;
+pub mod park;
 pub mod server;
 pub mod static_files;
 pub mod table;

@@ -12,17 +12,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioIo;
 use nanoscale_core::route::RouteTable;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 
 use crate::access_log::{AccessLog, Destination, Rotation};
+use crate::conn::{Meta, Server};
 use crate::dns::DnsAnswers;
-use crate::forward::{handle, Listener, Proxy};
+use crate::forward::{Listener, Proxy};
 use crate::table::{compile, validate, Compiled};
 
 pub const CONTROL_SOCKET: &str = "control.sock";
@@ -73,6 +72,9 @@ pub struct ControlResponse {
     pub pid: u32,
     #[serde(default)]
     pub connections: usize,
+    /// Of those, idle keep-alive connections parked outside the runtime.
+    #[serde(default)]
+    pub parked: usize,
     /// The listeners it was started with (`None` = off), so a supervisor can tell
     /// a proxy started with other settings.
     #[serde(default)]
@@ -91,6 +93,7 @@ pub struct ControlResponse {
 
 struct Running {
     proxy: Arc<Proxy>,
+    server: Arc<Server>,
     dns: Arc<ArcSwap<DnsAnswers>>,
     listen: Option<SocketAddr>,
     internal_listen: Option<SocketAddr>,
@@ -110,8 +113,10 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> any
         .context("opening the access log")?;
     let proxy = Arc::new(Proxy::new(compiled, access_log));
     let dns = Arc::new(ArcSwap::from_pointee(DnsAnswers::default()));
+    let server = Server::new(proxy.clone(), IDLE);
     let running = Arc::new(Running {
         proxy: proxy.clone(),
+        server: server.clone(),
         dns: dns.clone(),
         listen: config.listen,
         internal_listen: config.internal_listen,
@@ -122,7 +127,6 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> any
     });
     running.refresh_dns();
 
-    let graceful = Arc::new(GracefulShutdown::new());
     let mut tasks = tokio::task::JoinSet::new();
     // An external listener on the wildcard address and the internal port (the
     // installed default: 0.0.0.0:80 and 127.0.0.1:80) already holds the internal
@@ -146,13 +150,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> any
             )
         })?;
         tracing::info!(%address, listener = listener.as_str(), "proxy listening");
-        tasks.spawn(accept(
-            socket,
-            listener,
-            shared,
-            proxy.clone(),
-            graceful.clone(),
-        ));
+        tasks.spawn(accept(socket, listener, shared, server.clone()));
     }
     if let Some(address) = config.dns_listen {
         let server = crate::dns::bind(address, dns.clone()).await?;
@@ -181,16 +179,15 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> any
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&control_path);
-    match Arc::try_unwrap(graceful) {
-        Ok(graceful) => {
-            if tokio::time::timeout(DRAIN, graceful.shutdown())
-                .await
-                .is_err()
-            {
-                tracing::warn!("some connections did not finish within {DRAIN:?}");
-            }
-        }
-        Err(_) => tracing::warn!("listeners still held; not draining"),
+    // Idle (parked) connections close now; busy ones finish their request.
+    server.shutdown.cancel();
+    server.stop_parking();
+    server.tracker.close();
+    if tokio::time::timeout(DRAIN, server.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within {DRAIN:?}");
     }
     Ok(())
 }
@@ -271,21 +268,8 @@ async fn accept(
     socket: TcpListener,
     listener: Listener,
     internal_on: Option<SocketAddr>,
-    proxy: Arc<Proxy>,
-    graceful: Arc<GracefulShutdown>,
+    server: Arc<Server>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(IDLE)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(IDLE / 2))
-        .max_concurrent_streams(256);
-    let builder = Arc::new(builder);
     loop {
         let (stream, peer) = match socket.accept().await {
             Ok(accepted) => accepted,
@@ -301,24 +285,7 @@ async fn accept(
             (Some(internal), Ok(local)) if local == internal => Listener::Internal,
             _ => listener,
         };
-        let proxy = proxy.clone();
-        let service_proxy = proxy.clone();
-        let service =
-            service_fn(move |request| handle(service_proxy.clone(), listener, peer, request));
-        let builder = builder.clone();
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            proxy
-                .connections
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Err(error) = connection.await {
-                tracing::trace!(%peer, "connection ended: {error}");
-            }
-            proxy
-                .connections
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        });
+        server.accepted(stream, Meta { peer, listener });
     }
 }
 
@@ -367,6 +334,7 @@ impl Running {
                 .proxy
                 .connections
                 .load(std::sync::atomic::Ordering::Relaxed),
+            parked: self.server.parked(),
             listen: self.listen,
             internal_listen: self.internal_listen,
             dns_listen: self.dns_listen,
