@@ -4,17 +4,18 @@
 //! An HTTP/1.1 connection is served by `hyper::server::conn::http1` until it has
 //! been idle for [`PARK_AFTER`]: no request or response in flight, no byte moved in
 //! either direction, no write waiting on the client. Then it is shut down
-//! gracefully *without* closing the socket (`poll_without_shutdown`), which gives
-//! back the socket and frees hyper's buffers, and the socket goes to the
+//! gracefully with the socket's own shutdown turned into a no-op, and
+//! `into_parts` gives back the socket (hyper's buffers are freed); the socket goes
+//! to the
 //! [`Parker`]. When the client speaks again, the parker spawns a fresh
 //! [`serve`]. A new connection that sends nothing for [`PARK_AFTER`] is parked the
 //! same way before any buffer is made for it.
 //!
-//! Because the connection is polled "without shutdown", hyper does not complete
-//! upgrades itself: a `101 Switching Protocols` ends its dispatch and hands the
+//! (`poll_without_shutdown` would do the same without the no-op, but requires an
+//! `Unpin` service future: a heap allocation per request.) As the connection is
+//! not run `with_upgrades`, hyper does not complete upgrades itself: a `101 Switching Protocols` ends its dispatch and hands the
 //! socket (with any bytes already read) back here, and this module passes it to
 //! the request's [`ClientUpgrade`], which `forward` splices to the upstream.
-use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -29,7 +30,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -276,6 +277,8 @@ struct ConnState {
     write_blocked: AtomicBool,
     /// No parking until the next request (hyper was stopped mid-head once).
     hold: AtomicBool,
+    /// Being parked: hyper's shutdown of the socket must not reach it.
+    parking: AtomicBool,
     /// The upgrade request waiting for the socket, and whether it got a 101.
     upgrade: Mutex<Option<oneshot::Sender<Upgraded>>>,
     upgraded: AtomicBool,
@@ -304,7 +307,7 @@ async fn serve_h1(server: &Arc<Server>, stream: TcpStream, meta: Meta, prefix: V
     let mut closing = false;
     let result = loop {
         tokio::select! {
-            result = poll_fn(|cx| connection.poll_without_shutdown(cx)) => break result,
+            result = &mut connection => break result,
             () = server.shutdown.cancelled(), if !closing => {
                 closing = true;
                 Pin::new(&mut connection).graceful_shutdown();
@@ -317,6 +320,7 @@ async fn serve_h1(server: &Arc<Server>, stream: TcpStream, meta: Meta, prefix: V
                     && !state.hold.load(Ordering::Relaxed)
                 {
                     parking = true;
+                    state.parking.store(true, Ordering::Relaxed);
                     Pin::new(&mut connection).graceful_shutdown();
                 }
                 seen = now;
@@ -346,10 +350,8 @@ async fn serve_h1(server: &Arc<Server>, stream: TcpStream, meta: Meta, prefix: V
             (None, _) => H1::Closed,
         };
     }
-    // hyper is done with it (the client closed, or the exchange said close).
-    if let Some(mut stream) = stream.into_stream() {
-        let _ = stream.shutdown().await;
-    }
+    // hyper is done with it (the client closed, or the exchange said close) and
+    // has shut the socket down.
     H1::Closed
 }
 
@@ -360,12 +362,7 @@ fn dispatch(
     meta: Meta,
     state: Arc<ConnState>,
     mut request: Request<Incoming>,
-) -> Pin<
-    Box<
-        dyn std::future::Future<Output = Result<Response<Tracked>, std::convert::Infallible>>
-            + Send,
-    >,
-> {
+) -> impl std::future::Future<Output = Result<Response<Tracked>, std::convert::Infallible>> {
     state.in_flight.fetch_add(1, Ordering::Relaxed);
     state.hold.store(false, Ordering::Relaxed);
     if request.headers().contains_key(header::UPGRADE) {
@@ -375,7 +372,7 @@ fn dispatch(
             .extensions_mut()
             .insert(SocketUpgrade(Arc::new(Mutex::new(Some(receiver)))));
     }
-    Box::pin(async move {
+    async move {
         let response = handle(proxy, meta.listener, meta.peer, request).await?;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             state.upgraded.store(true, Ordering::Relaxed);
@@ -384,7 +381,7 @@ fn dispatch(
             lock(&state.upgrade).take();
         }
         Ok(response.map(|body| Tracked { body, state }))
-    })
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -622,6 +619,10 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.state.parking.load(Ordering::Relaxed) {
+            // The socket goes on to the parker, open.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
