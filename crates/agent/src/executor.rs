@@ -66,14 +66,23 @@ async fn check_processes(
     context: &Arc<Context>,
     releases: &HashMap<Uuid, ReleaseRecord>,
 ) -> StoreResult<()> {
-    for instance in context.store.instances().await? {
-        if instance.status == InstanceStatus::Exited
-            || context.is_busy(&format!("stop:{}", instance.id))
-        {
-            continue;
-        }
+    let instances = context.store.instances().await?;
+    let watched = |instance: &&InstanceRecord| {
+        instance.status != InstanceStatus::Exited
+            && !context.is_busy(&format!("stop:{}", instance.id))
+    };
+    // One question to systemd for all the instances that run as units.
+    let mut units = crate::runtime::unit::inspect_all(
+        instances.iter().filter(watched).map(|i| i.dir.as_path()),
+    )
+    .await;
+    for instance in instances.iter().filter(watched) {
         let log = instance.dir.join("log");
-        let exit = match crate::sandbox::inspect(&instance.dir).await {
+        let status = match units.remove(&instance.dir) {
+            Some(status) => status,
+            None => crate::sandbox::inspect(&instance.dir).await,
+        };
+        let exit = match status {
             ShimStatus::Running(_) | ShimStatus::Starting { .. } => {
                 let live = releases
                     .get(&instance.release_id)
@@ -408,23 +417,33 @@ async fn execute(
             }
         }
         Action::Clean { service } => {
+            // The account first: while a process still runs as it (an instance
+            // of this service still stopping, or the same service on another
+            // node of this host), everything is kept and the next round, which
+            // plans this again, tries again.
+            if context.config.sandbox {
+                let removed = match crate::helper::Helper::for_agent(&context.config) {
+                    Ok(helper) => {
+                        helper
+                            .run(&crate::helper::Operation::RemoveAppUser {
+                                service: service.clone(),
+                            })
+                            .await
+                    }
+                    Err(error) => Err(error),
+                };
+                match removed {
+                    Ok(crate::helper::Answer::InUse { pid }) => {
+                        tracing::debug!(%service, pid, "the service's user is still in use");
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, %service, "removing a service's user"),
+                }
+            }
             let dir = context.service_dir(&service);
             if let Err(error) = crate::sandbox::remove(&context.config, &dir).await {
                 tracing::warn!(%error, "removing a service's files");
-            }
-            if context.config.sandbox {
-                let removed = match crate::helper::Helper::for_agent(&context.config) {
-                    Ok(helper) => helper
-                        .run(&crate::helper::Operation::RemoveAppUser {
-                            service: service.clone(),
-                        })
-                        .await
-                        .map(|_| ()),
-                    Err(error) => Err(error),
-                };
-                if let Err(error) = removed {
-                    tracing::warn!(%error, %service, "removing a service's user");
-                }
             }
             context.store.forget_service(&service).await?;
             context

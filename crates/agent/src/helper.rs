@@ -8,7 +8,7 @@
 //! | operation | what | checked |
 //! |---|---|---|
 //! | `create_app_user {service}` | `useradd --system` of `ns-<service>` | a DNS label |
-//! | `remove_app_user {service}` | `userdel` of it | a DNS label |
+//! | `remove_app_user {service}` | `userdel` of it, unless a process still runs as it (`in_use`) | a DNS label |
 //! | `own_app_dir {service, dir}` | the tree to `ns-<service>`, 0700, walked by descriptor (`helper/tree.rs`): links given as links, never followed, and only entries of the agent's or the app's user (a hard link to another's file is refused) | exactly `<apps>/<service>/releases/<n>`, `<apps>/<service>/home` or `<apps>/<service>/volumes/<name>`, no `..`, no symlink on the way, a directory |
 //! | `apply_firewall {plan}` | NanoScale's nft table, from the plan (the helper writes the script itself: no script crosses the boundary) | `FirewallPlan::script` (networks parse, ports are numbers) |
 //! | `start_shim {service, dir, spec}` | makes `dir` the helper's own (root's, the apps directory's group, 02750; one already there must be the helper's), writes `spec` into it (0600) and starts the shim, its own copy in `<data>/helper/bin`; the shim enters the sandbox and drops to the app's user before anything of the app runs | `dir` is exactly `<apps>/<service>/instances/<id>[/health]` or `<apps>/<service>/builds/<n>` (no `..`, no symlink); the spec runs as `ns-<service>` (never root), in a release of that service, in exactly the sandbox `sandbox::spec` makes for it (writable: the release, its home and its own volumes only), logging into `dir/log` |
@@ -160,6 +160,11 @@ pub enum Answer {
         path: PathBuf,
         size_mib: u64,
         created: bool,
+    },
+    /// `remove_app_user` kept the account: a process still runs as it (the
+    /// service's own instance still stopping, or another node on this host).
+    InUse {
+        pid: u32,
     },
     Done,
 }
@@ -326,9 +331,7 @@ impl Helper {
                     gid: user.gid,
                 })
             }
-            Operation::RemoveAppUser { service } => {
-                remove_user(service).await.map(|()| Answer::Done)
-            }
+            Operation::RemoveAppUser { service } => remove_user(service).await,
             Operation::OwnAppDir {
                 service,
                 dir,
@@ -1008,13 +1011,33 @@ async fn create_user(service: &str) -> Result<AppUser, String> {
     lookup(&name)?.ok_or_else(|| format!("useradd made no user {name}"))
 }
 
-/// Deletes the service's user (and its group), if there is one.
-async fn remove_user(service: &str) -> Result<(), String> {
+/// Deletes the service's user (and its group), if there is one and no process
+/// runs as it: deleting the account of a running app (or of one about to start,
+/// on another node of this host, which shares the host's accounts) would leave
+/// its files to whoever gets the uid next.
+async fn remove_user(service: &str) -> Result<Answer, String> {
     let name = user_name(service);
-    if lookup(&name)?.is_none() {
-        return Ok(());
+    let Some(user) = lookup(&name)? else {
+        return Ok(Answer::Done);
+    };
+    if let Some(pid) = process_of(user.uid) {
+        return Ok(Answer::InUse { pid });
     }
-    account_tool("/usr/sbin/userdel", vec![name.clone()], &name).await
+    account_tool("/usr/sbin/userdel", vec![name.clone()], &name).await?;
+    Ok(Answer::Done)
+}
+
+/// A process whose real, effective, saved or filesystem uid is `uid`.
+fn process_of(uid: u32) -> Option<u32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+        let uids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+        uids.split_whitespace()
+            .any(|field| field.parse() == Ok(uid))
+            .then_some(pid)
+    })
 }
 
 /// The account `name`, if it exists.

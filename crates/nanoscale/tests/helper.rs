@@ -247,14 +247,49 @@ fn the_helper_does_its_list_and_refuses_everything_else() {
     bystander.kill().expect("kill");
     let _ = bystander.wait();
 
-    let removed = helper(
-        data,
-        &json!({"op": "remove_app_user", "service": service}).to_string(),
-    );
+    // An account a process still runs as is kept, and the answer names it.
+    let mut user_process = Command::new("/usr/bin/setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "/bin/sleep",
+            "30",
+        ])
+        .spawn()
+        .expect("setpriv sleep");
+    let remove = json!({"op": "remove_app_user", "service": service}).to_string();
+    // setpriv takes the uid just after it starts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !std::fs::read_to_string(format!("/proc/{}/status", user_process.id()))
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.starts_with("Uid:") && line.contains(&format!("\t{uid}\t")))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "setpriv never took uid {uid}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kept = helper(data, &remove);
+    let kept: Value = serde_json::from_slice(&kept.stdout).expect("JSON answer");
+    assert_eq!(kept["in_use"]["pid"], user_process.id(), "{kept}");
+    assert!(nix::unistd::User::from_name(&format!("ns-{service}"))
+        .expect("getpwnam")
+        .is_some());
+    user_process.kill().expect("kill");
+    let _ = user_process.wait();
+
+    let removed = helper(data, &remove);
     assert!(
         removed.status.success(),
         "{}",
         String::from_utf8_lossy(&removed.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&removed.stdout).expect("JSON answer"),
+        json!("done")
     );
     assert!(nix::unistd::User::from_name(&format!("ns-{service}"))
         .expect("getpwnam")

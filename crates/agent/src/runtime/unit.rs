@@ -122,12 +122,18 @@ pub async fn show(unit: &str) -> Result<UnitState, String> {
     Ok(parse_show(&output))
 }
 
+/// The unit of the instance in `dir` (named after the directory, the instance id).
+fn unit_of(dir: &Path) -> Option<String> {
+    let id = dir.file_name()?.to_str()?;
+    Some(super::systemd::unit_name(id))
+}
+
 /// What became of the instance in `dir`, which runs as a unit.
 pub async fn inspect(dir: &Path) -> ShimStatus {
-    let Some(id) = dir.file_name().and_then(|id| id.to_str()) else {
+    let Some(unit) = unit_of(dir) else {
         return ShimStatus::Gone;
     };
-    match show(&super::systemd::unit_name(id)).await {
+    match show(&unit).await {
         Ok(state) => status_of(&state, super::now_ms()),
         // systemd could not be asked: nothing is known to have ended, and a
         // `Gone` would have the agent start a second copy.
@@ -141,6 +147,48 @@ pub async fn inspect(dir: &Path) -> ShimStatus {
             }
         }
     }
+}
+
+/// What became of each instance in `dirs` that runs as a unit, with one
+/// `systemctl show` for all of them (the agent's every round asks about every
+/// instance). Missing from the answer: not a unit, or systemd could not be asked
+/// (then [`inspect`] asks again, one by one, and says so).
+pub async fn inspect_all<'a>(
+    dirs: impl IntoIterator<Item = &'a Path>,
+) -> std::collections::HashMap<PathBuf, ShimStatus> {
+    let units: Vec<(PathBuf, String)> = dirs
+        .into_iter()
+        .filter(|dir| is_unit(dir))
+        .filter_map(|dir| Some((dir.to_path_buf(), unit_of(dir)?)))
+        .collect();
+    if units.is_empty() {
+        return Default::default();
+    }
+    let mut args = vec!["show", SHOW_PROPERTIES];
+    args.extend(units.iter().map(|(_, unit)| unit.as_str()));
+    let Ok(output) = systemctl_run(&args).await else {
+        return Default::default();
+    };
+    let Some(states) = parse_show_all(&output, units.len()) else {
+        return Default::default();
+    };
+    let now = super::now_ms();
+    units
+        .into_iter()
+        .zip(states)
+        .map(|((dir, _), state)| (dir, status_of(&state, now)))
+        .collect()
+}
+
+/// `systemctl show` of several units: one block each, in the order asked,
+/// separated by an empty line; `None` unless there are exactly `count`.
+pub fn parse_show_all(text: &str, count: usize) -> Option<Vec<UnitState>> {
+    let blocks: Vec<UnitState> = text
+        .split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(parse_show)
+        .collect();
+    (blocks.len() == count).then_some(blocks)
 }
 
 /// Runs `systemctl args…`; its stdout, or what it said when it failed.
@@ -192,6 +240,20 @@ mod tests {
         let never_ran =
             state("LoadState=loaded\nActiveState=inactive\nMainPID=0\nExecMainCode=0\n");
         assert_eq!(status_of(&never_ran, 1), ShimStatus::Gone);
+    }
+
+    #[test]
+    fn one_show_of_several_units_is_split_in_order() {
+        let text = "LoadState=loaded\nActiveState=active\nMainPID=10\n\n\
+                    LoadState=not-found\nActiveState=inactive\nMainPID=0\n\n\
+                    LoadState=loaded\nActiveState=active\nMainPID=30\n";
+        let states = parse_show_all(text, 3).expect("three blocks");
+        let pids: Vec<i32> = states.iter().map(|state| state.main_pid).collect();
+        assert_eq!(pids, [10, 0, 30]);
+        assert_eq!(status_of(&states[1], 1), ShimStatus::Gone);
+        // An answer that does not match what was asked is not guessed at.
+        assert_eq!(parse_show_all(text, 2), None);
+        assert_eq!(parse_show_all("", 1), None);
     }
 
     #[test]
