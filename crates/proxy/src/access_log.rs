@@ -26,7 +26,7 @@ pub struct Entry {
     pub path: String,
     pub status: u16,
     pub upstream: Option<Arc<TargetState>>,
-    pub request_id: String,
+    pub request_id: http::HeaderValue,
     pub client: IpAddr,
 }
 
@@ -145,6 +145,11 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
+    /// Whether lines are written at all (`off` writes none).
+    pub fn enabled(&self) -> bool {
+        self.sender.is_some()
+    }
+
     pub fn open(destination: &Destination, rotation: Rotation) -> std::io::Result<AccessLog> {
         let writer: Box<dyn Write + Send> = match destination {
             Destination::Off => {
@@ -182,7 +187,7 @@ impl AccessLog {
             "duration_ms": (elapsed.as_micros() as f64) / 1000.0,
             "upstream": entry.upstream.as_ref().map(|t| t.addr.to_string()),
             "instance": entry.upstream.as_ref().map(|t| t.instance.as_str()),
-            "request_id": entry.request_id,
+            "request_id": entry.request_id.to_str().unwrap_or_default(),
             "client": entry.client.to_string(),
         })
         .to_string();

@@ -36,9 +36,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::forward::{handle, Listener, Proxy};
+use crate::forward::{handle, Listener, Logged, Proxy};
 use crate::park::{Parker, Resume};
-use crate::Body;
 
 /// How long an HTTP/1.1 connection stays idle in the runtime before it is parked.
 pub const PARK_AFTER: Duration = Duration::from_secs(1);
@@ -392,7 +391,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A response body that tells the connection when it is finished with.
 struct Tracked {
-    body: Body,
+    body: Logged,
     state: Arc<ConnState>,
 }
 

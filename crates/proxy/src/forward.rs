@@ -93,10 +93,14 @@ pub async fn handle(
     listener: Listener,
     peer: SocketAddr,
     mut request: Request<Incoming>,
-) -> Result<Response<Body>, std::convert::Infallible> {
+) -> Result<Response<Logged>, std::convert::Infallible> {
     let started = Instant::now();
     let request_id = proxy.request_ids.take(request.headers());
+    // Plain ASCII (checked or made so by `take`).
+    let id = request_id.to_str().unwrap_or_default();
     let host = request_host(&request);
+    // The entry's strings only where a line is written.
+    let logging = proxy.access_log.enabled();
     let table = proxy.table.load();
     let matcher = match listener {
         Listener::External => &table.external,
@@ -107,8 +111,16 @@ pub async fn handle(
         listener,
         route: None,
         method: request.method().clone(),
-        host: host.clone().unwrap_or_default(),
-        path: request.uri().path().to_owned(),
+        host: if logging {
+            host.clone().unwrap_or_default()
+        } else {
+            String::new()
+        },
+        path: if logging {
+            request.uri().path().to_owned()
+        } else {
+            String::new()
+        },
         status: 0,
         upstream: None,
         request_id: request_id.clone(),
@@ -116,7 +128,7 @@ pub async fn handle(
     };
     let wants_html = wants_html(request.headers());
     let page = |status: StatusCode, code: &str, message: &str, route: Option<&str>| {
-        error(status, code, message, route, &request_id, wants_html)
+        error(status, code, message, route, id, wants_html)
     };
     let Some(host) = host else {
         let response = page(
@@ -296,7 +308,7 @@ pub async fn handle(
                     if failure.connect {
                         target.failed(now_ms());
                     }
-                    failure.response(&route, &request_id, wants_html)
+                    failure.response(&route, id, wants_html)
                 }
             };
             return Ok(finish(
@@ -313,14 +325,13 @@ pub async fn handle(
                 target.succeeded();
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
-                if let Ok(value) = HeaderValue::from_str(&request_id) {
-                    parts.headers.insert(X_REQUEST_ID.clone(), value);
-                }
-                let body = body.map_err(BoxError::from).boxed_unsync();
-                let response = Response::from_parts(parts, body);
-                return Ok(finish(
+                parts
+                    .headers
+                    .insert(X_REQUEST_ID.clone(), request_id.clone());
+                return Ok(logged(
                     &proxy,
-                    response,
+                    parts,
+                    Inner::Upstream(body),
                     log,
                     Some(active),
                     Some(target_guard),
@@ -564,7 +575,7 @@ fn prepare_headers(
     headers: &mut HeaderMap,
     host: &str,
     peer: SocketAddr,
-    request_id: &str,
+    request_id: &HeaderValue,
     uri: &Uri,
     listener: Listener,
 ) {
@@ -589,9 +600,7 @@ fn prepare_headers(
     if let Ok(value) = HeaderValue::from_str(host) {
         headers.insert(X_FORWARDED_HOST.clone(), value);
     }
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert(X_REQUEST_ID.clone(), value);
-    }
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 }
 
 /// The `Upgrade` protocol of an HTTP/1.1 upgrade request (WebSocket and others).
@@ -759,31 +768,59 @@ impl Drop for ActiveGuard {
 fn finish(
     proxy: &Arc<Proxy>,
     response: Response<Body>,
+    log: Entry,
+    route_guard: Option<ActiveGuard>,
+    target_guard: Option<ActiveGuard>,
+) -> Response<Logged> {
+    let (parts, body) = response.into_parts();
+    logged(
+        proxy,
+        parts,
+        Inner::Boxed(body),
+        log,
+        route_guard,
+        target_guard,
+    )
+}
+
+/// The response with its body wrapped to count bytes and log at the end.
+fn logged(
+    proxy: &Arc<Proxy>,
+    parts: http::response::Parts,
+    inner: Inner,
     mut log: Entry,
     route_guard: Option<ActiveGuard>,
     target_guard: Option<ActiveGuard>,
-) -> Response<Body> {
-    log.status = response.status().as_u16();
-    let (parts, body) = response.into_parts();
-    let tracked = Tracked {
-        inner: body,
+) -> Response<Logged> {
+    log.status = parts.status.as_u16();
+    let body = Logged {
+        inner,
         bytes: 0,
         log: Some(log),
         proxy: proxy.clone(),
         _guards: (route_guard, target_guard),
     };
-    Response::from_parts(parts, tracked.boxed_unsync())
+    Response::from_parts(parts, body)
 }
 
-struct Tracked {
-    inner: Body,
+/// A response body: an instance's, as it comes (no box per request), or any
+/// other.
+enum Inner {
+    Upstream(Incoming),
+    Boxed(Body),
+}
+
+/// Every response's body: counts its bytes, and when it is dropped records the
+/// route's metrics and the access log line.
+pub struct Logged {
+    inner: Inner,
     bytes: u64,
     log: Option<Entry>,
     proxy: Arc<Proxy>,
     _guards: (Option<ActiveGuard>, Option<ActiveGuard>),
 }
 
-impl hyper::body::Body for Tracked {
+impl hyper::body::Body for Logged {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -791,7 +828,12 @@ impl hyper::body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled = match &mut self.inner {
+            Inner::Upstream(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(BoxError::from))),
+            Inner::Boxed(body) => Pin::new(body).poll_frame(cx),
+        };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
                 self.bytes += data.len() as u64;
@@ -801,15 +843,21 @@ impl hyper::body::Body for Tracked {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Boxed(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Upstream(body) => body.size_hint(),
+            Inner::Boxed(body) => body.size_hint(),
+        }
     }
 }
 
-impl Drop for Tracked {
+impl Drop for Logged {
     fn drop(&mut self) {
         if let Some(log) = self.log.take() {
             let elapsed = log.started.elapsed();
@@ -836,17 +884,21 @@ impl RequestIds {
         }
     }
 
-    fn take(&self, headers: &HeaderMap) -> String {
-        if let Some(given) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-            let plain = given
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-            if !given.is_empty() && given.len() <= 128 && plain {
-                return given.to_owned();
+    /// As a header value, made once and shared by the request, the response and
+    /// the log (a clone is a reference count).
+    fn take(&self, headers: &HeaderMap) -> HeaderValue {
+        if let Some(given) = headers.get(&X_REQUEST_ID) {
+            let bytes = given.as_bytes();
+            let plain = bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
+            if !bytes.is_empty() && bytes.len() <= 128 && plain {
+                return given.clone();
             }
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{n:08x}", self.prefix)
+        let made = format!("{:016x}{n:08x}", self.prefix);
+        HeaderValue::try_from(made).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 }
 
@@ -932,6 +984,8 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
         assert_eq!(ids.take(&headers), "abc-123");
+        headers.insert(&X_REQUEST_ID, HeaderValue::from_static("a\"b"));
+        assert_eq!(ids.take(&headers).len(), 24, "not plain: made anew");
         headers.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
         let made = ids.take(&headers);
         assert_eq!(made.len(), 24);
