@@ -660,6 +660,17 @@ async fn idle_keep_alive_connections_park_and_carry_on() {
     assert_eq!((status, echoed(&body)), (200, json!("/one")));
     until_parked(&proxy, 2).await;
     assert_eq!(proxy_status(&proxy).await.connections, 2);
+    let metrics = reqwest::get(&proxy.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nnanoscale_proxy_parked_connections 2\n")
+            && metrics.contains("\nnanoscale_proxy_open_connections 2\n"),
+        "{metrics}"
+    );
     client.write_all(get("/two").as_bytes()).await.unwrap();
     let (status, body) = read_response(&mut client, &mut pending).await;
     assert_eq!((status, echoed(&body)), (200, json!("/two")));

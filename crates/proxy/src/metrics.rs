@@ -86,7 +86,7 @@ pub struct Unrouted {
 }
 
 /// The whole proxy's metrics in Prometheus text format.
-pub fn render(table: &Compiled, unrouted: &Unrouted, connections: usize) -> String {
+pub fn render(table: &Compiled, unrouted: &Unrouted, connections: usize, parked: usize) -> String {
     let mut out = String::with_capacity(4096);
     let _ = writeln!(
         out,
@@ -163,7 +163,7 @@ pub fn render(table: &Compiled, unrouted: &Unrouted, connections: usize) -> Stri
     );
     let _ = writeln!(
         out,
-        "# HELP nanoscale_proxy_open_connections Client connections open.\n# TYPE nanoscale_proxy_open_connections gauge\nnanoscale_proxy_open_connections {connections}\n# HELP nanoscale_proxy_route_table_version Version of the route table served.\n# TYPE nanoscale_proxy_route_table_version gauge\nnanoscale_proxy_route_table_version {}",
+        "# HELP nanoscale_proxy_open_connections Client connections open.\n# TYPE nanoscale_proxy_open_connections gauge\nnanoscale_proxy_open_connections {connections}\n# HELP nanoscale_proxy_parked_connections Idle keep-alive client connections parked outside the runtime (counted in open connections).\n# TYPE nanoscale_proxy_parked_connections gauge\nnanoscale_proxy_parked_connections {parked}\n# HELP nanoscale_proxy_route_table_version Version of the route table served.\n# TYPE nanoscale_proxy_route_table_version gauge\nnanoscale_proxy_route_table_version {}",
         table.source.version
     );
     out

@@ -165,7 +165,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> any
         let socket = TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address} (metrics)"))?;
-        tasks.spawn(serve_metrics(socket, proxy.clone()));
+        tasks.spawn(serve_metrics(socket, server.clone()));
     }
     let control_path = config.state_dir.join(CONTROL_SOCKET);
     let _ = std::fs::remove_file(&control_path);
@@ -375,7 +375,7 @@ async fn control_connection(stream: UnixStream, running: Arc<Running>) {
                 Err(error) => control_error(format!("invalid request: {error}")),
                 Ok(ControlRequest::Status) => running.status(),
                 Ok(ControlRequest::Metrics) => ControlResponse {
-                    metrics: Some(metrics_text(&running.proxy)),
+                    metrics: Some(metrics_text(&running.server)),
                     ..running.status()
                 },
                 Ok(ControlRequest::Stats) => ControlResponse {
@@ -411,28 +411,30 @@ fn control_error(message: String) -> ControlResponse {
     }
 }
 
-fn metrics_text(proxy: &Proxy) -> String {
+fn metrics_text(server: &Server) -> String {
+    let proxy = &server.proxy;
     crate::metrics::render(
         &proxy.table.load(),
         &proxy.unrouted,
         proxy.connections.load(std::sync::atomic::Ordering::Relaxed),
+        server.parked(),
     )
 }
 
 /// `GET /metrics` on its own listener (loopback, for Prometheus).
-async fn serve_metrics(socket: TcpListener, proxy: Arc<Proxy>) {
+async fn serve_metrics(socket: TcpListener, server: Arc<Server>) {
     loop {
         let Ok((stream, _)) = socket.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let proxy = proxy.clone();
+        let server = server.clone();
         let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            let proxy = proxy.clone();
+            let server = server.clone();
             async move {
                 use http_body_util::BodyExt;
                 let (status, body) = if request.uri().path() == "/metrics" {
-                    (200, metrics_text(&proxy))
+                    (200, metrics_text(&server))
                 } else {
                     (404, "not found: try /metrics\n".to_owned())
                 };
