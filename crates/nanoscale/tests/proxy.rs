@@ -212,6 +212,16 @@ impl ProxyProcess {
         )
     }
 
+    /// Its `/metrics` text.
+    async fn metrics(&self) -> String {
+        reqwest::get(&self.metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     async fn apply(&self, table: &RouteTable) -> nanoscale_proxy::ControlResponse {
         let mut client = ControlClient::connect(&self.state_dir).await.unwrap();
         client
@@ -447,12 +457,7 @@ async fn routes_by_host_and_longest_prefix_with_forwarded_headers_and_clear_erro
     assert!(next.starts_with("HTTP/1.1 200"), "{next}");
 
     // Metrics and the access log saw it all.
-    let metrics = reqwest::get(&proxy.metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains("nanoscale_proxy_requests_total{listener=\"external\",route=\"a:a.test/\",class=\"2xx\"}"),
         "{metrics}"
@@ -660,12 +665,7 @@ async fn idle_keep_alive_connections_park_and_carry_on() {
     assert_eq!((status, echoed(&body)), (200, json!("/one")));
     until_parked(&proxy, 2).await;
     assert_eq!(proxy_status(&proxy).await.connections, 2);
-    let metrics = reqwest::get(&proxy.metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains("\nnanoscale_proxy_parked_connections 2\n")
             && metrics.contains("\nnanoscale_proxy_open_connections 2\n"),
@@ -811,12 +811,7 @@ async fn balancing_skips_a_dead_instance_and_only_idempotent_requests_retry() {
         served_a >= 10 && served_b >= 10,
         "round robin: a {served_a}, b {served_b}"
     );
-    let metrics = reqwest::get(&proxy.metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     let errors: u64 = metrics
         .lines()
         .find(|l| {
