@@ -75,6 +75,10 @@ pub async fn desired_state(
         ));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    // Only its id is needed from here on: the rest of the record is freed rather
+    // than held for the whole wait.
+    let node_id = node.id;
+    drop(node);
     // Subscribed before compiling, so a change between the two is not missed.
     let mut changes = state.store.subscribe();
     let answer = |document: Arc<DesiredDocument>, logs: bool| {
@@ -90,12 +94,12 @@ pub async fn desired_state(
     loop {
         // A removed node's channel ends at once; a relabelled one sees its new
         // placement.
-        let document = state
-            .desired
-            .document(&state.store, node.id)
+        // Boxed: the compile's state (queries and all) is needed only while it
+        // runs, not in every waiting agent's future (10,000 of them wait).
+        let document = Box::pin(state.desired.document(&state.store, node_id))
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        let logs_ready = state.logs.ready(node.id);
+        let logs_ready = state.logs.ready(node_id);
         let moved = query
             .after_version
             .is_none_or(|known| document.version > known);
