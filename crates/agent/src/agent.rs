@@ -256,6 +256,12 @@ enum ReportError {
 
 /// Sends one report; true when more events are waiting.
 async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<bool, ReportError> {
+    // Events first: each is committed with the state change it tells of, so
+    // the states read after them are at least as new. Read the other way round,
+    // a build finishing in between sent `build.failed` with its release still
+    // `building`, and the dashboard, which refreshes on events, kept showing
+    // that until the next event.
+    let events = context.store.pending_events(MAX_EVENTS_PER_REPORT).await?;
     let (target_version, applied_version) = context.store.versions().await?;
     let status = context.status.lock().map(|s| s.clone()).ok();
     let instances = context
@@ -305,7 +311,6 @@ async fn send_report(context: &Context, control_plane: &ControlPlane) -> Result<
             commit_info,
         });
     }
-    let events = context.store.pending_events(MAX_EVENTS_PER_REPORT).await?;
     let mut full = events.len() == MAX_EVENTS_PER_REPORT;
     let mut report = AgentReport {
         target_version,
