@@ -67,16 +67,17 @@ async fn check_processes(
     releases: &HashMap<Uuid, ReleaseRecord>,
 ) -> StoreResult<()> {
     let instances = context.store.instances().await?;
-    let watched = |instance: &&InstanceRecord| {
-        instance.status != InstanceStatus::Exited
-            && !context.is_busy(&format!("stop:{}", instance.id))
-    };
+    let watched: Vec<&InstanceRecord> = instances
+        .iter()
+        .filter(|instance| {
+            instance.status != InstanceStatus::Exited
+                && !context.is_busy(&format!("stop:{}", instance.id))
+        })
+        .collect();
     // One question to systemd for all the instances that run as units.
-    let mut units = crate::runtime::unit::inspect_all(
-        instances.iter().filter(watched).map(|i| i.dir.as_path()),
-    )
-    .await;
-    for instance in instances.iter().filter(watched) {
+    let mut units =
+        crate::runtime::unit::inspect_all(watched.iter().map(|i| i.dir.as_path())).await;
+    for instance in watched {
         let log = instance.dir.join("log");
         let status = match units.remove(&instance.dir) {
             Some(status) => status,

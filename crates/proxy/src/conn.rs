@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::forward::{handle, Listener, Logged, Proxy};
-use crate::park::{Parker, Resume};
+use crate::park::{lock, Parker, Resume};
 
 /// How long an HTTP/1.1 connection stays idle in the runtime before it is parked.
 pub const PARK_AFTER: Duration = Duration::from_secs(1);
@@ -302,7 +302,7 @@ async fn serve_h1(server: &Arc<Server>, stream: TcpStream, meta: Meta, prefix: V
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = state.activity.load(Ordering::Relaxed);
     // Without a parker (it could not start), connections stay in the runtime.
-    let mut parking = server.parker.is_none();
+    let can_park = server.parker.is_some();
     let mut closing = false;
     let result = loop {
         tokio::select! {
@@ -311,14 +311,13 @@ async fn serve_h1(server: &Arc<Server>, stream: TcpStream, meta: Meta, prefix: V
                 closing = true;
                 Pin::new(&mut connection).graceful_shutdown();
             }
-            _ = tick.tick(), if !parking && !closing => {
+            _ = tick.tick(), if can_park && !closing && !state.parking.load(Ordering::Relaxed) => {
                 let now = state.activity.load(Ordering::Relaxed);
                 if now == seen
                     && state.in_flight.load(Ordering::Relaxed) == 0
                     && !state.write_blocked.load(Ordering::Relaxed)
                     && !state.hold.load(Ordering::Relaxed)
                 {
-                    parking = true;
                     state.parking.store(true, Ordering::Relaxed);
                     Pin::new(&mut connection).graceful_shutdown();
                 }
@@ -340,7 +339,7 @@ async fn serve_h1(server: &Arc<Server>, stream: TcpStream, meta: Meta, prefix: V
         }
         return H1::Closed;
     }
-    if parking && !closing && server.parker.is_some() {
+    if state.parking.load(Ordering::Relaxed) && !closing {
         // Whatever hyper read and had not used yet stays with the connection.
         let read = stream.take_prefix(parts.read_buf);
         return match (stream.into_stream(), read.is_empty()) {
@@ -381,12 +380,6 @@ fn dispatch(
         }
         Ok(response.map(|body| Tracked { body, state }))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A response body that tells the connection when it is finished with.

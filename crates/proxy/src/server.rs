@@ -92,7 +92,7 @@ pub struct ControlResponse {
 }
 
 struct Running {
-    proxy: Arc<Proxy>,
+    /// The connections' side, and through it the shared `Proxy`.
     server: Arc<Server>,
     dns: Arc<ArcSwap<DnsAnswers>>,
     listen: Option<SocketAddr>,
@@ -115,7 +115,6 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> any
     let dns = Arc::new(ArcSwap::from_pointee(DnsAnswers::default()));
     let server = Server::new(proxy.clone(), IDLE);
     let running = Arc::new(Running {
-        proxy: proxy.clone(),
         server: server.clone(),
         dns: dns.clone(),
         listen: config.listen,
@@ -294,9 +293,9 @@ impl Running {
         validate(&table).map_err(|error| error.to_string())?;
         let version = table.version;
         let bytes = serde_json::to_vec(&table).map_err(|error| error.to_string())?;
-        let previous = self.proxy.table.load();
+        let previous = self.server.proxy.table.load();
         let compiled = compile(table, &previous);
-        self.proxy.table.store(Arc::new(compiled));
+        self.server.proxy.table.store(Arc::new(compiled));
         self.refresh_dns();
         // Persist after the swap: a failed write loses only the warm start.
         let path = self.state_dir.join(TABLE_FILE);
@@ -310,7 +309,7 @@ impl Running {
     }
 
     fn refresh_dns(&self) {
-        let table = self.proxy.table.load();
+        let table = self.server.proxy.table.load();
         let names = table
             .source
             .internal
@@ -328,9 +327,10 @@ impl Running {
     fn status(&self) -> ControlResponse {
         ControlResponse {
             ok: true,
-            version: self.proxy.table.load().source.version,
+            version: self.server.proxy.table.load().source.version,
             pid: std::process::id(),
             connections: self
+                .server
                 .proxy
                 .connections
                 .load(std::sync::atomic::Ordering::Relaxed),
@@ -379,7 +379,7 @@ async fn control_connection(stream: UnixStream, running: Arc<Running>) {
                     ..running.status()
                 },
                 Ok(ControlRequest::Stats) => ControlResponse {
-                    stats: Some(crate::metrics::stats(&running.proxy.table.load())),
+                    stats: Some(crate::metrics::stats(&running.server.proxy.table.load())),
                     ..running.status()
                 },
                 Ok(ControlRequest::Apply { table }) => {
