@@ -132,6 +132,12 @@ impl DesiredState {
             })
             .collect();
         dns.sort();
+        // The control plane keeps every node's state in memory (10,000 at scale):
+        // the spare capacity that pushing and collecting leave (a one-service
+        // node's list held room for four) is returned.
+        workloads.shrink_to_fit();
+        routes.shrink_to_fit();
+        dns.shrink_to_fit();
         DesiredState {
             cluster_id,
             node: node.to_owned(),
@@ -220,6 +226,19 @@ mod tests {
             spec,
             replicas: 1,
         }
+    }
+
+    #[test]
+    fn a_state_keeps_no_spare_capacity() {
+        // The control plane holds one state per node; a list pushed one by one
+        // had room for four.
+        let mut workloads = Vec::with_capacity(4);
+        workloads.extend([workload("web", false)]);
+        assert!(workloads.capacity() > 1);
+        let state = DesiredState::new(Uuid::nil(), "n1", SecurityMode::A, workloads);
+        assert_eq!(state.workloads.capacity(), 1);
+        assert_eq!(state.routes.capacity(), state.routes.len());
+        assert_eq!(state.dns.capacity(), state.dns.len());
     }
 
     #[test]

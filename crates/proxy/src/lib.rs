@@ -9,7 +9,7 @@ pub mod conn;
 pub mod dns;
 pub mod forward;
 pub mod linger;
-mod memory;
+pub mod memory;
 pub mod metrics;
 pub mod park;
 pub mod server;
