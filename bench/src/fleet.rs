@@ -1,9 +1,10 @@
 //! `bench/run fleet [N...]`: N real agents against one control plane on this
 //! machine. Each simulated agent is the agent's own protocol code
 //! (`nanoscale_agent::cluster::join`, `ControlPlane`): it joins with its own
-//! one-time token and key pair, then keeps one mTLS HTTP/2 connection with the
-//! long-poll for its document (which also says when users' log requests wait)
-//! and a heartbeat report every 10 s. Many agents
+//! one-time token and key pair, then holds its channel (`GET
+//! /api/v1/agent/channel` upgraded over mTLS: its document pushed, log requests
+//! brought, reports acknowledged), waits for its document as the agent's fetch
+//! loop does, and sends a heartbeat report every 10 s. Many agents
 //! share this process; the control plane is a separate `nanoscale up`.
 //!
 //! Measured: enrollment rate; time for one desired-state change (a deploy of a
@@ -173,8 +174,9 @@ async fn run(binary: &Path, size: usize) -> Result<()> {
         heartbeats_ms: Mutex::new(Vec::new()),
         sent: AtomicU64::new(0),
     });
-    let mut tasks = Vec::with_capacity(3 * size);
+    let mut tasks = Vec::with_capacity(4 * size);
     for index in 0..size {
+        tasks.push(tokio::spawn(channel(Arc::clone(&fleet), index)));
         tasks.push(tokio::spawn(long_poll(Arc::clone(&fleet), index)));
         tasks.push(tokio::spawn(heartbeat(Arc::clone(&fleet), index)));
         tasks.push(tokio::spawn(log_requests(Arc::clone(&fleet), index)));
@@ -186,8 +188,13 @@ async fn run(binary: &Path, size: usize) -> Result<()> {
     .await
     .context("every agent fetching its first document")?;
     println!(
-        "all {size} agents connected and holding a long-poll within {:.1} s",
-        connect.elapsed().as_secs_f64()
+        "all {size} agents connected and holding a channel within {:.1} s ({} on the long-poll fallback)",
+        connect.elapsed().as_secs_f64(),
+        fleet
+            .agents
+            .iter()
+            .filter(|agent| !agent.control_plane.channel_up())
+            .count()
     );
 
     // Steady state: a full heartbeat period and more.
@@ -282,6 +289,19 @@ async fn run(binary: &Path, size: usize) -> Result<()> {
 impl Agent {
     fn version(&self) -> i64 {
         self.received.lock().map(|r| r.0).unwrap_or(0)
+    }
+}
+
+/// The agent's channel, held as the agent holds it (it returns only when the
+/// control plane refuses the node).
+async fn channel(fleet: Arc<Fleet>, index: usize) {
+    let connected = tokio::sync::Notify::new();
+    let refused = fleet.agents[index]
+        .control_plane
+        .hold_channel(&connected)
+        .await;
+    if fleet.failures.fetch_add(1, Ordering::Relaxed) < 5 {
+        eprintln!("agent {index}: channel refused: {refused}");
     }
 }
 

@@ -1,6 +1,7 @@
-//! The agent process: holds the node's lock, restores its state, then runs three
-//! loops until shutdown: fetch the desired-state document (long-poll), reconcile,
-//! and report. Instances run under their shims and outlive the agent; a new agent
+//! The agent process: holds the node's lock, restores its state, then runs its
+//! loops until shutdown: hold the channel to the control plane, fetch the
+//! desired-state document (from the channel, or the long-poll while it is down),
+//! reconcile, and report. Instances run under their shims and outlive the agent; a new agent
 //! re-adopts them (same pids) and only acts on what differs.
 use std::future::Future;
 use std::sync::Arc;
@@ -63,6 +64,17 @@ pub async fn run(
         control_plane.clone(),
         fatal_tx.clone(),
     ));
+    let channel = tokio::spawn({
+        let (context, control_plane, fatal) = (
+            Arc::clone(&context),
+            control_plane.clone(),
+            fatal_tx.clone(),
+        );
+        async move {
+            let refused = control_plane.hold_channel(&context.report_now).await;
+            let _ = fatal.send(refused.into()).await;
+        }
+    });
     let logs = tokio::spawn(log_loop(Arc::clone(&context), control_plane.clone()));
     let reporter = tokio::spawn(report_loop(Arc::clone(&context), control_plane, fatal_tx));
     // The proxy is its own process and outlives this agent; this only watches it.
@@ -82,6 +94,7 @@ pub async fn run(
         }
     };
     fetcher.abort();
+    channel.abort();
     reporter.abort();
     logs.abort();
     renewer.abort();
@@ -451,7 +464,7 @@ async fn journal_loop(context: Arc<Context>) {
     }
 }
 
-async fn backoff(failures: &mut u32) {
+pub(crate) async fn backoff(failures: &mut u32) {
     *failures = failures.saturating_add(1);
     let base = 250u64 << (*failures).min(7);
     let capped = base.min(3_000);

@@ -244,6 +244,9 @@ pub fn client(tls: rustls::ClientConfig) -> Result<reqwest::Client, reqwest::Err
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(crate::protocol::POLL_WAIT_SECS + 15))
         .pool_max_idle_per_host(1)
+        // While the channel carries everything, the HTTP/2 connection of the
+        // last renewal or long-poll does not stay open on the control plane.
+        .pool_idle_timeout(Duration::from_secs(30))
         .tcp_keepalive(Duration::from_secs(15))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .http2_keep_alive_timeout(Duration::from_secs(5))

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod build;
 pub mod builder;
+pub mod channel;
 pub mod cluster;
 pub mod context;
 pub mod executor;

@@ -1,12 +1,17 @@
-//! The agent's side of the agent protocol (see `nanoscale_core::agent`): long-poll
-//! the node's desired-state document and post reports, authenticated with the node
-//! credential.
+//! The agent's side of the agent protocol (see `nanoscale_core::agent`): the
+//! node's desired-state document, reports and log answers, authenticated with the
+//! node credential. Over the channel (`crate::channel`) while it is up, held by
+//! [`ControlPlane::hold_channel`]; over the long-poll and its sibling routes
+//! while it is down.
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use nanoscale_core::agent::{AgentReport, LogAnswer, LogRequest, ReportAck};
+use nanoscale_core::channel::ToControlPlane;
 use nanoscale_core::desired::DesiredDocument;
+
+use crate::channel::Channel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -24,6 +29,8 @@ pub enum ProtocolError {
     BadDocument(String),
     #[error("node identity: {0}")]
     Identity(String),
+    #[error("channel: {0}")]
+    Channel(String),
 }
 
 fn cluster_client(dir: &std::path::Path) -> Result<reqwest::Client, ProtocolError> {
@@ -48,6 +55,7 @@ pub struct ControlPlane {
     base: String,
     credential: Credential,
     logs_waiting: Arc<tokio::sync::Notify>,
+    channel: Arc<Channel>,
 }
 
 /// How long one long-poll waits on the control plane before asking again.
@@ -71,11 +79,13 @@ impl ControlPlane {
                 (cluster_client(dir)?, membership.base_url())
             }
         };
+        let logs_waiting = Arc::new(tokio::sync::Notify::new());
         Ok(ControlPlane {
             http: Arc::new(RwLock::new(http)),
             base,
             credential,
-            logs_waiting: Arc::new(tokio::sync::Notify::new()),
+            channel: Arc::new(Channel::new(Arc::clone(&logs_waiting))),
+            logs_waiting,
         })
     }
 
@@ -103,16 +113,55 @@ impl ControlPlane {
             if let Ok(mut http) = self.http.write() {
                 *http = fresh;
             }
+            // The control plane forgets the old certificate once the new one is
+            // used: the channel moves to the new one before anything else does.
+            self.channel.reconnect();
         }
         Ok(())
     }
 
+    /// Holds the channel; returns only when the control plane refused this
+    /// node's credential. `connected` is notified each time it comes up (the
+    /// agent then reports at once).
+    pub async fn hold_channel(&self, connected: &tokio::sync::Notify) -> ProtocolError {
+        self.channel
+            .hold(&self.base, &self.credential, connected)
+            .await;
+        ProtocolError::Unauthorized
+    }
+
+    /// Whether the channel is up (else the long-poll carries everything).
+    pub fn channel_up(&self) -> bool {
+        self.channel.is_up()
+    }
+
     /// The node's document once its version passes `after` (or at once without
-    /// `after`), checked against its own hash.
+    /// `after`), checked against its own hash. From the channel while it is up
+    /// (waiting at most `POLL_WAIT_SECS`, as the long-poll does); otherwise the
+    /// long-poll, cut short when the channel comes up.
     pub async fn desired_state(
         &self,
         after: Option<i64>,
     ) -> Result<DesiredDocument, ProtocolError> {
+        // Once per agent, at most 11 s: the first attempt's outcome.
+        self.channel.first_attempt().await;
+        loop {
+            if self.channel.is_up() {
+                let wait = Duration::from_secs(POLL_WAIT_SECS);
+                match self.channel.document(after, wait).await {
+                    Some(document) => return Ok((*document).clone()),
+                    None if self.channel.is_up() => continue,
+                    None => {}
+                }
+            }
+            tokio::select! {
+                answer = self.poll(after) => return answer,
+                () = self.channel.until_up() => {}
+            }
+        }
+    }
+
+    async fn poll(&self, after: Option<i64>) -> Result<DesiredDocument, ProtocolError> {
         let mut request = self.authorize(
             self.http()
                 .get(format!("{}/api/v1/agent/desired-state", self.base)),
@@ -147,6 +196,10 @@ impl ControlPlane {
     /// The log requests the control plane holds for this node (without waiting:
     /// the desired-state long-poll says when there are some).
     pub async fn log_requests(&self) -> Result<Vec<LogRequest>, ProtocolError> {
+        let brought = self.channel.take_log_requests();
+        if !brought.is_empty() || self.channel.is_up() {
+            return Ok(brought);
+        }
         let request = self.authorize(
             self.http()
                 .get(format!("{}/api/v1/agent/log-requests", self.base)),
@@ -160,6 +213,13 @@ impl ControlPlane {
         id: uuid::Uuid,
         answer: &LogAnswer,
     ) -> Result<(), ProtocolError> {
+        let message = ToControlPlane::LogAnswer {
+            id,
+            answer: answer.clone(),
+        };
+        if self.channel.send(&message).await {
+            return Ok(());
+        }
         let response = self
             .authorize(
                 self.http()
@@ -176,6 +236,9 @@ impl ControlPlane {
     }
 
     pub async fn report(&self, report: &AgentReport) -> Result<ReportAck, ProtocolError> {
+        if let Some(answer) = self.channel.report(report).await {
+            return answer;
+        }
         let request = self
             .authorize(
                 self.http()

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod channel;
 pub mod cluster;
 pub mod content;
 pub mod desired;

@@ -1783,3 +1783,222 @@ async fn text_of(server: &TestServer, path: &str) -> String {
         .await
         .unwrap()
 }
+
+/// The agent channel (`GET /api/v1/agent/channel`, upgraded) on the cluster
+/// listener, with the agent's own protocol code: documents pushed as they change,
+/// reports acknowledged or refused naming the field, bad frames answered, and a
+/// removed node's channel ended at once.
+#[tokio::test]
+async fn the_agent_channel_pushes_documents_takes_reports_and_ends_on_removal() {
+    use nanoscale_agent::channel::{open, read_frame, write_frame};
+    use nanoscale_agent::protocol::{ControlPlane, Credential, ProtocolError};
+    use nanoscale_core::agent::{AgentEvent, AgentReport, Convergence};
+    use nanoscale_core::channel::{encode, ToAgent, ToControlPlane};
+    use tokio::io::AsyncWriteExt;
+    use tokio::time::timeout;
+
+    let port = common::free_port();
+    let cluster = format!("127.0.0.1:{port}");
+    let server = TestServer::start_with(&["--no-agent", "--cluster-listen", &cluster], &[]);
+    let admin = server.bootstrap().await;
+    let token = server
+        .post("/api/v1/nodes/join-tokens", &admin, json!({"ttl_secs": 60}))
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let work = tempfile::tempdir().unwrap();
+    nanoscale_agent::cluster::join(nanoscale_agent::cluster::JoinOptions {
+        cluster: cluster.clone(),
+        token,
+        name: "c1".into(),
+        labels: Default::default(),
+        data_dir: work.path().to_owned(),
+    })
+    .await
+    .unwrap();
+    let identity = nanoscale_agent::cluster::identity_dir(work.path());
+    let credential = Credential::Certificate(identity.clone());
+    let control_plane = ControlPlane::new("", credential.clone()).unwrap();
+    let connected = std::sync::Arc::new(tokio::sync::Notify::new());
+    let holder = tokio::spawn({
+        let (control_plane, connected) = (control_plane.clone(), connected.clone());
+        async move { control_plane.hold_channel(&connected).await }
+    });
+    timeout(Duration::from_secs(10), connected.notified())
+        .await
+        .expect("the channel comes up");
+    assert!(control_plane.channel_up());
+    common::wait_for("the channel counted in /metrics", async || {
+        let open = server.metric("nanoscale_agent_channels").await?;
+        (open == 1.0).then_some(())
+    })
+    .await;
+    let first = timeout(Duration::from_secs(5), control_plane.desired_state(None))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A deploy placed on every node reaches the agent over the channel.
+    let repo = GitRepo::new();
+    let project = common::id(
+        &server
+            .post("/api/v1/projects", &admin, json!({"name": "chan"}))
+            .await,
+    );
+    let service = common::id(
+        &server
+            .post(
+                &format!("/api/v1/projects/{project}/services"),
+                &admin,
+                json!({"name": "web", "source": {"git": repo.file_url(), "ref": "main"},
+                       "placement": {"every_node": true}}),
+            )
+            .await,
+    );
+    let asked = std::time::Instant::now();
+    server
+        .post(
+            &format!("/api/v1/services/{service}/deploy"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    let next = timeout(
+        Duration::from_secs(10),
+        control_plane.desired_state(Some(first.version)),
+    )
+    .await
+    .expect("the change is pushed")
+    .unwrap();
+    assert!(next.version > first.version);
+    assert_eq!(next.state.workloads.len(), 1, "{:?}", next.state);
+    assert!(control_plane.channel_up(), "it came over the channel");
+    println!("deploy → document on the channel: {:?}", asked.elapsed());
+
+    // A report is acknowledged event by event, and the node shows it.
+    let event = AgentEvent {
+        id: uuid::Uuid::now_v7(),
+        time: chrono::Utc::now(),
+        kind: "document.applied".into(),
+        severity: "info".into(),
+        message: "applied over the channel".into(),
+        service_id: None,
+        release_id: None,
+    };
+    let mut report = AgentReport {
+        target_version: next.version,
+        applied_version: next.version,
+        convergence: Convergence::Applied,
+        problems: Vec::new(),
+        instances: Vec::new(),
+        releases: Vec::new(),
+        events: vec![event.clone()],
+        usage: None,
+        traffic: Vec::new(),
+        firewall: None,
+    };
+    let ack = control_plane.report(&report).await.unwrap();
+    assert_eq!(ack.acknowledged, vec![event.id]);
+    let nodes = server.get("/api/v1/nodes", &admin).await;
+    let c1 = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "c1")
+        .unwrap()
+        .clone();
+    assert_eq!(c1["applied_version"], next.version, "{c1}");
+
+    // A bad report is refused with the field, and the channel stays up.
+    report.events = vec![event.clone(); nanoscale_core::agent::MAX_EVENTS_PER_REPORT + 1];
+    match control_plane.report(&report).await {
+        Err(ProtocolError::Status { status: 422, body }) => {
+            assert!(body.starts_with("events:"), "{body}");
+        }
+        other => panic!("a report with too many events: {other:?}"),
+    }
+    assert!(control_plane.channel_up());
+
+    // Frames spoken by hand: an unknown message is refused and the channel goes
+    // on; an oversized frame is refused and the channel closes.
+    let base = format!("https://{cluster}");
+    let raw = hyper_util::rt::TokioIo::new(open(&base, &credential).await.unwrap());
+    let (reader, mut writer) = tokio::io::split(raw);
+    let limit = nanoscale_core::channel::MAX_TO_AGENT;
+    let (reader, frame) = read_frame(reader, limit).await;
+    let message: ToAgent = serde_json::from_slice(&frame.unwrap().unwrap()).unwrap();
+    assert!(matches!(message, ToAgent::Document { .. }), "{message:?}");
+    let unknown = br#"{"type":"reboot","seq":9}"#;
+    let mut frame = (unknown.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(unknown);
+    write_frame(&mut writer, &frame).await.unwrap();
+    let (reader, frame) = read_frame(reader, limit).await;
+    match serde_json::from_slice::<ToAgent>(&frame.unwrap().unwrap()).unwrap() {
+        ToAgent::Refused {
+            seq: Some(9),
+            status: 400,
+            error,
+        } => assert!(error.message.contains("unknown variant"), "{error:?}"),
+        other => panic!("an unknown message: {other:?}"),
+    }
+    write_frame(&mut writer, &encode(&ToControlPlane::Ping))
+        .await
+        .unwrap();
+    let (reader, frame) = read_frame(reader, limit).await;
+    let pong: ToAgent = serde_json::from_slice(&frame.unwrap().unwrap()).unwrap();
+    assert!(matches!(pong, ToAgent::Pong), "{pong:?}");
+    writer.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    writer.flush().await.unwrap();
+    let (reader, frame) = read_frame(reader, limit).await;
+    match serde_json::from_slice::<ToAgent>(&frame.unwrap().unwrap()).unwrap() {
+        ToAgent::Refused {
+            status: 400, error, ..
+        } => {
+            assert!(error.message.contains("over the limit"), "{error:?}");
+        }
+        other => panic!("an oversized frame: {other:?}"),
+    }
+    let (_, end) = read_frame(reader, limit).await;
+    assert!(matches!(end, Ok(None)), "then the channel closes: {end:?}");
+
+    // Without the upgrade, 400 naming it; without a certificate, 401.
+    let endpoint = format!("{base}{}", nanoscale_core::channel::PATH);
+    let mtls = nanoscale_agent::cluster::client(
+        nanoscale_agent::cluster::client_config(&identity).unwrap(),
+    )
+    .unwrap();
+    let response = mtls.get(&endpoint).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_field(&body).as_deref(), Some("upgrade"), "{body}");
+    let anonymous = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let response = anonymous
+        .get(&endpoint)
+        .header("connection", "upgrade")
+        .header("upgrade", nanoscale_core::channel::PROTOCOL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    // Removing the node ends its channel at once; the holder hears 401.
+    let (status, body) = server
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/nodes/{}", c1["id"].as_str().unwrap()),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let ended = timeout(Duration::from_secs(5), holder)
+        .await
+        .expect("the channel ends within 5 s")
+        .unwrap();
+    assert!(matches!(ended, ProtocolError::Unauthorized), "{ended:?}");
+    assert!(!control_plane.channel_up());
+}

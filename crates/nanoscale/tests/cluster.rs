@@ -118,6 +118,12 @@ async fn cluster(hosts: &Hosts, work: &Path) {
             "{node}"
         );
     }
+    // Every worker's agent holds its channel (none is on the long-poll fallback).
+    wait_for("a channel from every agent", async || {
+        let open = server.metric("nanoscale_agent_channels").await?;
+        (open >= WORKERS.len() as f64).then_some(())
+    })
+    .await;
     // The identity is private to the node.
     let identity = data_dir(work, "w1").join("agent/cluster");
     assert_eq!(mode(&identity), 0o700);

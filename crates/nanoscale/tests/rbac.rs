@@ -145,6 +145,7 @@ const MATRIX: &[(&str, Policy)] = &[
     ("GET /api/v1/cluster/binary", Policy::JoinTokenOnly),
     ("GET /api/v1/cluster/binary/sha256", Policy::Public),
     ("GET /api/v1/nodes/{id}/desired-state", Policy::Admin),
+    ("GET /api/v1/agent/channel", Policy::NodeOnly),
     ("GET /api/v1/agent/desired-state", Policy::NodeOnly),
     ("POST /api/v1/agent/report", Policy::NodeOnly),
     ("GET /api/v1/agent/log-requests", Policy::NodeOnly),

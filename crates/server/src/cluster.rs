@@ -326,7 +326,7 @@ pub async fn serve_tls(listener: TcpListener, tls: rustls::ServerConfig, router:
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             if let Err(error) = builder
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
                 .await
             {
                 tracing::debug!(%error, %remote, "cluster connection ended");

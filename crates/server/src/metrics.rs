@@ -10,6 +10,7 @@ pub const STORE_PING: &str = "nanoscale_store_ping_duration_seconds";
 pub const PROJECTS: &str = "nanoscale_projects";
 pub const SERVICES: &str = "nanoscale_services";
 pub const NODES: &str = "nanoscale_nodes";
+pub const AGENT_CHANNELS: &str = "nanoscale_agent_channels";
 pub const LOGIN_FAILURES: &str = "nanoscale_login_failures_total";
 
 const BUCKETS: [f64; 12] = [
@@ -56,5 +57,9 @@ fn describe() {
     describe_gauge!(PROJECTS, "Projects that exist");
     describe_gauge!(SERVICES, "Services that exist");
     describe_gauge!(NODES, "Nodes registered in the cluster");
+    describe_gauge!(
+        AGENT_CHANNELS,
+        "Agents connected by their channel (the others, if any, use the long-poll)"
+    );
     describe_counter!(LOGIN_FAILURES, "Failed or rate-limited login attempts");
 }

@@ -295,6 +295,23 @@ impl TestServer {
     }
 
     /// Creates the first admin and returns an admin API token.
+    /// The value of one unlabelled series of the control plane's `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(self.endpoint("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))?
+            .parse()
+            .ok()
+    }
+
     pub async fn bootstrap(&self) -> String {
         let (status, body) = self
             .call(

@@ -34,24 +34,48 @@ impl FromRequestParts<AppState> for NodeIdentity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let auth = NodeAuth::from_parts(parts)?;
+        // Boxed, as the certificate query's future is 720 bytes (see `NodeId`).
+        Box::pin(auth.node(&state.store))
+            .await?
+            .map(NodeIdentity)
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// What a request presented to say which node it comes from, kept by a channel
+/// to check again at every report (a removed node, or a certificate no longer
+/// the node's, stops working at once, as over HTTP).
+#[derive(Debug, Clone)]
+pub enum NodeAuth {
+    /// The SHA-256 of the client certificate (the cluster listener).
+    Certificate(String),
+    /// The hash of an `nsn_…` bearer credential (loopback).
+    Credential(String),
+}
+
+impl NodeAuth {
+    pub fn from_parts(parts: &Parts) -> Result<NodeAuth, ApiError> {
         // On the cluster listener only the client certificate counts.
         if let Some(peer) = parts.extensions.get::<crate::cluster::PeerCertificate>() {
             let fingerprint = peer.0.as_deref().ok_or(ApiError::Unauthorized)?;
-            // Boxed, as the query's future is 720 bytes (see `NodeId`).
-            return Box::pin(state.store.node_by_certificate(fingerprint))
-                .await?
-                .map(NodeIdentity)
-                .ok_or(ApiError::Unauthorized);
+            return Ok(NodeAuth::Certificate(fingerprint.to_owned()));
         }
         let credential = bearer_token(parts)
             .filter(|token| token.starts_with(NODE_CREDENTIAL_PREFIX))
             .ok_or(ApiError::Unauthorized)?;
-        state
-            .store
-            .node_by_credential(&hash_secret(credential))
-            .await?
-            .map(NodeIdentity)
-            .ok_or(ApiError::Unauthorized)
+        Ok(NodeAuth::Credential(hash_secret(credential)))
+    }
+
+    /// The node this names, if it still exists.
+    pub async fn node(
+        &self,
+        store: &crate::store::Store,
+    ) -> crate::store::StoreResult<Option<Node>> {
+        match self {
+            NodeAuth::Certificate(fingerprint) => store.node_by_certificate(fingerprint).await,
+            NodeAuth::Credential(hash) => store.node_by_credential(hash).await,
+        }
     }
 }
 
@@ -138,8 +162,18 @@ pub async fn desired_state(
 pub async fn report(
     State(state): State<AppState>,
     NodeIdentity(node): NodeIdentity,
-    ApiJson(mut report): ApiJson<AgentReport>,
+    ApiJson(report): ApiJson<AgentReport>,
 ) -> ApiResult<Json<ReportAck>> {
+    Ok(Json(accept_report(&state, &node, report).await?))
+}
+
+/// Checks and stores one report of `node` (from the report route or the
+/// channel).
+pub async fn accept_report(
+    state: &AppState,
+    node: &Node,
+    mut report: AgentReport,
+) -> ApiResult<ReportAck> {
     validate(&report)?;
     // A node speaks for the services and releases of its own document only: its
     // traffic, memory and commit descriptions of anything else are dropped.
@@ -167,7 +201,7 @@ pub async fn report(
     let acknowledged =
         state
             .store
-            .apply_report(&node, &report)
+            .apply_report(node, &report)
             .await
             .map_err(|error| match error {
                 // Removed while the report was on its way.
@@ -181,7 +215,70 @@ pub async fn report(
         &report.instances,
         &services,
     );
-    Ok(Json(ReportAck { acknowledged }))
+    Ok(ReportAck { acknowledged })
+}
+
+/// Opens the node's channel (`nanoscale_core::channel`): an HTTP/1.1 upgrade to
+/// `nanoscale-channel/1` that carries the node's document the moment it changes,
+/// log requests, reports and log answers until either side closes it. The
+/// long-poll and the report and log routes do the same work where an upgrade
+/// cannot pass.
+#[utoipa::path(get, path = "/api/v1/agent/channel", tag = "agent",
+    responses((status = 101, description = "switched to nanoscale-channel/1; frames follow"),
+              (status = 400, description = "the request did not ask for the upgrade (field `upgrade`)",
+               body = nanoscale_core::api::ErrorBody)))]
+pub async fn channel(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> ApiResult<Response> {
+    let (mut parts, _) = request.into_parts();
+    let auth = NodeAuth::from_parts(&parts)?;
+    let node = Box::pin(auth.node(&state.store))
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let names = |name: axum::http::HeaderName, token: &str| {
+        parts.headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|value| {
+                value
+                    .split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    let protocol = nanoscale_core::channel::PROTOCOL;
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let (true, true, Some(on_upgrade)) = (
+        names(axum::http::header::CONNECTION, "upgrade"),
+        names(axum::http::header::UPGRADE, protocol),
+        on_upgrade,
+    ) else {
+        return Err(ApiError::BadRequest {
+            message: format!(
+                "ask for the channel over HTTP/1.1 with `Connection: upgrade` and `Upgrade: {protocol}`"
+            ),
+            field: Some("upgrade".into()),
+        });
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let io = hyper_util::rt::TokioIo::new(upgraded);
+                crate::channel::serve(state, auth, node.id, io).await;
+            }
+            Err(error) => tracing::debug!(%error, node = %node.id, "channel upgrade failed"),
+        }
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("upgrade"),
+    );
+    headers.insert(
+        axum::http::header::UPGRADE,
+        axum::http::HeaderValue::from_static(protocol),
+    );
+    Ok(response)
 }
 
 fn validate(report: &AgentReport) -> Result<(), ApiError> {
@@ -364,4 +461,4 @@ pub async fn answer_log_request(
 }
 
 /// As many lines as a user may ask for.
-const MAX_LOG_ANSWER_LINES: usize = 10_000;
+pub(crate) const MAX_LOG_ANSWER_LINES: usize = 10_000;

@@ -129,11 +129,13 @@ impl From<ValidationError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The status and the error body an answer carries (an internal cause is
+    /// logged here and replaced by the request id).
+    pub fn detail(&self) -> (StatusCode, ErrorDetail) {
         let status = self.status();
         let request_id = current_request_id();
-        let (message, field) = match &self {
+        let (message, field) = match self {
             ApiError::Internal(cause) => {
                 // The cause stays in the log; the client gets the id to quote.
                 tracing::error!(%request_id, cause = %cause, "request failed");
@@ -149,14 +151,20 @@ impl IntoResponse for ApiError {
             }
             other => (other.to_string(), None),
         };
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_owned(),
-                message,
-                field,
-                request_id: status.is_server_error().then_some(request_id),
-            },
+        let detail = ErrorDetail {
+            code: self.code().to_owned(),
+            message,
+            field,
+            request_id: status.is_server_error().then_some(request_id),
         };
+        (status, detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error) = self.detail();
+        let body = ErrorBody { error };
         let mut response = (status, Json(body)).into_response();
         if let ApiError::TooManyRequests { retry_after_secs } = self {
             if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {

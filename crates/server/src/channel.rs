@@ -1,0 +1,197 @@
+//! The control plane's side of an agent's channel (`nanoscale_core::channel`),
+//! after `GET /api/v1/agent/channel` switched protocols: one task per agent that
+//! pushes the node's document whenever its version moves and the log requests
+//! users make, and takes reports (checked and stored as the report route does)
+//! and log answers.
+//!
+//! The task waits with no buffer of its own: the next frame's read is a boxed
+//! future that holds only the reader, and each frame is read into a vector of
+//! its size and dropped once handled.
+use std::time::Duration;
+
+use nanoscale_agent::channel::{read_frame, write_frame, FrameError};
+use nanoscale_core::api::ErrorDetail;
+use nanoscale_core::channel::{
+    encode, ToAgent, ToControlPlane, MAX_TO_CONTROL_PLANE, SERVER_IDLE_SECS,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::api::agent::{accept_report, NodeAuth, MAX_LOG_ANSWER_LINES};
+use crate::api::error::ApiError;
+use crate::state::AppState;
+
+/// How long one frame may take to leave: an agent that stops reading loses its
+/// channel, not the control plane's memory.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `node`'s channel on `io` until the agent closes it, goes silent for
+/// `SERVER_IDLE_SECS`, or the node is removed (then the agent is told 401).
+pub async fn serve<T>(state: AppState, auth: NodeAuth, node: Uuid, io: T)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (reader, mut writer) = tokio::io::split(io);
+    let open = metrics::gauge!(crate::metrics::AGENT_CHANNELS);
+    open.increment(1);
+    session(&state, &auth, node, reader, &mut writer).await;
+    open.decrement(1);
+    // TLS ends with close_notify, so the agent tells a close from a cut link.
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
+}
+
+async fn session<R, W>(state: &AppState, auth: &NodeAuth, node: Uuid, reader: R, writer: &mut W)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Unpin,
+{
+    // Subscribed before the first document is compiled, so that no change
+    // between the two is missed.
+    let mut changes = state.store.subscribe();
+    let logs_ready = state.logs.ready(node);
+    let mut next = Box::pin(read_frame(reader, MAX_TO_CONTROL_PLANE));
+    let mut sent = None;
+    let mut stale = true;
+    let mut heard = Instant::now();
+    loop {
+        if stale {
+            stale = false;
+            // Boxed: the compile's state is needed only while it runs, not in
+            // every waiting channel's task.
+            match Box::pin(state.desired.document(&state.store, node)).await {
+                Ok(Some(document)) => {
+                    if sent != Some(document.version) {
+                        sent = Some(document.version);
+                        if !send(writer, &ToAgent::Document { document }).await {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    refuse(writer, None, &ApiError::Unauthorized).await;
+                    return;
+                }
+                Err(error) => {
+                    // The agent reconnects (and falls back to the long-poll
+                    // while it cannot).
+                    tracing::warn!(%error, %node, "channel: compiling the node's document");
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            (reader, frame) = &mut next => {
+                let bytes = match frame {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => return,
+                    Err(error @ FrameError::TooLarge(..)) => {
+                        let refusal = ApiError::BadRequest {
+                            message: error.to_string(),
+                            field: None,
+                        };
+                        refuse(writer, None, &refusal).await;
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, %node, "channel ended");
+                        return;
+                    }
+                };
+                heard = Instant::now();
+                next = Box::pin(read_frame(reader, MAX_TO_CONTROL_PLANE));
+                if !receive(state, auth, node, &bytes, writer).await {
+                    return;
+                }
+            }
+            received = changes.recv() => {
+                if let Err(RecvError::Closed) = received {
+                    return;
+                }
+                stale = true;
+            }
+            () = logs_ready.notified() => {
+                let requests = state.logs.collect(node, Duration::ZERO).await;
+                if !requests.is_empty()
+                    && !send(writer, &ToAgent::LogRequests { requests }).await
+                {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(heard + Duration::from_secs(SERVER_IDLE_SECS)) => {
+                tracing::debug!(%node, "channel silent for {SERVER_IDLE_SECS} s; closing it");
+                return;
+            }
+        }
+    }
+}
+
+/// Handles one frame; false ends the channel.
+async fn receive<W: AsyncWrite + Unpin>(
+    state: &AppState,
+    auth: &NodeAuth,
+    node: Uuid,
+    bytes: &[u8],
+    writer: &mut W,
+) -> bool {
+    let message = match serde_json::from_slice::<ToControlPlane>(bytes) {
+        Ok(message) => message,
+        Err(error) => {
+            // Answered, so that a report waiting for its seq hears why.
+            let seq = serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|value| value.get("seq").and_then(serde_json::Value::as_u64));
+            let refusal = ApiError::BadRequest {
+                message: format!("unreadable message: {error}"),
+                field: None,
+            };
+            return refuse(writer, seq, &refusal).await;
+        }
+    };
+    match message {
+        ToControlPlane::Ping => send(writer, &ToAgent::Pong).await,
+        ToControlPlane::Report { seq, report } => {
+            // The credential is checked at every report, as over HTTP: a removed
+            // node or a replaced certificate stops here.
+            let answer = match Box::pin(auth.node(&state.store)).await {
+                Ok(Some(node)) => Box::pin(accept_report(state, &node, *report)).await,
+                Ok(None) => Err(ApiError::Unauthorized),
+                Err(error) => Err(error.into()),
+            };
+            match answer {
+                Ok(ack) => send(writer, &ToAgent::Ack { seq, ack }).await,
+                Err(error) => refuse(writer, Some(seq), &error).await,
+            }
+        }
+        ToControlPlane::LogAnswer { id, answer } => {
+            if answer.entries.len() > MAX_LOG_ANSWER_LINES {
+                let refusal = ApiError::BadRequest {
+                    message: format!("at most {MAX_LOG_ANSWER_LINES} lines"),
+                    field: Some("answer.entries".into()),
+                };
+                return refuse(writer, None, &refusal).await;
+            }
+            // A late answer (the user's request timed out) is dropped.
+            state.logs.answer(node, id, answer.entries);
+            true
+        }
+    }
+}
+
+/// Tells the agent why a message was refused; false when the channel must end
+/// (the refusal was a 401, or it could not be sent).
+async fn refuse<W: AsyncWrite + Unpin>(writer: &mut W, seq: Option<u64>, error: &ApiError) -> bool {
+    let (status, error): (_, ErrorDetail) = error.detail();
+    let status = status.as_u16();
+    let sent = send(writer, &ToAgent::Refused { seq, status, error }).await;
+    sent && status != 401
+}
+
+async fn send<W: AsyncWrite + Unpin>(writer: &mut W, message: &ToAgent) -> bool {
+    let frame = encode(message);
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, write_frame(writer, &frame)).await,
+        Ok(Ok(()))
+    )
+}
