@@ -28,7 +28,7 @@ _NS_APT_SH=1
 #                   so the generated units are run by a real systemd
 #   sudo            how an agent that is not root reaches its privileged helper
 #                   (one exact rule, checked with visudo) in the unprivileged test
-NS_TEST_APT_PACKAGES=(postgresql prometheus wrk git curl ca-certificates bind9-dnsutils nghttp2-client iproute2 chromium nftables nmap passwd ufw systemd systemd-container sudo)
+NS_TEST_APT_PACKAGES=(postgresql prometheus wrk nginx-light git curl ca-certificates bind9-dnsutils nghttp2-client iproute2 chromium nftables nmap passwd ufw systemd systemd-container sudo)
 
 apt_pkg_installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]

@@ -64,17 +64,21 @@ pub async fn run(
         control_plane.clone(),
         fatal_tx.clone(),
     ));
-    let channel = tokio::spawn({
+    let channel = context.config.channel.then(|| {
         let (context, control_plane, fatal) = (
             Arc::clone(&context),
             control_plane.clone(),
             fatal_tx.clone(),
         );
-        async move {
+        tokio::spawn(async move {
             let refused = control_plane.hold_channel(&context.report_now).await;
             let _ = fatal.send(refused.into()).await;
-        }
+        })
     });
+    if !context.config.channel {
+        tracing::info!("the channel is off (--no-channel): using the long-poll");
+        control_plane.without_channel();
+    }
     let logs = tokio::spawn(log_loop(Arc::clone(&context), control_plane.clone()));
     let reporter = tokio::spawn(report_loop(Arc::clone(&context), control_plane, fatal_tx));
     // The proxy is its own process and outlives this agent; this only watches it.
@@ -94,7 +98,9 @@ pub async fn run(
         }
     };
     fetcher.abort();
-    channel.abort();
+    if let Some(channel) = channel {
+        channel.abort();
+    }
     reporter.abort();
     logs.abort();
     renewer.abort();

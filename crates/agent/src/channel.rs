@@ -144,6 +144,11 @@ impl Channel {
         self.tried.send_replace(true);
     }
 
+    /// Marks the channel as never to be held: nobody waits for its first attempt.
+    pub fn never(&self) {
+        self.tried.send_replace(true);
+    }
+
     /// Resolves when the channel comes up (at once if it is).
     pub async fn until_up(&self) {
         let mut up = self.up.subscribe();

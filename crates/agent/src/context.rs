@@ -58,6 +58,10 @@ pub struct AgentConfig {
     /// Converge NanoScale's nftables table to the document's security mode. Needs
     /// root; on by default when the agent is root.
     pub manage_firewall: bool,
+    /// Hold the channel to the control plane (`crate::channel`); off, the agent
+    /// uses only the long-poll and report routes (a network where an upgrade
+    /// never passes: it saves a failed attempt a minute).
+    pub channel: bool,
     /// TCP ports open in mode B besides the proxy's (the control plane's API and
     /// cluster listener on its own node).
     pub firewall_open_ports: Vec<u16>,
@@ -137,6 +141,7 @@ impl AgentConfig {
             helper_command: Vec::new(),
             default_pids: 1024,
             manage_firewall: nix::unistd::geteuid().is_root(),
+            channel: true,
             firewall_open_ports: Vec::new(),
             firewall_confirm: Duration::from_secs(60),
             keep_releases: 3,

@@ -130,6 +130,11 @@ impl ControlPlane {
         ProtocolError::Unauthorized
     }
 
+    /// For an agent that never holds the channel: the long-poll from the start.
+    pub fn without_channel(&self) {
+        self.channel.never();
+    }
+
     /// Whether the channel is up (else the long-poll carries everything).
     pub fn channel_up(&self) -> bool {
         self.channel.is_up()

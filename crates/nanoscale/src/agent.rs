@@ -64,6 +64,11 @@ pub struct AgentArgs {
     #[arg(long, env = "NANOSCALE_SWAP_BELOW_MIB", value_name = "MIB", default_value_t = 2048,
         value_parser = clap::value_parser!(u64).range(1..))]
     swap_below_mib: u64,
+    /// Use only the long-poll and report routes, never the channel (for a
+    /// network whose proxy drops `Upgrade`; the agent also finds that out by
+    /// itself and retries the channel every minute).
+    #[arg(long, env = "NANOSCALE_AGENT_NO_CHANNEL", value_parser = clap::builder::BoolishValueParser::new())]
+    no_channel: bool,
     /// The privileged helper as a command, for an agent that is not root: an
     /// absolute program and its arguments, separated by spaces; each operation
     /// goes to its stdin as JSON. Installed: `/usr/bin/sudo -n
@@ -126,6 +131,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     config.keep_releases = args.keep_releases as usize;
     config.swap_file_mib = args.swap_file_mib;
     config.swap_below_mib = args.swap_below_mib;
+    config.channel = !args.no_channel;
     config.supervisor = match args.supervisor.get() {
         Ok(supervisor) => supervisor,
         Err(message) => {

@@ -90,6 +90,7 @@ impl AgentSupervisor {
             "NANOSCALE_SWAP_FILE_MIB",
             "NANOSCALE_SWAP_BELOW_MIB",
             "NANOSCALE_HELPER_COMMAND",
+            "NANOSCALE_AGENT_NO_CHANNEL",
         ]
         .iter()
         .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))

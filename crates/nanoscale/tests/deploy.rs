@@ -1190,3 +1190,107 @@ async fn an_agent_that_is_not_root_deploys_through_sudo_and_its_helper() {
     .await;
     drop(server);
 }
+
+/// Where the channel cannot be held, the long-poll and report routes carry
+/// everything. An agent told so (`NANOSCALE_AGENT_NO_CHANNEL`) deploys, redeploys
+/// and reports; and an agent whose control plane sits behind a real nginx that
+/// drops `Upgrade` (as a reverse proxy does unless configured for it) finds that
+/// out by itself and follows its document over the long-poll through nginx.
+#[tokio::test]
+async fn without_the_channel_the_long_poll_carries_deploys_and_reports() {
+    use nanoscale_agent::protocol::{ControlPlane, Credential};
+
+    let (_keep, repo, commits) =
+        fixture_repo(&[("volume-counter", "v1"), ("volume-counter", "v2")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (server, token) = node_with_env(&data, &[("NANOSCALE_AGENT_NO_CHANNEL", "1")]).await;
+    let app = counter_app(&server, &token, "counter", &repo, &commits[0]).await;
+    let first = app.deploy(&commits[0]).await;
+    app.wait_release(first, "live").await;
+    let second = app.deploy(&commits[1]).await;
+    app.wait_release(second, "live").await;
+    assert_eq!(server.metric("nanoscale_agent_channels").await, None);
+
+    // The control plane behind nginx, which drops `Upgrade` and `Connection`.
+    let nginx = Nginx::start(dir.path(), &server.url);
+    let credential = std::fs::read_to_string(data.join("agent/credential")).expect("credential");
+    let control_plane =
+        ControlPlane::new(&nginx.url, Credential::Bearer(credential.trim().to_owned()))
+            .expect("client");
+    let connected = std::sync::Arc::new(tokio::sync::Notify::new());
+    let holder = tokio::spawn({
+        let (control_plane, connected) = (control_plane.clone(), connected.clone());
+        async move { control_plane.hold_channel(&connected).await }
+    });
+    let current = tokio::time::timeout(Duration::from_secs(20), control_plane.desired_state(None))
+        .await
+        .expect("the first document without the channel")
+        .expect("document");
+    assert!(!control_plane.channel_up());
+    let third = app.deploy(&commits[0]).await;
+    let next = tokio::time::timeout(
+        Duration::from_secs(30),
+        control_plane.desired_state(Some(current.version)),
+    )
+    .await
+    .expect("the change over the long-poll, through nginx")
+    .expect("document");
+    assert!(next.version > current.version);
+    assert!(!control_plane.channel_up());
+    app.wait_release(third, "live").await;
+    holder.abort();
+}
+
+/// Debian's nginx as a plain HTTP/1.1 reverse proxy on a free loopback port.
+struct Nginx {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Nginx {
+    fn start(dir: &Path, upstream: &str) -> Nginx {
+        let prefix = dir.join("nginx");
+        std::fs::create_dir_all(prefix.join("logs")).expect("mkdir");
+        let port = common::free_port();
+        let config = prefix.join("nginx.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "daemon off;\nmaster_process off;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\n\
+                 events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  \
+                 proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  \
+                 scgi_temp_path {p}/scgi;\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      \
+                 proxy_pass {upstream};\n      proxy_http_version 1.1;\n      proxy_buffering off;\n    }}\n  }}\n}}\n",
+                p = prefix.display(),
+            ),
+        )
+        .expect("write nginx.conf");
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&config)
+            .arg("-e")
+            .arg(prefix.join("logs/error.log"))
+            .spawn()
+            .expect("nginx (scripts/test installs nginx-light)");
+        let address = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nginx did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx {
+            child,
+            url: format!("http://{address}"),
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
