@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::agent::{AgentReport, LogAnswer, LogRequest, ReportAck};
-use crate::api::ErrorDetail;
+use crate::api::{ErrorDetail, LogEntry};
 use crate::desired::DesiredDocument;
 
 /// The path of the upgrade request.
@@ -36,6 +36,11 @@ pub const PROTOCOL: &str = "nanoscale-channel/1";
 pub const MAX_TO_CONTROL_PLANE: u32 = 1024 * 1024 + 4096;
 /// Largest frame an agent reads: a document of a node running many services.
 pub const MAX_TO_AGENT: u32 = 64 * 1024 * 1024;
+/// Most lines in one [`ToControlPlane::LogLines`].
+pub const MAX_FOLLOW_LINES: usize = 1000;
+/// Log sources followed at once on one channel: the control plane allows 128
+/// streams in all, each following one request per node.
+pub const MAX_FOLLOWS: usize = 256;
 /// The agent pings after this long without hearing anything.
 pub const PING_AFTER_SECS: u64 = 10;
 /// The agent gives the channel up after this long without hearing anything
@@ -55,6 +60,13 @@ pub enum ToAgent {
     /// Users asked for this node's log lines; each is answered with
     /// [`ToControlPlane::LogAnswer`].
     LogRequests { requests: Vec<LogRequest> },
+    /// A user follows these log sources (a service's instances on this node, or
+    /// one build): send their lines from now on as they are written, each batch
+    /// as [`ToControlPlane::LogLines`] naming `id`, until [`ToAgent::LogUnfollow`]
+    /// or the end of this channel.
+    LogFollow { id: Uuid, request: LogRequest },
+    /// The user stopped following (`id` of a [`ToAgent::LogFollow`]).
+    LogUnfollow { id: Uuid },
     /// The report `seq` is stored.
     Ack { seq: u64, ack: ReportAck },
     /// A message was refused, with the status and error body the HTTP route would
@@ -79,6 +91,9 @@ pub enum ToControlPlane {
     Report { seq: u64, report: Box<AgentReport> },
     /// The answer to one log request (a late one is dropped).
     LogAnswer { id: Uuid, answer: LogAnswer },
+    /// New lines of a followed source, oldest first (at most
+    /// [`MAX_FOLLOW_LINES`] per message).
+    LogLines { id: Uuid, entries: Vec<LogEntry> },
     /// Keeps the link checked while nothing else goes over it.
     Ping,
 }
