@@ -15,6 +15,7 @@ use nanoscale_core::api::ReleaseStatus;
 use rand::Rng;
 
 use crate::builder::create_private_dir;
+use crate::channel::Follow;
 use crate::context::{AgentConfig, Context};
 use crate::protocol::{ControlPlane, ProtocolError};
 use crate::store::{event, AgentStore, ReleaseState};
@@ -387,12 +388,55 @@ async fn commit_info(context: &Context, service: &str, commit: &str) -> Option<C
     Some(info)
 }
 
-/// Answers the control plane's log requests (users reading this node's logs).
+/// Answers the control plane's log requests (users reading this node's logs),
+/// and starts and stops the follows of users' log streams.
 async fn log_loop(context: Arc<Context>, control_plane: ControlPlane) {
     let mut failures = 0u32;
+    let mut follows: std::collections::HashMap<uuid::Uuid, tokio::task::JoinHandle<()>> =
+        std::collections::HashMap::new();
     loop {
         if failures == 0 {
             control_plane.logs_waiting().await;
+        }
+        follows.retain(|_, task| !task.is_finished());
+        for follow in control_plane.take_follows() {
+            match follow {
+                Follow::Start {
+                    id,
+                    request,
+                    connection,
+                } => {
+                    if follows.len() >= nanoscale_core::channel::MAX_FOLLOWS {
+                        tracing::warn!(%id, "too many log follows at once; this one is left out");
+                        continue;
+                    }
+                    // The cursors are placed before any request below is
+                    // answered: an answer asked for with this follow then holds
+                    // every line written before the follow's first.
+                    let apps = context.config.apps_dir.clone();
+                    let start = tokio::task::spawn_blocking(move || {
+                        use crate::runtime::logs::{sources, tail};
+                        sources(&apps, &request)
+                            .into_iter()
+                            .map(|(source, dir)| {
+                                let cursor = tail(&dir, 0).1;
+                                (source, dir, cursor)
+                            })
+                            .collect::<Vec<_>>()
+                    });
+                    let Ok(followed) = start.await else { continue };
+                    let task =
+                        tokio::spawn(follow_log(control_plane.clone(), id, followed, connection));
+                    if let Some(earlier) = follows.insert(id, task) {
+                        earlier.abort();
+                    }
+                }
+                Follow::Stop { id } => {
+                    if let Some(task) = follows.remove(&id) {
+                        task.abort();
+                    }
+                }
+            }
         }
         let requests = match control_plane.log_requests().await {
             Ok(requests) => {
@@ -416,6 +460,50 @@ async fn log_loop(context: Arc<Context>, control_plane: ControlPlane) {
                     });
             if let Err(error) = control_plane.answer_log_request(id, &answer).await {
                 tracing::warn!(%error, "answering a log request");
+            }
+        }
+    }
+}
+
+/// How often a followed source is read for new lines (as the control plane
+/// reads its own host's).
+const FOLLOW_TICK: Duration = Duration::from_millis(250);
+
+/// Sends the lines written to the `followed` sources (from their cursors on) up
+/// the channel, every [`FOLLOW_TICK`], while the channel connection the follow
+/// was asked on lasts (the control plane forgets its follows when a connection
+/// ends, and asks again on the next one).
+async fn follow_log(
+    control_plane: ControlPlane,
+    id: uuid::Uuid,
+    mut followed: Vec<(String, std::path::PathBuf, crate::runtime::logs::LogCursor)>,
+    connection: u64,
+) {
+    use crate::runtime::logs::{batches, entry, read_from};
+    loop {
+        tokio::time::sleep(FOLLOW_TICK).await;
+        if !control_plane.follow_holds(connection) {
+            return;
+        }
+        let read = tokio::task::spawn_blocking(move || {
+            let mut fresh = Vec::new();
+            for (source, dir, cursor) in &mut followed {
+                fresh.extend(
+                    read_from(dir, cursor)
+                        .into_iter()
+                        .map(|line| entry(source, line)),
+                );
+            }
+            fresh.sort_by(|a, b| a.at.cmp(&b.at));
+            (followed, fresh)
+        });
+        let Ok((back, fresh)) = read.await else {
+            return;
+        };
+        followed = back;
+        for batch in batches(fresh) {
+            if !control_plane.send_log_lines(id, batch).await {
+                return;
             }
         }
     }

@@ -87,6 +87,9 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// (an older control plane, a proxy that drops `Upgrade`), the long-poll carries
 /// everything; the upgrade is tried again this much later.
 const RETRY_UNSUPPORTED: Duration = Duration::from_secs(60);
+/// Channels in a row that may close before bringing their first document (sent
+/// at once by the control plane) before the long-poll takes the work over.
+const EMPTY_CHANNELS: u32 = 3;
 
 type Waiting = oneshot::Sender<Result<ReportAck, ProtocolError>>;
 
@@ -96,16 +99,39 @@ pub struct Channel {
     up: watch::Sender<bool>,
     /// Whether the first attempt to open the channel has ended (either way).
     tried: watch::Sender<bool>,
+    /// Whether the long-poll routes carry the work: the channel is off, or the
+    /// control plane answered the upgrade with something other than 101, or
+    /// channels opened but carried nothing (a proxy that buffers). Cleared when
+    /// a channel brings its first document.
+    polling: watch::Sender<bool>,
     /// The newest document of the current connection (none until it sent one).
     document: watch::Sender<Option<Arc<DesiredDocument>>>,
     outgoing: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
     waiting: Mutex<HashMap<u64, Waiting>>,
     seq: AtomicU64,
     log_requests: Mutex<Vec<LogRequest>>,
+    follows: Mutex<Vec<Follow>>,
+    /// Counts the connections made: a follow belongs to one.
+    connection: AtomicU64,
     logs_waiting: Arc<Notify>,
     /// Set when the node's certificate was renewed: the channel reconnects with
     /// the new one.
     reconnect: Notify,
+}
+
+/// What the control plane asked about followed log sources.
+#[derive(Debug)]
+pub enum Follow {
+    /// Send these sources' new lines, as `LogLines` naming `id`, on the
+    /// connection `connection` only.
+    Start {
+        id: uuid::Uuid,
+        request: LogRequest,
+        connection: u64,
+    },
+    Stop {
+        id: uuid::Uuid,
+    },
 }
 
 /// How one connection ended.
@@ -119,11 +145,14 @@ impl Channel {
         Channel {
             up: watch::Sender::new(false),
             tried: watch::Sender::new(false),
+            polling: watch::Sender::new(false),
             document: watch::Sender::new(None),
             outgoing: Mutex::new(None),
             waiting: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             log_requests: Mutex::new(Vec::new()),
+            follows: Mutex::new(Vec::new()),
+            connection: AtomicU64::new(0),
             logs_waiting,
             reconnect: Notify::new(),
         }
@@ -135,18 +164,38 @@ impl Channel {
 
     /// Resolves once the first attempt to open the channel has ended, so that an
     /// agent that just started does not open a long-poll connection it would
-    /// drop a moment later.
-    /// Bounded (once per channel) in case nothing holds the channel.
+    /// drop a moment later. Bounded (once per channel): if nothing holds the
+    /// channel, the long-poll carries the work from then on.
     pub async fn first_attempt(&self) {
         let mut tried = self.tried.subscribe();
         let limit = IO_TIMEOUT + Duration::from_secs(1);
-        let _ = tokio::time::timeout(limit, tried.wait_for(|tried| *tried)).await;
+        if tokio::time::timeout(limit, tried.wait_for(|tried| *tried))
+            .await
+            .is_err()
+        {
+            self.never();
+        }
+    }
+
+    /// Marks the channel as never to be held: the long-poll carries the work.
+    pub fn never(&self) {
+        self.polling.send_replace(true);
         self.tried.send_replace(true);
     }
 
-    /// Marks the channel as never to be held: nobody waits for its first attempt.
-    pub fn never(&self) {
-        self.tried.send_replace(true);
+    /// Whether the long-poll routes carry the work now (see `polling`).
+    pub fn is_polling(&self) -> bool {
+        *self.polling.borrow()
+    }
+
+    /// Resolves when the channel comes up or the long-poll takes the work over.
+    pub async fn until_up_or_polling(&self) {
+        let mut up = self.up.subscribe();
+        let mut polling = self.polling.subscribe();
+        tokio::select! {
+            _ = up.wait_for(|up| *up) => {}
+            _ = polling.wait_for(|polling| *polling) => {}
+        }
     }
 
     /// Resolves when the channel comes up (at once if it is).
@@ -241,6 +290,20 @@ impl Channel {
             .unwrap_or_default()
     }
 
+    /// What the control plane asked about followed log sources, taken.
+    pub fn take_follows(&self) -> Vec<Follow> {
+        self.follows
+            .lock()
+            .map(|mut follows| std::mem::take(&mut *follows))
+            .unwrap_or_default()
+    }
+
+    /// Whether connection `connection` is the one up now (a follow ends with
+    /// the connection it was asked on: the control plane forgets it then).
+    pub fn is_current(&self, connection: u64) -> bool {
+        self.is_up() && self.connection.load(Ordering::SeqCst) == connection
+    }
+
     /// Drops the current connection and opens a new one at once.
     pub fn reconnect(&self) {
         self.reconnect.notify_one();
@@ -253,6 +316,8 @@ impl Channel {
     /// channel comes up.
     pub async fn hold(&self, base: &str, credential: &Credential, connected: &Notify) {
         let mut failures = 0u32;
+        // Channels in a row that closed without bringing a single document.
+        let mut empty = 0u32;
         loop {
             let attempt = connect(base, credential).await;
             if attempt.is_err() {
@@ -262,11 +327,25 @@ impl Channel {
                 Ok(io) => {
                     failures = 0;
                     tracing::info!("channel to the control plane open");
-                    match self.run(io, connected).await {
+                    let end = self.run(io, connected).await;
+                    if self.document.borrow().is_some() {
+                        empty = 0;
+                    } else {
+                        empty += 1;
+                    }
+                    match end {
                         End::Unauthorized => return,
                         End::Lost(why) => {
                             tracing::info!(%why, "the channel to the control plane closed; reconnecting");
                         }
+                    }
+                    if empty >= EMPTY_CHANNELS {
+                        tracing::warn!(
+                            "{empty} channels in a row carried nothing; using the long-poll"
+                        );
+                        empty = 0;
+                        self.polling.send_replace(true);
+                        tokio::time::sleep(RETRY_UNSUPPORTED).await;
                     }
                 }
                 Err(Refusal::Unauthorized) => return,
@@ -275,6 +354,7 @@ impl Channel {
                         status,
                         "the control plane did not open the channel; using the long-poll"
                     );
+                    self.polling.send_replace(true);
                     tokio::time::sleep(RETRY_UNSUPPORTED).await;
                     continue;
                 }
@@ -289,6 +369,7 @@ impl Channel {
     async fn run(&self, io: hyper::upgrade::Upgraded, connected: &Notify) -> End {
         let (reader, mut writer) = tokio::io::split(TokioIo::new(io));
         let (sender, mut outgoing) = mpsc::channel::<Vec<u8>>(16);
+        self.connection.fetch_add(1, Ordering::SeqCst);
         self.document.send_replace(None);
         if let Ok(mut slot) = self.outgoing.lock() {
             *slot = Some(sender);
@@ -393,10 +474,28 @@ impl Channel {
                     )));
                 }
                 self.document.send_replace(Some(document));
+                self.polling.send_replace(false);
             }
             ToAgent::LogRequests { requests } => {
                 if let Ok(mut queue) = self.log_requests.lock() {
                     queue.extend(requests);
+                }
+                self.logs_waiting.notify_one();
+            }
+            ToAgent::LogFollow { id, request } => {
+                let connection = self.connection.load(Ordering::SeqCst);
+                if let Ok(mut follows) = self.follows.lock() {
+                    follows.push(Follow::Start {
+                        id,
+                        request,
+                        connection,
+                    });
+                }
+                self.logs_waiting.notify_one();
+            }
+            ToAgent::LogUnfollow { id } => {
+                if let Ok(mut follows) = self.follows.lock() {
+                    follows.push(Follow::Stop { id });
                 }
                 self.logs_waiting.notify_one();
             }

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use nanoscale_core::agent::{AgentReport, LogAnswer, LogRequest, ReportAck};
+use nanoscale_core::api::LogEntry;
 use nanoscale_core::channel::ToControlPlane;
 use nanoscale_core::desired::DesiredDocument;
 
@@ -142,8 +143,9 @@ impl ControlPlane {
 
     /// The node's document once its version passes `after` (or at once without
     /// `after`), checked against its own hash. From the channel while it is up
-    /// (waiting at most `POLL_WAIT_SECS`, as the long-poll does); otherwise the
-    /// long-poll, cut short when the channel comes up.
+    /// (waiting at most `POLL_WAIT_SECS`, as the long-poll does); from the
+    /// long-poll while it carries the work (cut short when the channel comes
+    /// up); otherwise (the channel down for a moment) once either is back.
     pub async fn desired_state(
         &self,
         after: Option<i64>,
@@ -158,6 +160,12 @@ impl ControlPlane {
                     None if self.channel.is_up() => continue,
                     None => {}
                 }
+            }
+            if !self.channel.is_polling() {
+                // Down for a moment (a restart, a cut link): the channel is
+                // what comes back, so no long-poll connection is opened.
+                self.channel.until_up_or_polling().await;
+                continue;
             }
             tokio::select! {
                 answer = self.poll(after) => return answer,
@@ -202,7 +210,7 @@ impl ControlPlane {
     /// the desired-state long-poll says when there are some).
     pub async fn log_requests(&self) -> Result<Vec<LogRequest>, ProtocolError> {
         let brought = self.channel.take_log_requests();
-        if !brought.is_empty() || self.channel.is_up() {
+        if !brought.is_empty() || !self.channel.is_polling() {
             return Ok(brought);
         }
         let request = self.authorize(
@@ -210,6 +218,23 @@ impl ControlPlane {
                 .get(format!("{}/api/v1/agent/log-requests", self.base)),
         );
         Ok(checked(request.send().await?).await?.json().await?)
+    }
+
+    /// Followed log sources the channel brought word of, taken.
+    pub fn take_follows(&self) -> Vec<crate::channel::Follow> {
+        self.channel.take_follows()
+    }
+
+    /// Whether the channel connection a follow was asked on is still the one up.
+    pub fn follow_holds(&self, connection: u64) -> bool {
+        self.channel.is_current(connection)
+    }
+
+    /// Sends new lines of the follow `id`; false when the channel is down.
+    pub async fn send_log_lines(&self, id: uuid::Uuid, entries: Vec<LogEntry>) -> bool {
+        self.channel
+            .send(&ToControlPlane::LogLines { id, entries })
+            .await
     }
 
     /// Answers one log request (a late answer gets 404, which is not an error).
@@ -224,6 +249,11 @@ impl ControlPlane {
         };
         if self.channel.send(&message).await {
             return Ok(());
+        }
+        if !self.channel.is_polling() {
+            return Err(ProtocolError::Channel(
+                "down; the request is lost with it".into(),
+            ));
         }
         let response = self
             .authorize(
@@ -243,6 +273,11 @@ impl ControlPlane {
     pub async fn report(&self, report: &AgentReport) -> Result<ReportAck, ProtocolError> {
         if let Some(answer) = self.channel.report(report).await {
             return answer;
+        }
+        if !self.channel.is_polling() {
+            // Sent over the channel once it is back (the agent reports at once
+            // when it comes up); events stay queued meanwhile.
+            return Err(ProtocolError::Channel("down; reconnecting".into()));
         }
         let request = self
             .authorize(

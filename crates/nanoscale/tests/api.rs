@@ -1910,6 +1910,107 @@ async fn the_agent_channel_pushes_documents_takes_reports_and_ends_on_removal() 
         .clone();
     assert_eq!(c1["applied_version"], next.version, "{c1}");
 
+    // A user's log stream of the service follows the node over its channel:
+    // the agent is asked for the newest lines, then told to follow, and the
+    // lines it sends appear in the stream; closing the stream stops the follow.
+    let instance = "web-r1-0-abcd";
+    report.events = Vec::new();
+    report.instances = vec![nanoscale_core::agent::InstanceReport {
+        id: instance.into(),
+        service_id: service.parse().unwrap(),
+        release_id: next.state.workloads[0].release_id,
+        replica: 0,
+        port: 5000,
+        pid: Some(1),
+        status: nanoscale_core::agent::InstanceStatus::Healthy,
+        restarts: 0,
+        started_at: chrono::Utc::now(),
+        memory_bytes: None,
+    }];
+    control_plane.report(&report).await.unwrap();
+    let line = |text: &str| nanoscale_core::api::LogEntry {
+        at: chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string(),
+        stream: "stdout".into(),
+        source: instance.into(),
+        text: text.into(),
+    };
+    let before = line("written before the stream");
+    let (follows_tx, mut follows) = tokio::sync::mpsc::unbounded_channel();
+    let agent_logs = tokio::spawn({
+        let control_plane = control_plane.clone();
+        async move {
+            loop {
+                control_plane.logs_waiting().await;
+                for follow in control_plane.take_follows() {
+                    let _ = follows_tx.send(follow);
+                }
+                for request in control_plane.log_requests().await.unwrap() {
+                    let answer = nanoscale_core::agent::LogAnswer {
+                        entries: vec![before.clone()],
+                    };
+                    control_plane
+                        .answer_log_request(request.id, &answer)
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    });
+    let mut stream = server
+        .http
+        .get(server.endpoint(&format!("/api/v1/services/{service}/logs/stream?tail=10")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut streamed = String::new();
+    let mut read_until = async |needle: &str, stream: &mut reqwest::Response| {
+        timeout(Duration::from_secs(5), async {
+            while !streamed.contains(needle) {
+                let chunk = stream.chunk().await.unwrap().expect("the stream goes on");
+                streamed.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{needle:?} not in the stream: {streamed}"));
+    };
+    read_until("written before the stream", &mut stream).await;
+    let follow = timeout(Duration::from_secs(5), follows.recv())
+        .await
+        .expect("the stream follows the node")
+        .unwrap();
+    let nanoscale_agent::channel::Follow::Start { id, request, .. } = follow else {
+        panic!("{follow:?}");
+    };
+    assert_eq!(request.instances, [instance]);
+    assert_eq!(request.service, "web");
+    let pushed = std::time::Instant::now();
+    assert!(
+        control_plane
+            .send_log_lines(id, vec![line("pushed as written")])
+            .await
+    );
+    read_until("pushed as written", &mut stream).await;
+    println!("followed line → stream: {:?}", pushed.elapsed());
+    assert_eq!(
+        streamed.matches("written before the stream").count(),
+        1,
+        "each line once: {streamed}"
+    );
+    drop(stream);
+    let stop = timeout(Duration::from_secs(5), follows.recv())
+        .await
+        .expect("closing the stream stops the follow")
+        .unwrap();
+    assert!(
+        matches!(stop, nanoscale_agent::channel::Follow::Stop { id: stopped } if stopped == id),
+        "{stop:?}"
+    );
+    agent_logs.abort();
+
     // A bad report is refused with the field, and the channel stays up.
     report.events = vec![event.clone(); nanoscale_core::agent::MAX_EVENTS_PER_REPORT + 1];
     match control_plane.report(&report).await {

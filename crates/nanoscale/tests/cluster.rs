@@ -361,6 +361,40 @@ async fn cluster(hosts: &Hosts, work: &Path) {
     })
     .await;
     assert!(streamed.is_ok(), "not every instance in the stream: {text}");
+    // Then the workers are followed over their channels (not asked every
+    // second): a line written to w1's instance log after the stream opened (as
+    // its app would) comes down the stream as w1's agent sends it.
+    wait_for("the stream following every worker", async || {
+        let follows = server.metric("nanoscale_log_follows").await?;
+        (follows >= WORKERS.len() as f64).then_some(())
+    })
+    .await;
+    let w1_log = data_dir(work, "w1").join(format!(
+        "apps/web/instances/{}/log/current",
+        instances["w1"]["id"].as_str().unwrap()
+    ));
+    {
+        use std::io::Write;
+        let at = Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&w1_log)
+            .unwrap_or_else(|e| panic!("{}: {e}", w1_log.display()));
+        writeln!(file, "{at} o written after the stream opened").unwrap();
+    }
+    let written = Instant::now();
+    let followed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !text.contains("written after the stream opened") {
+            let chunk = stream.chunk().await.unwrap().expect("the stream goes on");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(followed.is_ok(), "w1's new line not in the stream: {text}");
+    println!(
+        "a line written on w1 → in the stream: {:.2} s",
+        written.elapsed().as_secs_f64()
+    );
     drop(stream);
     let applied = wait_for("every worker applied", async || {
         let nodes = node_map(&server, &token).await;

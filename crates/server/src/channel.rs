@@ -1,8 +1,9 @@
 //! The control plane's side of an agent's channel (`nanoscale_core::channel`),
 //! after `GET /api/v1/agent/channel` switched protocols: one task per agent that
-//! pushes the node's document whenever its version moves and the log requests
-//! users make, and takes reports (checked and stored as the report route does)
-//! and log answers.
+//! pushes the node's document whenever its version moves, the log requests
+//! users make and the follows their log streams start and stop, and takes
+//! reports (checked and stored as the report route does), log answers and
+//! followed lines.
 //!
 //! The task waits with no buffer of its own: the next frame's read is a boxed
 //! future that holds only the reader, and each frame is read into a vector of
@@ -12,7 +13,7 @@ use std::time::Duration;
 use nanoscale_agent::channel::{read_frame, write_frame, FrameError};
 use nanoscale_core::api::ErrorDetail;
 use nanoscale_core::channel::{
-    encode, ToAgent, ToControlPlane, MAX_TO_CONTROL_PLANE, SERVER_IDLE_SECS,
+    encode, ToAgent, ToControlPlane, MAX_FOLLOW_LINES, MAX_TO_CONTROL_PLANE, SERVER_IDLE_SECS,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast::error::RecvError;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 
 use crate::api::agent::{accept_report, NodeAuth, MAX_LOG_ANSWER_LINES};
 use crate::api::error::ApiError;
+use crate::log_broker::FollowCommand;
 use crate::state::AppState;
 
 /// How long one frame may take to leave: an agent that stops reading loses its
@@ -36,7 +38,9 @@ where
     let (reader, mut writer) = tokio::io::split(io);
     let open = metrics::gauge!(crate::metrics::AGENT_CHANNELS);
     open.increment(1);
+    state.logs.channel_opened(node);
     session(&state, &auth, node, reader, &mut writer).await;
+    state.logs.channel_closed(node);
     open.decrement(1);
     // TLS ends with close_notify, so the agent tells a close from a cut link.
     let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
@@ -118,6 +122,15 @@ where
                 {
                     return;
                 }
+                for command in state.logs.take_commands(node) {
+                    let message = match command {
+                        FollowCommand::Start(id, request) => ToAgent::LogFollow { id, request },
+                        FollowCommand::Stop(id) => ToAgent::LogUnfollow { id },
+                    };
+                    if !send(writer, &message).await {
+                        return;
+                    }
+                }
             }
             () = tokio::time::sleep_until(heard + Duration::from_secs(SERVER_IDLE_SECS)) => {
                 tracing::debug!(%node, "channel silent for {SERVER_IDLE_SECS} s; closing it");
@@ -174,6 +187,18 @@ async fn receive<W: AsyncWrite + Unpin>(
             }
             // A late answer (the user's request timed out) is dropped.
             state.logs.answer(node, id, answer.entries);
+            true
+        }
+        ToControlPlane::LogLines { id, entries } => {
+            if entries.len() > MAX_FOLLOW_LINES {
+                let refusal = ApiError::BadRequest {
+                    message: format!("at most {MAX_FOLLOW_LINES} lines"),
+                    field: Some("entries".into()),
+                };
+                return refuse(writer, None, &refusal).await;
+            }
+            // Lines of a follow already stopped are dropped.
+            state.logs.lines(node, id, entries);
             true
         }
     }

@@ -1,16 +1,23 @@
 //! Asks nodes for their log lines on a user's behalf. Workers are dark (nothing
-//! dials them), so a request waits here until the node's agent collects it with
-//! its long-poll (`GET /api/v1/agent/log-requests`) and posts the answer back on the
-//! same connection (the desired-state long-poll returns early with
-//! [`LOG_REQUESTS_HEADER`] when one waits). Requests live in memory only: a request whose answer does not
-//! come within its timeout is dropped, and the user gets what the other nodes said.
+//! dials them), so a request waits here until the node's agent collects it: its
+//! channel sends it down (`crate::channel`), or, on the fallback, the agent
+//! collects it with its long-poll (`GET /api/v1/agent/log-requests`) and posts the
+//! answer back on the same connection (the desired-state long-poll returns early
+//! with [`LOG_REQUESTS_HEADER`] when one waits). Requests live in memory only: a
+//! request whose answer does not come within its timeout is dropped, and the user
+//! gets what the other nodes said.
+//!
+//! A live log stream also *follows* a node that holds a channel: the agent then
+//! sends its sources' new lines as they are written, until the stream stops
+//! following or the channel closes (then the stream asks again, and follows again
+//! once a channel is back).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nanoscale_core::agent::LogRequest;
 use nanoscale_core::api::LogEntry;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use uuid::Uuid;
 
 /// Set on a desired-state answer when log requests wait for the node: the agent
@@ -19,6 +26,9 @@ pub const LOG_REQUESTS_HEADER: &str = "x-nanoscale-log-requests";
 
 /// Requests a node has not collected yet, beyond which new ones are refused.
 const MAX_PENDING_PER_NODE: usize = 64;
+/// Batches of followed lines a stream has not taken yet, beyond which new ones
+/// are dropped (a stream slower than its sources; it reads 4 times a second).
+const FOLLOW_BACKLOG: usize = 64;
 
 #[derive(Default)]
 pub struct LogBroker {
@@ -30,12 +40,25 @@ struct Inner {
     queues: HashMap<Uuid, Queue>,
     /// Request id → (node asked, where its answer goes).
     waiting: HashMap<Uuid, (Uuid, oneshot::Sender<Vec<LogEntry>>)>,
+    /// Follow id → (node followed, where its lines go).
+    follows: HashMap<Uuid, (Uuid, mpsc::Sender<Vec<LogEntry>>)>,
+    /// Channels open, by node.
+    channels: HashMap<Uuid, u32>,
 }
 
 #[derive(Default)]
 struct Queue {
     pending: Vec<LogRequest>,
+    /// Follows to start and stop, for the node's channel to send.
+    commands: Vec<FollowCommand>,
     ready: Arc<Notify>,
+}
+
+/// What a node's channel tells its agent about followed sources.
+#[derive(Debug, Clone)]
+pub enum FollowCommand {
+    Start(Uuid, LogRequest),
+    Stop(Uuid),
 }
 
 impl LogBroker {
@@ -115,12 +138,108 @@ impl LogBroker {
             .is_some_and(|(_, sender)| sender.send(entries).is_ok())
     }
 
+    /// A channel of `node` opened: streams may follow it.
+    pub fn channel_opened(&self, node: Uuid) {
+        if let Ok(mut inner) = self.inner.lock() {
+            *inner.channels.entry(node).or_default() += 1;
+        }
+    }
+
+    /// A channel of `node` closed: its agent forgot the follows asked on it, so
+    /// they end here too (their streams see the end and ask again).
+    pub fn channel_closed(&self, node: Uuid) {
+        if let Ok(mut inner) = self.inner.lock() {
+            if let Some(open) = inner.channels.get_mut(&node) {
+                *open = open.saturating_sub(1);
+                if *open == 0 {
+                    inner.channels.remove(&node);
+                }
+            }
+            inner.follows.retain(|_, (followed, _)| *followed != node);
+            count_follows(&inner);
+            if let Some(queue) = inner.queues.get_mut(&node) {
+                queue.commands.clear();
+            }
+        }
+    }
+
+    /// Follows `request` on `node`: its new lines arrive on the receiver, in
+    /// batches, until it is dropped by [`LogBroker::unfollow`] or the node's
+    /// channel closes. `None` when the node holds no channel (ask it instead).
+    pub fn follow(
+        &self,
+        node: Uuid,
+        request: LogRequest,
+    ) -> Option<(Uuid, mpsc::Receiver<Vec<LogEntry>>)> {
+        let mut inner = self.inner.lock().ok()?;
+        if !inner.channels.contains_key(&node) {
+            return None;
+        }
+        let id = Uuid::now_v7();
+        let (sender, receiver) = mpsc::channel(FOLLOW_BACKLOG);
+        inner.follows.insert(id, (node, sender));
+        count_follows(&inner);
+        let queue = inner.queues.entry(node).or_default();
+        queue.commands.push(FollowCommand::Start(id, request));
+        queue.ready.notify_one();
+        Some((id, receiver))
+    }
+
+    /// Stops the follow `id` (its agent is told, if its channel is still open).
+    pub fn unfollow(&self, id: Uuid) {
+        if let Ok(mut inner) = self.inner.lock() {
+            let removed = inner.follows.remove(&id);
+            count_follows(&inner);
+            if let Some((node, _)) = removed {
+                if let Some(queue) = inner.queues.get_mut(&node) {
+                    queue.commands.push(FollowCommand::Stop(id));
+                    queue.ready.notify_one();
+                }
+            }
+        }
+    }
+
+    /// The follows to start and stop that wait for `node`'s channel, taken.
+    pub fn take_commands(&self, node: Uuid) -> Vec<FollowCommand> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|mut inner| {
+                inner
+                    .queues
+                    .get_mut(&node)
+                    .map(|queue| std::mem::take(&mut queue.commands))
+            })
+            .unwrap_or_default()
+    }
+
+    /// Delivers new lines of the follow `id` from `node`; false when no such
+    /// follow of that node exists (stopped, or another node's).
+    pub fn lines(&self, node: Uuid, id: Uuid, entries: Vec<LogEntry>) -> bool {
+        let Ok(inner) = self.inner.lock() else {
+            return false;
+        };
+        match inner.follows.get(&id) {
+            Some((followed, sender)) if *followed == node => {
+                if sender.try_send(entries).is_err() {
+                    tracing::debug!(%id, "a log stream fell behind its sources; lines dropped");
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Forgets a removed node's queue.
     pub fn forget(&self, node: Uuid) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.queues.remove(&node);
         }
     }
+}
+
+fn count_follows(inner: &Inner) {
+    metrics::gauge!(crate::metrics::LOG_FOLLOWS).set(inner.follows.len() as f64);
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub const PROJECTS: &str = "nanoscale_projects";
 pub const SERVICES: &str = "nanoscale_services";
 pub const NODES: &str = "nanoscale_nodes";
 pub const AGENT_CHANNELS: &str = "nanoscale_agent_channels";
+pub const LOG_FOLLOWS: &str = "nanoscale_log_follows";
 pub const LOGIN_FAILURES: &str = "nanoscale_login_failures_total";
 
 const BUCKETS: [f64; 12] = [
@@ -60,6 +61,10 @@ fn describe() {
     describe_gauge!(
         AGENT_CHANNELS,
         "Agents connected by their channel (the others, if any, use the long-poll)"
+    );
+    describe_gauge!(
+        LOG_FOLLOWS,
+        "Other nodes' log sources that live log streams follow over their channels"
     );
     describe_counter!(LOGIN_FAILURES, "Failed or rate-limited login attempts");
 }

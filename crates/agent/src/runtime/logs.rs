@@ -395,22 +395,19 @@ const MAX_ANSWER_LINE: usize = 4 * 1024;
 /// An answer stays under the control plane's 1 MiB request limit.
 const MAX_ANSWER_BYTES: usize = 900 * 1024;
 
-/// This node's answer to a log request: the newest lines of the instances (or the
-/// build) named, merged by time, shortened to fit one request. Names that are not
-/// a service name or an instance id are ignored, so a request cannot lead outside
-/// the apps directory.
-pub fn answer(
+/// The log directories a request names on this node, by source: the instances
+/// asked about and the kept logs of stopped ones, or one release's build. Names
+/// that are not a service name or an instance id are ignored, so a request
+/// cannot lead outside the apps directory.
+pub fn sources(
     apps_dir: &Path,
     request: &nanoscale_core::agent::LogRequest,
-) -> nanoscale_core::agent::LogAnswer {
-    let mut answer = nanoscale_core::agent::LogAnswer {
-        entries: Vec::new(),
-    };
+) -> Vec<(String, std::path::PathBuf)> {
     if !nanoscale_core::is_dns_label(&request.service) {
-        return answer;
+        return Vec::new();
     }
     let service = apps_dir.join(&request.service);
-    let sources: Vec<(String, std::path::PathBuf)> = match request.build {
+    match request.build {
         Some(number) if number >= 1 => vec![(
             format!("build-{number}"),
             service.join("builds").join(number.to_string()).join("log"),
@@ -427,7 +424,63 @@ pub fn answer(
             }
             sources
         }
+    }
+}
+
+/// Shortens a line's text to what is sent to the control plane.
+fn clip(entry: &mut nanoscale_core::api::LogEntry) {
+    if entry.text.len() > MAX_ANSWER_LINE {
+        let mut cut = MAX_ANSWER_LINE;
+        while !entry.text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        entry.text.truncate(cut);
+    }
+}
+
+/// A line's size as serialized: escaping can make it longer than its text.
+fn serialized_size(entry: &nanoscale_core::api::LogEntry) -> usize {
+    serde_json::to_string(entry).map_or(MAX_ANSWER_LINE * 6, |json| json.len() + 1)
+}
+
+/// Followed lines (oldest first) in batches for the channel: each line clipped,
+/// each batch at most `MAX_FOLLOW_LINES` lines and under the control plane's
+/// frame limit.
+pub fn batches(
+    entries: Vec<nanoscale_core::api::LogEntry>,
+) -> Vec<Vec<nanoscale_core::api::LogEntry>> {
+    let mut batches = Vec::new();
+    let mut batch = Vec::new();
+    let mut size = 0usize;
+    for mut entry in entries {
+        clip(&mut entry);
+        let line = serialized_size(&entry);
+        if !batch.is_empty()
+            && (batch.len() == nanoscale_core::channel::MAX_FOLLOW_LINES
+                || size + line > MAX_ANSWER_BYTES)
+        {
+            batches.push(std::mem::take(&mut batch));
+            size = 0;
+        }
+        size += line;
+        batch.push(entry);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
+/// This node's answer to a log request: the newest lines of the instances (or the
+/// build) named ([`sources`]), merged by time, shortened to fit one request.
+pub fn answer(
+    apps_dir: &Path,
+    request: &nanoscale_core::agent::LogRequest,
+) -> nanoscale_core::agent::LogAnswer {
+    let mut answer = nanoscale_core::agent::LogAnswer {
+        entries: Vec::new(),
     };
+    let sources = sources(apps_dir, request);
     let tail = request.tail.clamp(1, 10_000) as usize;
     let mut entries = read_local(&sources, tail);
     entries.sort_by(|a, b| a.at.cmp(&b.at));
@@ -436,15 +489,8 @@ pub fn answer(
     let mut size = 0usize;
     let mut keep_from = entries.len();
     for (index, entry) in entries.iter_mut().enumerate().rev() {
-        if entry.text.len() > MAX_ANSWER_LINE {
-            let mut cut = MAX_ANSWER_LINE;
-            while !entry.text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            entry.text.truncate(cut);
-        }
-        // As serialized: escaping can make a line longer than its text.
-        size += serde_json::to_string(&*entry).map_or(MAX_ANSWER_LINE * 6, |json| json.len() + 1);
+        clip(entry);
+        size += serialized_size(entry);
         if size > MAX_ANSWER_BYTES {
             break;
         }

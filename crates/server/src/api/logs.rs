@@ -240,6 +240,7 @@ pub async fn stream_logs(
         out: sender,
         local: HashMap::new(),
         remote: HashMap::new(),
+        follows: HashMap::new(),
         _slot: slot,
     };
     tokio::spawn(follower.run(lines));
@@ -265,7 +266,30 @@ struct Follower {
     local: HashMap<String, LocalSource>,
     /// Per other node: what was sent of its lines (it is asked for its newest).
     remote: HashMap<Uuid, Seen>,
+    /// Other nodes followed over their channels: their new lines come as they
+    /// are written, and they are not asked every second.
+    follows: HashMap<Uuid, Followed>,
     _slot: Slot,
+}
+
+/// A follow of another node's sources, stopped when dropped.
+struct Followed {
+    state: AppState,
+    id: Uuid,
+    instances: Vec<String>,
+    lines: mpsc::Receiver<Vec<LogEntry>>,
+    /// When the follow was asked for.
+    since: tokio::time::Instant,
+    /// Whether an answer asked for after `since` came: until then the followed
+    /// lines wait, so that lines written just before the follow started (which
+    /// only that answer has) are not taken as older than the newest shown.
+    backfilled: bool,
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        self.state.logs.unfollow(self.id);
+    }
 }
 
 /// Whether a follower goes on after a step.
@@ -306,7 +330,8 @@ impl Follower {
             return;
         }
         let mut remote_plan = plan.remote;
-        let mut asking: Option<tokio::task::JoinHandle<Answers>> = None;
+        // The ask in flight, and when it was made.
+        let mut asking: Option<(tokio::time::Instant, tokio::task::JoinHandle<Answers>)> = None;
         let mut tick: u32 = 0;
         loop {
             tokio::select! {
@@ -323,17 +348,23 @@ impl Follower {
                         return;
                     }
                 }
-                if asking.is_none() && !remote_plan.is_empty() {
-                    asking = Some(tokio::spawn(self.ask_others(&remote_plan)));
-                }
             }
             let mut fresh = self.read_local().await;
+            fresh.extend(self.take_followed());
+            if tick.is_multiple_of(REFRESH_TICKS) {
+                let to_ask = self.follow_others(&remote_plan);
+                if asking.is_none() && !to_ask.is_empty() {
+                    let job = tokio::spawn(self.ask_others(&to_ask));
+                    asking = Some((tokio::time::Instant::now(), job));
+                }
+            }
             if asking
                 .as_ref()
-                .is_some_and(|job| ending || job.is_finished())
+                .is_some_and(|(_, job)| ending || job.is_finished())
             {
-                if let Some(job) = asking.take() {
+                if let Some((asked, job)) = asking.take() {
                     if let Ok(answers) = job.await {
+                        self.backfilled(&answers, asked);
                         fresh.extend(self.admit_remote(answers));
                     }
                 }
@@ -421,6 +452,77 @@ impl Follower {
             // The reading task panicked: its cursors are lost, start over at the end.
             Err(_) => Vec::new(),
         }
+    }
+
+    /// The lines followed nodes sent since the last look.
+    fn take_followed(&mut self) -> Vec<LogEntry> {
+        let mut fresh = Vec::new();
+        for (node, followed) in &mut self.follows {
+            if !followed.backfilled {
+                continue;
+            }
+            let seen = self.remote.entry(*node).or_default();
+            while let Ok(batch) = followed.lines.try_recv() {
+                fresh.extend(seen.fresh(&batch).into_iter().cloned());
+            }
+        }
+        fresh
+    }
+
+    /// Marks the follows of the nodes in `answers`, asked at `asked`, whose
+    /// lines before the follow are now in.
+    fn backfilled(&mut self, answers: &Answers, asked: tokio::time::Instant) {
+        for (node, _) in answers {
+            if let Some(followed) = self.follows.get_mut(node) {
+                followed.backfilled |= followed.since <= asked;
+            }
+        }
+    }
+
+    /// Follows the nodes of `remote_plan` that hold a channel and are not
+    /// followed yet (a follow of a node gone, of other instances, or ended with
+    /// its channel is dropped first). Returns the nodes to ask for their newest
+    /// lines: those with no channel, and those followed whose lines from before
+    /// the follow have not come yet.
+    fn follow_others(
+        &mut self,
+        remote_plan: &BTreeMap<Uuid, Vec<String>>,
+    ) -> BTreeMap<Uuid, Vec<String>> {
+        self.follows.retain(|node, followed| {
+            remote_plan
+                .get(node)
+                .is_some_and(|instances| *instances == followed.instances)
+                && !followed.lines.is_closed()
+        });
+        let mut ask = BTreeMap::new();
+        for (node, instances) in remote_plan {
+            if let Some(followed) = self.follows.get(node) {
+                if !followed.backfilled {
+                    ask.insert(*node, instances.clone());
+                }
+                continue;
+            }
+            ask.insert(*node, instances.clone());
+            let request = LogRequest {
+                id: Uuid::now_v7(),
+                service: self.service.spec.name.clone(),
+                instances: instances.clone(),
+                build: self.build,
+                tail: 0,
+            };
+            if let Some((id, lines)) = self.state.logs.follow(*node, request) {
+                let followed = Followed {
+                    state: self.state.clone(),
+                    id,
+                    instances: instances.clone(),
+                    lines,
+                    since: tokio::time::Instant::now(),
+                    backfilled: false,
+                };
+                self.follows.insert(*node, followed);
+            }
+        }
+        ask
     }
 
     /// Asks the other nodes in `remote` for their newest lines.
