@@ -300,4 +300,45 @@ mod tests {
             .await
             .is_empty());
     }
+
+    #[tokio::test]
+    async fn a_follow_needs_a_channel_takes_only_its_nodes_lines_and_ends_with_it() {
+        let broker = LogBroker::default();
+        let (node, other) = (Uuid::now_v7(), Uuid::now_v7());
+        assert!(broker.follow(node, request()).is_none(), "no channel: ask");
+        broker.channel_opened(node);
+        let (id, mut lines) = broker.follow(node, request()).unwrap();
+        let commands = broker.take_commands(node);
+        assert!(
+            matches!(&commands[..], [FollowCommand::Start(started, _)] if *started == id),
+            "{commands:?}"
+        );
+        let line = LogEntry {
+            at: "2026-12-08T00:00:00.000Z".into(),
+            stream: "stdout".into(),
+            source: "web-r1-0-abcd".into(),
+            text: "followed".into(),
+        };
+        assert!(
+            !broker.lines(other, id, vec![line.clone()]),
+            "another node's"
+        );
+        assert!(broker.lines(node, id, vec![line]));
+        assert_eq!(lines.recv().await.unwrap()[0].text, "followed");
+        // The channel closes: the follow ends, and nothing is left to send.
+        broker.channel_closed(node);
+        assert!(lines.recv().await.is_none());
+        assert!(broker.take_commands(node).is_empty());
+        assert!(broker.follow(node, request()).is_none());
+        // Stopped by the stream while the channel is open: the agent is told.
+        broker.channel_opened(node);
+        let (id, _lines) = broker.follow(node, request()).unwrap();
+        broker.unfollow(id);
+        let commands = broker.take_commands(node);
+        assert!(
+            matches!(&commands[..], [FollowCommand::Start(..), FollowCommand::Stop(stopped)] if *stopped == id),
+            "{commands:?}"
+        );
+        assert!(!broker.lines(node, id, Vec::new()), "stopped");
+    }
 }

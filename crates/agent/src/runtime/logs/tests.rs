@@ -202,3 +202,32 @@ fn a_stopped_instance_keeps_its_log_and_only_the_newest_are_kept() {
     keep_stopped(&service.join("instances/none")).expect("no log");
     keep_stopped(Path::new("/")).expect("no parent");
 }
+
+#[test]
+fn followed_lines_go_in_batches_that_fit_a_frame() {
+    let line = |text: String| nanoscale_core::api::LogEntry {
+        at: "2026-12-08T00:00:00.000Z".into(),
+        stream: "stdout".into(),
+        source: "web-r1-0-abcd".into(),
+        text,
+    };
+    assert!(batches(Vec::new()).is_empty());
+    // 2,500 short lines: at most 1,000 per batch, in order.
+    let many: Vec<_> = (0..2500).map(|n| line(n.to_string())).collect();
+    let sizes: Vec<usize> = batches(many.clone()).iter().map(Vec::len).collect();
+    assert_eq!(sizes, [1000, 1000, 500]);
+    let flat: Vec<_> = batches(many)
+        .into_iter()
+        .flatten()
+        .map(|e| e.text)
+        .collect();
+    assert_eq!(flat.first().map(String::as_str), Some("0"));
+    assert_eq!(flat.last().map(String::as_str), Some("2499"));
+    // Long lines escaped six-fold are clipped and the batches stay under 900 KiB.
+    let long: Vec<_> = (0..600).map(|_| line("\u{1}".repeat(100_000))).collect();
+    for batch in batches(long) {
+        let bytes = serde_json::to_vec(&batch).unwrap().len();
+        assert!(bytes <= 900 * 1024 + 1000, "{bytes}");
+        assert!(batch.iter().all(|e| e.text.len() <= 4096));
+    }
+}
