@@ -33,11 +33,14 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+/// The most a frame's body takes before its bytes arrive.
+const FIRST_READ: usize = 16 * 1024;
+
 /// Reads one frame's bytes: `None` when the peer closed between frames. Takes
 /// and gives back the reader, so that the read can wait in a boxed future beside
 /// other work without being cancelled halfway through a frame. Nothing is
 /// buffered between frames: the length goes on the stack, the body into a
-/// vector of exactly its size.
+/// vector that grows with what arrives and is trimmed to its size.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     mut reader: R,
     limit: u32,
@@ -56,14 +59,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         if length > limit {
             return Err(FrameError::TooLarge(length, limit));
         }
-        let mut body = vec![0; length as usize];
-        reader.read_exact(&mut body).await.map_err(|error| {
-            if error.kind() == std::io::ErrorKind::UnexpectedEof {
-                FrameError::Truncated
-            } else {
-                FrameError::Io(error)
-            }
-        })?;
+        // Grown as the bytes come, not sized by the length a peer announced.
+        let mut body = Vec::with_capacity((length as usize).min(FIRST_READ));
+        (&mut reader)
+            .take(u64::from(length))
+            .read_to_end(&mut body)
+            .await?;
+        if body.len() < length as usize {
+            return Err(FrameError::Truncated);
+        }
+        body.shrink_to_fit();
         Ok(Some(body))
     }
     .await;
@@ -90,6 +95,9 @@ const RETRY_UNSUPPORTED: Duration = Duration::from_secs(60);
 /// Channels in a row that may close before bringing their first document (sent
 /// at once by the control plane) before the long-poll takes the work over.
 const EMPTY_CHANNELS: u32 = 3;
+/// How long the channel may fail to open (a control plane restarting, a link
+/// down) before the long-poll carries the work meanwhile.
+const FALLBACK_AFTER: Duration = Duration::from_secs(30);
 
 type Waiting = oneshot::Sender<Result<ReportAck, ProtocolError>>;
 
@@ -116,7 +124,7 @@ pub struct Channel {
     logs_waiting: Arc<Notify>,
     /// Set when the node's certificate was renewed: the channel reconnects with
     /// the new one.
-    reconnect: Notify,
+    reconnect: watch::Sender<u64>,
 }
 
 /// What the control plane asked about followed log sources.
@@ -154,7 +162,7 @@ impl Channel {
             follows: Mutex::new(Vec::new()),
             connection: AtomicU64::new(0),
             logs_waiting,
-            reconnect: Notify::new(),
+            reconnect: watch::Sender::new(0),
         }
     }
 
@@ -186,6 +194,28 @@ impl Channel {
     /// Whether the long-poll routes carry the work now (see `polling`).
     pub fn is_polling(&self) -> bool {
         *self.polling.borrow()
+    }
+
+    /// Whether the work goes over the channel: it is up, and the long-poll does
+    /// not carry the work (in fallback, a channel is trusted once it brings a
+    /// document).
+    pub fn is_usable(&self) -> bool {
+        self.is_up() && !self.is_polling()
+    }
+
+    /// Resolves when the channel becomes usable.
+    pub async fn until_usable(&self) {
+        let mut up = self.up.subscribe();
+        let mut polling = self.polling.subscribe();
+        loop {
+            if *up.borrow_and_update() && !*polling.borrow_and_update() {
+                return;
+            }
+            tokio::select! {
+                _ = up.changed() => {}
+                _ = polling.changed() => {}
+            }
+        }
     }
 
     /// Resolves when the channel comes up or the long-poll takes the work over.
@@ -239,6 +269,9 @@ impl Channel {
         &self,
         report: &nanoscale_core::agent::AgentReport,
     ) -> Option<Result<ReportAck, ProtocolError>> {
+        if !self.is_usable() {
+            return None;
+        }
         let sender = self.outgoing.lock().ok()?.clone()?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let (answer, answered) = oneshot::channel();
@@ -273,8 +306,11 @@ impl Channel {
         }
     }
 
-    /// Sends a frame if the channel is up; false when it is not.
+    /// Sends a frame if the channel is usable; false when it is not.
     pub async fn send(&self, message: &ToControlPlane) -> bool {
+        if !self.is_usable() {
+            return false;
+        }
         let sender = self.outgoing.lock().ok().and_then(|s| s.clone());
         match sender {
             Some(sender) => sender.send(encode(message)).await.is_ok(),
@@ -306,7 +342,7 @@ impl Channel {
 
     /// Drops the current connection and opens a new one at once.
     pub fn reconnect(&self) {
-        self.reconnect.notify_one();
+        self.reconnect.send_modify(|generation| *generation += 1);
     }
 
     /// Holds the channel until the control plane refuses the node's credential
@@ -318,6 +354,7 @@ impl Channel {
         let mut failures = 0u32;
         // Channels in a row that closed without bringing a single document.
         let mut empty = 0u32;
+        let mut down_since = Instant::now();
         loop {
             let attempt = connect(base, credential).await;
             if attempt.is_err() {
@@ -328,6 +365,7 @@ impl Channel {
                     failures = 0;
                     tracing::info!("channel to the control plane open");
                     let end = self.run(io, connected).await;
+                    down_since = Instant::now();
                     if self.document.borrow().is_some() {
                         empty = 0;
                     } else {
@@ -343,9 +381,10 @@ impl Channel {
                         tracing::warn!(
                             "{empty} channels in a row carried nothing; using the long-poll"
                         );
-                        empty = 0;
                         self.polling.send_replace(true);
                         tokio::time::sleep(RETRY_UNSUPPORTED).await;
+                        // From now on a single empty channel sends it back.
+                        empty = EMPTY_CHANNELS - 1;
                     }
                 }
                 Err(Refusal::Unauthorized) => return,
@@ -360,6 +399,13 @@ impl Channel {
                 }
                 Err(Refusal::Transport(error)) => {
                     tracing::debug!(%error, "opening the channel");
+                    if down_since.elapsed() >= FALLBACK_AFTER && !self.is_polling() {
+                        // Not a restart: a front that answers the upgrade
+                        // with 502, refuses HTTP/1.1, or holds it. The
+                        // long-poll may pass where the channel does not.
+                        tracing::warn!(%error, "no channel for {} s; using the long-poll", FALLBACK_AFTER.as_secs());
+                        self.polling.send_replace(true);
+                    }
                     crate::agent::backoff(&mut failures).await;
                 }
             }
@@ -410,9 +456,22 @@ impl Channel {
     {
         let mut next = Box::pin(read_frame(reader, MAX_TO_AGENT));
         let mut heard = Instant::now();
+        let mut said = Instant::now();
+        // Whether a ping went since the control plane was last heard.
         let mut pinged = false;
+        // A renewal made before this connection does not end it.
+        let mut renewed = self.reconnect.subscribe();
+        renewed.borrow_and_update();
+        let every = Duration::from_secs(PING_AFTER_SECS);
         loop {
-            let ping_at = heard + Duration::from_secs(PING_AFTER_SECS);
+            // A ping when nothing was heard for 10 s (the link is checked), and
+            // when nothing was said for 10 s (the control plane, which closes a
+            // silent channel, keeps hearing from this one).
+            let ping_at = if pinged {
+                said + every
+            } else {
+                heard.min(said) + every
+            };
             let dead_at = heard + Duration::from_secs(DEAD_AFTER_SECS);
             tokio::select! {
                 (reader, frame) = &mut next => {
@@ -437,13 +496,14 @@ impl Channel {
                 }
                 Some(frame) = outgoing.recv() => {
                     match tokio::time::timeout(IO_TIMEOUT, write_frame(writer, &frame)).await {
-                        Ok(Ok(())) => {}
+                        Ok(Ok(())) => said = Instant::now(),
                         Ok(Err(error)) => return End::Lost(error.to_string()),
                         Err(_) => return End::Lost("a write stalled".into()),
                     }
                 }
-                _ = tokio::time::sleep_until(ping_at), if !pinged => {
+                _ = tokio::time::sleep_until(ping_at) => {
                     pinged = true;
+                    said = Instant::now();
                     let ping = encode(&ToControlPlane::Ping);
                     if let Ok(Err(error)) | Err(error) = tokio::time::timeout(IO_TIMEOUT, write_frame(writer, &ping))
                         .await
@@ -455,7 +515,7 @@ impl Channel {
                 _ = tokio::time::sleep_until(dead_at) => {
                     return End::Lost(format!("nothing heard for {DEAD_AFTER_SECS} s"));
                 }
-                _ = self.reconnect.notified() => {
+                _ = renewed.changed() => {
                     return End::Lost("the node's certificate was renewed".into());
                 }
             }
@@ -556,6 +616,12 @@ async fn connect(base: &str, credential: &Credential) -> Result<hyper::upgrade::
     let port = url
         .port_or_known_default()
         .ok_or_else(|| Refusal::Transport(format!("{base} names no port")))?;
+    if matches!(credential, Credential::Bearer(_)) && url.scheme() != "http" {
+        // The loopback credential goes over plain HTTP only; anything else
+        // is the HTTP client's, which speaks TLS (the long-poll).
+        return Err(Refusal::Unsupported(0));
+    }
+    let path = format!("{}{PATH}", url.path().trim_end_matches('/'));
     let authority = match url.port() {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
@@ -591,7 +657,7 @@ async fn connect(base: &str, credential: &Credential) -> Result<hyper::upgrade::
             .await
             .map_err(|e| transport(&e))?;
         tokio::spawn(connection.with_upgrades());
-        let mut request = http::Request::get(PATH)
+        let mut request = http::Request::get(path.as_str())
             .header(http::header::HOST, authority)
             .header(http::header::CONNECTION, "upgrade")
             .header(http::header::UPGRADE, PROTOCOL);

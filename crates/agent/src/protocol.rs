@@ -153,11 +153,11 @@ impl ControlPlane {
         // Once per agent, at most 11 s: the first attempt's outcome.
         self.channel.first_attempt().await;
         loop {
-            if self.channel.is_up() {
+            if self.channel.is_usable() {
                 let wait = Duration::from_secs(POLL_WAIT_SECS);
                 match self.channel.document(after, wait).await {
                     Some(document) => return Ok((*document).clone()),
-                    None if self.channel.is_up() => continue,
+                    None if self.channel.is_usable() => continue,
                     None => {}
                 }
             }
@@ -169,7 +169,7 @@ impl ControlPlane {
             }
             tokio::select! {
                 answer = self.poll(after) => return answer,
-                () = self.channel.until_up() => {}
+                () = self.channel.until_usable() => {}
             }
         }
     }

@@ -41,7 +41,7 @@ pub const MAX_FOLLOW_LINES: usize = 1000;
 /// Log sources followed at once on one channel: the control plane allows 128
 /// streams in all, each following one request per node.
 pub const MAX_FOLLOWS: usize = 256;
-/// The agent pings after this long without hearing anything.
+/// The agent pings after this long without hearing or saying anything.
 pub const PING_AFTER_SECS: u64 = 10;
 /// The agent gives the channel up after this long without hearing anything
 /// (a ping unanswered for 5 s): a dead link is noticed within 15 s.

@@ -2021,12 +2021,24 @@ async fn the_agent_channel_pushes_documents_takes_reports_and_ends_on_removal() 
     }
     assert!(control_plane.channel_up());
 
+    // A node holds one channel: a newer one replaces the held one, which is
+    // closed (the holder, stopped here, would otherwise take it back).
+    holder.abort();
+    let base = format!("https://{cluster}");
+    let limit = nanoscale_core::channel::MAX_TO_AGENT;
+    let older = hyper_util::rt::TokioIo::new(open(&base, &credential).await.unwrap());
+    let (older, _older_writer) = tokio::io::split(older);
+    let (older, first) = read_frame(older, limit).await;
+    assert!(first.unwrap().is_some(), "its document");
+
     // Frames spoken by hand: an unknown message is refused and the channel goes
     // on; an oversized frame is refused and the channel closes.
-    let base = format!("https://{cluster}");
     let raw = hyper_util::rt::TokioIo::new(open(&base, &credential).await.unwrap());
     let (reader, mut writer) = tokio::io::split(raw);
-    let limit = nanoscale_core::channel::MAX_TO_AGENT;
+    let (_, end) = timeout(Duration::from_secs(5), read_frame(older, limit))
+        .await
+        .expect("the older channel is closed");
+    assert!(matches!(end, Ok(None)), "{end:?}");
     let (reader, frame) = read_frame(reader, limit).await;
     let message: ToAgent = serde_json::from_slice(&frame.unwrap().unwrap()).unwrap();
     assert!(matches!(message, ToAgent::Document { .. }), "{message:?}");
@@ -2087,6 +2099,13 @@ async fn the_agent_channel_pushes_documents_takes_reports_and_ends_on_removal() 
     assert_eq!(response.status(), 401);
 
     // Removing the node ends its channel at once; the holder hears 401.
+    let holder = tokio::spawn({
+        let (control_plane, connected) = (control_plane.clone(), connected.clone());
+        async move { control_plane.hold_channel(&connected).await }
+    });
+    timeout(Duration::from_secs(10), connected.notified())
+        .await
+        .expect("the channel comes up again");
     let (status, body) = server
         .call(
             Method::DELETE,

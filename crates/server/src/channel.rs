@@ -22,32 +22,88 @@ use uuid::Uuid;
 
 use crate::api::agent::{accept_report, NodeAuth, MAX_LOG_ANSWER_LINES};
 use crate::api::error::ApiError;
-use crate::log_broker::FollowCommand;
+use crate::log_broker::{ChannelLease, FollowCommand};
 use crate::state::AppState;
 
 /// How long one frame may take to leave: an agent that stops reading loses its
 /// channel, not the control plane's memory.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a channel goes without its credential being checked again (it is
+/// also checked at every report and before every document).
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// The node's channel as counted: in the broker (one per node) and in
+/// `/metrics`, undone when the task ends, even by a panic.
+struct Open<'a> {
+    state: &'a AppState,
+    lease: ChannelLease,
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.state.logs.channel_closed(&self.lease);
+        metrics::gauge!(crate::metrics::AGENT_CHANNELS).decrement(1);
+    }
+}
+
 /// Serves `node`'s channel on `io` until the agent closes it, goes silent for
-/// `SERVER_IDLE_SECS`, or the node is removed (then the agent is told 401).
+/// `SERVER_IDLE_SECS`, a newer channel of the node replaces it, or the node's
+/// credential stops naming it (removed node, replaced credential or
+/// certificate: the agent is told 401).
 pub async fn serve<T>(state: AppState, auth: NodeAuth, node: Uuid, io: T)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (reader, mut writer) = tokio::io::split(io);
-    let open = metrics::gauge!(crate::metrics::AGENT_CHANNELS);
-    open.increment(1);
-    state.logs.channel_opened(node);
-    session(&state, &auth, node, reader, &mut writer).await;
-    state.logs.channel_closed(node);
-    open.decrement(1);
+    metrics::gauge!(crate::metrics::AGENT_CHANNELS).increment(1);
+    let open = Open {
+        state: &state,
+        lease: state.logs.channel_opened(node),
+    };
+    // Errors answered on the channel name it in their request id.
+    let id = format!("channel-{}", Uuid::now_v7());
+    crate::api::error::REQUEST_ID
+        .scope(
+            id,
+            session(&state, &auth, node, &open.lease, reader, &mut writer),
+        )
+        .await;
+    drop(open);
     // TLS ends with close_notify, so the agent tells a close from a cut link.
     let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
 }
 
-async fn session<R, W>(state: &AppState, auth: &NodeAuth, node: Uuid, reader: R, writer: &mut W)
-where
+/// Whether the presented credential still names `node`; false once the agent
+/// was told otherwise.
+async fn still_node<W: AsyncWrite + Unpin>(
+    state: &AppState,
+    auth: &NodeAuth,
+    node: Uuid,
+    writer: &mut W,
+) -> bool {
+    match Box::pin(auth.node(&state.store)).await {
+        Ok(Some(found)) if found.id == node => true,
+        Ok(_) => {
+            refuse(writer, None, &ApiError::Unauthorized).await;
+            false
+        }
+        // A passing database error: checked again at the next occasion.
+        Err(error) => {
+            tracing::warn!(%error, %node, "channel: checking the node's credential");
+            true
+        }
+    }
+}
+
+async fn session<R, W>(
+    state: &AppState,
+    auth: &NodeAuth,
+    node: Uuid,
+    lease: &ChannelLease,
+    reader: R,
+    writer: &mut W,
+) where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Unpin,
 {
@@ -59,6 +115,7 @@ where
     let mut sent = None;
     let mut stale = true;
     let mut heard = Instant::now();
+    let mut checked = Instant::now();
     loop {
         if stale {
             stale = false;
@@ -67,6 +124,12 @@ where
             match Box::pin(state.desired.document(&state.store, node)).await {
                 Ok(Some(document)) => {
                     if sent != Some(document.version) {
+                        // Documents carry secrets: only to a credential that
+                        // still names the node.
+                        if !still_node(state, auth, node, writer).await {
+                            return;
+                        }
+                        checked = Instant::now();
                         sent = Some(document.version);
                         if !send(writer, &ToAgent::Document { document }).await {
                             return;
@@ -116,12 +179,8 @@ where
                 stale = true;
             }
             () = logs_ready.notified() => {
-                let requests = state.logs.collect(node, Duration::ZERO).await;
-                if !requests.is_empty()
-                    && !send(writer, &ToAgent::LogRequests { requests }).await
-                {
-                    return;
-                }
+                // Follows first: the agent places a follow's cursors before it
+                // answers the request that fills in what came before them.
                 for command in state.logs.take_commands(node) {
                     let message = match command {
                         FollowCommand::Start(id, request) => ToAgent::LogFollow { id, request },
@@ -131,6 +190,22 @@ where
                         return;
                     }
                 }
+                let requests = state.logs.collect(node, Duration::ZERO).await;
+                if !requests.is_empty()
+                    && !send(writer, &ToAgent::LogRequests { requests }).await
+                {
+                    return;
+                }
+            }
+            () = lease.replaced.notified() => {
+                tracing::debug!(%node, "a newer channel of the node replaced this one");
+                return;
+            }
+            () = tokio::time::sleep_until(checked + RECHECK) => {
+                if !still_node(state, auth, node, writer).await {
+                    return;
+                }
+                checked = Instant::now();
             }
             () = tokio::time::sleep_until(heard + Duration::from_secs(SERVER_IDLE_SECS)) => {
                 tracing::debug!(%node, "channel silent for {SERVER_IDLE_SECS} s; closing it");

@@ -27,8 +27,10 @@ pub const LOG_REQUESTS_HEADER: &str = "x-nanoscale-log-requests";
 /// Requests a node has not collected yet, beyond which new ones are refused.
 const MAX_PENDING_PER_NODE: usize = 64;
 /// Batches of followed lines a stream has not taken yet, beyond which new ones
-/// are dropped (a stream slower than its sources; it reads 4 times a second).
-const FOLLOW_BACKLOG: usize = 64;
+/// are dropped (a stream slower than its sources; it reads 4 times a second, and
+/// the agent sends at most one batch of up to 1,000 lines each 250 ms unless it
+/// writes more): at most 8 frames' worth per follow.
+const FOLLOW_BACKLOG: usize = 8;
 
 #[derive(Default)]
 pub struct LogBroker {
@@ -42,8 +44,11 @@ struct Inner {
     waiting: HashMap<Uuid, (Uuid, oneshot::Sender<Vec<LogEntry>>)>,
     /// Follow id → (node followed, where its lines go).
     follows: HashMap<Uuid, (Uuid, mpsc::Sender<Vec<LogEntry>>)>,
-    /// Channels open, by node.
-    channels: HashMap<Uuid, u32>,
+    /// The open channel of each node: its generation, and what tells it that a
+    /// newer channel of the node replaced it.
+    channels: HashMap<Uuid, (u64, Arc<Notify>)>,
+    /// The generation the next channel gets.
+    generation: u64,
 }
 
 #[derive(Default)]
@@ -52,6 +57,14 @@ struct Queue {
     /// Follows to start and stop, for the node's channel to send.
     commands: Vec<FollowCommand>,
     ready: Arc<Notify>,
+}
+
+/// A node's channel as the broker knows it.
+pub struct ChannelLease {
+    node: Uuid,
+    generation: u64,
+    /// Notified when a newer channel of the node replaced this one.
+    pub replaced: Arc<Notify>,
 }
 
 /// What a node's channel tells its agent about followed sources.
@@ -138,27 +151,47 @@ impl LogBroker {
             .is_some_and(|(_, sender)| sender.send(entries).is_ok())
     }
 
-    /// A channel of `node` opened: streams may follow it.
-    pub fn channel_opened(&self, node: Uuid) {
-        if let Ok(mut inner) = self.inner.lock() {
-            *inner.channels.entry(node).or_default() += 1;
+    /// A channel of `node` opened: streams may follow it. A node holds one
+    /// channel: an older one (a half-open connection its agent gave up) is told
+    /// to close by the returned [`ChannelLease::replaced`] of its own lease, and
+    /// the follows asked on it end (their streams follow again on this one).
+    pub fn channel_opened(&self, node: Uuid) -> ChannelLease {
+        let replaced = Arc::new(Notify::new());
+        let Ok(mut inner) = self.inner.lock() else {
+            return ChannelLease {
+                node,
+                generation: 0,
+                replaced,
+            };
+        };
+        inner.generation += 1;
+        let generation = inner.generation;
+        if let Some((_, older)) = inner
+            .channels
+            .insert(node, (generation, Arc::clone(&replaced)))
+        {
+            older.notify_one();
+        }
+        forget_follows(&mut inner, node);
+        ChannelLease {
+            node,
+            generation,
+            replaced,
         }
     }
 
-    /// A channel of `node` closed: its agent forgot the follows asked on it, so
-    /// they end here too (their streams see the end and ask again).
-    pub fn channel_closed(&self, node: Uuid) {
+    /// The channel of `lease` closed: if it was still the node's channel, its
+    /// agent forgot the follows asked on it, so they end here too (their streams
+    /// see the end and ask again).
+    pub fn channel_closed(&self, lease: &ChannelLease) {
         if let Ok(mut inner) = self.inner.lock() {
-            if let Some(open) = inner.channels.get_mut(&node) {
-                *open = open.saturating_sub(1);
-                if *open == 0 {
-                    inner.channels.remove(&node);
-                }
-            }
-            inner.follows.retain(|_, (followed, _)| *followed != node);
-            count_follows(&inner);
-            if let Some(queue) = inner.queues.get_mut(&node) {
-                queue.commands.clear();
+            let current = inner
+                .channels
+                .get(&lease.node)
+                .is_some_and(|(generation, _)| *generation == lease.generation);
+            if current {
+                inner.channels.remove(&lease.node);
+                forget_follows(&mut inner, lease.node);
             }
         }
     }
@@ -238,6 +271,15 @@ impl LogBroker {
     }
 }
 
+/// Ends `node`'s follows and drops the follow commands waiting for it.
+fn forget_follows(inner: &mut Inner, node: Uuid) {
+    inner.follows.retain(|_, (followed, _)| *followed != node);
+    count_follows(inner);
+    if let Some(queue) = inner.queues.get_mut(&node) {
+        queue.commands.clear();
+    }
+}
+
 fn count_follows(inner: &Inner) {
     metrics::gauge!(crate::metrics::LOG_FOLLOWS).set(inner.follows.len() as f64);
 }
@@ -306,7 +348,7 @@ mod tests {
         let broker = LogBroker::default();
         let (node, other) = (Uuid::now_v7(), Uuid::now_v7());
         assert!(broker.follow(node, request()).is_none(), "no channel: ask");
-        broker.channel_opened(node);
+        let lease = broker.channel_opened(node);
         let (id, mut lines) = broker.follow(node, request()).unwrap();
         let commands = broker.take_commands(node);
         assert!(
@@ -326,19 +368,33 @@ mod tests {
         assert!(broker.lines(node, id, vec![line]));
         assert_eq!(lines.recv().await.unwrap()[0].text, "followed");
         // The channel closes: the follow ends, and nothing is left to send.
-        broker.channel_closed(node);
+        broker.channel_closed(&lease);
         assert!(lines.recv().await.is_none());
         assert!(broker.take_commands(node).is_empty());
         assert!(broker.follow(node, request()).is_none());
         // Stopped by the stream while the channel is open: the agent is told.
-        broker.channel_opened(node);
-        let (id, _lines) = broker.follow(node, request()).unwrap();
+        let older = broker.channel_opened(node);
+        let (_, mut on_older) = broker.follow(node, request()).unwrap();
+        // A newer channel replaces the older one: told to close, its follows
+        // end, and its close later leaves the newer one alone.
+        let newer = broker.channel_opened(node);
+        tokio::time::timeout(Duration::from_secs(1), older.replaced.notified())
+            .await
+            .expect("the older channel is told");
+        assert!(on_older.recv().await.is_none());
+        broker.channel_closed(&older);
+        let (id, _lines) = broker
+            .follow(node, request())
+            .expect("on the newer channel");
+        let _ = broker.take_commands(node);
         broker.unfollow(id);
         let commands = broker.take_commands(node);
         assert!(
-            matches!(&commands[..], [FollowCommand::Start(..), FollowCommand::Stop(stopped)] if *stopped == id),
+            matches!(&commands[..], [FollowCommand::Stop(stopped)] if *stopped == id),
             "{commands:?}"
         );
         assert!(!broker.lines(node, id, Vec::new()), "stopped");
+        broker.channel_closed(&newer);
+        assert!(broker.follow(node, request()).is_none());
     }
 }
