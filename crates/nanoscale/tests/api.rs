@@ -1821,13 +1821,20 @@ async fn the_agent_channel_pushes_documents_takes_reports_and_ends_on_removal() 
     let credential = Credential::Certificate(identity.clone());
     let control_plane = ControlPlane::new("", credential.clone()).unwrap();
     let connected = std::sync::Arc::new(tokio::sync::Notify::new());
-    let holder = tokio::spawn({
-        let (control_plane, connected) = (control_plane.clone(), connected.clone());
-        async move { control_plane.hold_channel(&connected).await }
-    });
-    timeout(Duration::from_secs(10), connected.notified())
-        .await
-        .expect("the channel comes up");
+    // Holds the channel as the agent does; returns the holding task once the
+    // channel is up (a task handle, awaited later for how the channel ended).
+    #[allow(clippy::async_yields_async)]
+    let hold = async || {
+        let holder = tokio::spawn({
+            let (control_plane, connected) = (control_plane.clone(), connected.clone());
+            async move { control_plane.hold_channel(&connected).await }
+        });
+        timeout(Duration::from_secs(10), connected.notified())
+            .await
+            .expect("the channel comes up");
+        holder
+    };
+    let holder = hold().await;
     assert!(control_plane.channel_up());
     common::wait_for("the channel counted in /metrics", async || {
         let open = server.metric("nanoscale_agent_channels").await?;
@@ -2099,13 +2106,7 @@ async fn the_agent_channel_pushes_documents_takes_reports_and_ends_on_removal() 
     assert_eq!(response.status(), 401);
 
     // Removing the node ends its channel at once; the holder hears 401.
-    let holder = tokio::spawn({
-        let (control_plane, connected) = (control_plane.clone(), connected.clone());
-        async move { control_plane.hold_channel(&connected).await }
-    });
-    timeout(Duration::from_secs(10), connected.notified())
-        .await
-        .expect("the channel comes up again");
+    let holder = hold().await;
     let (status, body) = server
         .call(
             Method::DELETE,
