@@ -271,6 +271,8 @@ impl ControlPlane {
     }
 
     pub async fn report(&self, report: &AgentReport) -> Result<ReportAck, ProtocolError> {
+        // An agent's first report waits for the channel's first attempt.
+        self.channel.first_attempt().await;
         if let Some(answer) = self.channel.report(report).await {
             return answer;
         }

@@ -30,8 +30,10 @@ use crate::state::AppState;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a channel goes without its credential being checked again (it is
-/// also checked at every report and before every document).
+/// also checked at every report).
 const RECHECK: Duration = Duration::from_secs(30);
+/// How old a check may be when a document is sent.
+const FRESH: Duration = Duration::from_secs(12);
 
 /// The node's channel as counted: in the broker (one per node) and in
 /// `/metrics`, undone when the task ends, even by a panic.
@@ -125,11 +127,15 @@ async fn session<R, W>(
                 Ok(Some(document)) => {
                     if sent != Some(document.version) {
                         // Documents carry secrets: only to a credential that
-                        // still names the node.
-                        if !still_node(state, auth, node, writer).await {
-                            return;
+                        // still named the node a moment ago (an agent's
+                        // reports, every 10 s, keep that fresh, so a burst of
+                        // changes costs no lookups).
+                        if checked.elapsed() > FRESH {
+                            if !still_node(state, auth, node, writer).await {
+                                return;
+                            }
+                            checked = Instant::now();
                         }
-                        checked = Instant::now();
                         sent = Some(document.version);
                         if !send(writer, &ToAgent::Document { document }).await {
                             return;
@@ -168,7 +174,7 @@ async fn session<R, W>(
                 };
                 heard = Instant::now();
                 next = Box::pin(read_frame(reader, MAX_TO_CONTROL_PLANE));
-                if !receive(state, auth, node, &bytes, writer).await {
+                if !receive(state, auth, node, &bytes, writer, &mut checked).await {
                     return;
                 }
             }
@@ -216,12 +222,14 @@ async fn session<R, W>(
 }
 
 /// Handles one frame; false ends the channel.
+/// `checked` is set when a report's credential check passes.
 async fn receive<W: AsyncWrite + Unpin>(
     state: &AppState,
     auth: &NodeAuth,
     node: Uuid,
     bytes: &[u8],
     writer: &mut W,
+    checked: &mut Instant,
 ) -> bool {
     let message = match serde_json::from_slice::<ToControlPlane>(bytes) {
         Ok(message) => message,
@@ -243,8 +251,11 @@ async fn receive<W: AsyncWrite + Unpin>(
             // The credential is checked at every report, as over HTTP: a removed
             // node or a replaced certificate stops here.
             let answer = match Box::pin(auth.node(&state.store)).await {
-                Ok(Some(node)) => Box::pin(accept_report(state, &node, *report)).await,
-                Ok(None) => Err(ApiError::Unauthorized),
+                Ok(Some(found)) if found.id == node => {
+                    *checked = Instant::now();
+                    Box::pin(accept_report(state, &found, *report)).await
+                }
+                Ok(_) => Err(ApiError::Unauthorized),
                 Err(error) => Err(error.into()),
             };
             match answer {
