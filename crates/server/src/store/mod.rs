@@ -256,6 +256,10 @@ async fn sqlite_pool(connections: u32, options: &AnyConnectOptions) -> StoreResu
         .max_connections(connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(30))
+        // A whole fleet reconnecting (10,000 channels in 4 s, each looking its
+        // node up) queues for up to about 2 s, sqlx's default threshold for a
+        // warning: warned of from 5 s, it is a real backlog, not a reconnect.
+        .acquire_slow_threshold(Duration::from_secs(5))
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 // WAL lets readers run beside the single writer; the busy timeout
