@@ -458,7 +458,7 @@ async fn log_loop(context: Arc<Context>, control_plane: ControlPlane) {
                     .unwrap_or_else(|_| nanoscale_core::agent::LogAnswer {
                         entries: Vec::new(),
                     });
-            if let Err(error) = control_plane.answer_log_request(id, &answer).await {
+            if let Err(error) = control_plane.answer_log_request(id, answer).await {
                 tracing::warn!(%error, "answering a log request");
             }
         }

@@ -228,12 +228,6 @@ impl Channel {
         }
     }
 
-    /// Resolves when the channel comes up (at once if it is).
-    pub async fn until_up(&self) {
-        let mut up = self.up.subscribe();
-        let _ = up.wait_for(|up| *up).await;
-    }
-
     /// The node's document once its version passes `after`, while the channel
     /// is up; `Ok(None)` when the channel went down first, or when `wait` passed
     /// with no document at all.
@@ -526,12 +520,8 @@ impl Channel {
     fn receive(&self, message: ToAgent) -> Option<End> {
         match message {
             ToAgent::Document { document } => {
-                let actual = document.state.sha256();
-                if actual != document.sha256 {
-                    return Some(End::Lost(format!(
-                        "a document whose hash {actual} does not match the announced {}",
-                        document.sha256
-                    )));
+                if let Err(why) = document.check_hash() {
+                    return Some(End::Lost(format!("a document whose {why}")));
                 }
                 self.document.send_replace(Some(document));
                 self.polling.send_replace(false);

@@ -190,13 +190,7 @@ impl ControlPlane {
             self.logs_waiting.notify_one();
         }
         let document: DesiredDocument = response.json().await?;
-        let actual = document.state.sha256();
-        if actual != document.sha256 {
-            return Err(ProtocolError::BadDocument(format!(
-                "hash {actual} does not match the announced {}",
-                document.sha256
-            )));
-        }
+        document.check_hash().map_err(ProtocolError::BadDocument)?;
         Ok(document)
     }
 
@@ -241,15 +235,16 @@ impl ControlPlane {
     pub async fn answer_log_request(
         &self,
         id: uuid::Uuid,
-        answer: &LogAnswer,
+        answer: LogAnswer,
     ) -> Result<(), ProtocolError> {
-        let message = ToControlPlane::LogAnswer {
-            id,
-            answer: answer.clone(),
-        };
+        let message = ToControlPlane::LogAnswer { id, answer };
         if self.channel.send(&message).await {
             return Ok(());
         }
+        // The answer goes over HTTP instead (`message` holds nothing else).
+        let ToControlPlane::LogAnswer { answer, .. } = &message else {
+            return Ok(());
+        };
         if !self.channel.is_polling() {
             return Err(ProtocolError::Channel(
                 "down; the request is lost with it".into(),

@@ -90,6 +90,22 @@ pub struct DesiredDocument {
     pub state: DesiredState,
 }
 
+impl DesiredDocument {
+    /// Checks the announced hash against the state's own, as an agent does
+    /// before it uses a document.
+    pub fn check_hash(&self) -> Result<(), String> {
+        let actual = self.state.sha256();
+        if actual == self.sha256 {
+            Ok(())
+        } else {
+            Err(format!(
+                "hash {actual} does not match the announced {}",
+                self.sha256
+            ))
+        }
+    }
+}
+
 impl DesiredState {
     /// Builds the state for `node` from its workloads, deriving routes and internal
     /// DNS names, with every list in canonical order.

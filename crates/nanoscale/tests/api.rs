@@ -1958,7 +1958,7 @@ async fn the_agent_channel_pushes_documents_takes_reports_and_ends_on_removal() 
                         entries: vec![before.clone()],
                     };
                     control_plane
-                        .answer_log_request(request.id, &answer)
+                        .answer_log_request(request.id, answer)
                         .await
                         .unwrap();
                 }

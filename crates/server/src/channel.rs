@@ -20,7 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::api::agent::{accept_report, NodeAuth, MAX_LOG_ANSWER_LINES};
+use crate::api::agent::{accept_report, check_log_answer, NodeAuth};
 use crate::api::error::ApiError;
 use crate::log_broker::{ChannelLease, FollowCommand};
 use crate::state::AppState;
@@ -264,11 +264,7 @@ async fn receive<W: AsyncWrite + Unpin>(
             }
         }
         ToControlPlane::LogAnswer { id, answer } => {
-            if answer.entries.len() > MAX_LOG_ANSWER_LINES {
-                let refusal = ApiError::BadRequest {
-                    message: format!("at most {MAX_LOG_ANSWER_LINES} lines"),
-                    field: Some("answer.entries".into()),
-                };
+            if let Err(refusal) = check_log_answer(&answer, "answer.entries") {
                 return refuse(writer, None, &refusal).await;
             }
             // A late answer (the user's request timed out) is dropped.

@@ -447,12 +447,7 @@ pub async fn answer_log_request(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(answer): ApiJson<LogAnswer>,
 ) -> ApiResult<StatusCode> {
-    if answer.entries.len() > MAX_LOG_ANSWER_LINES {
-        return Err(ApiError::field(
-            "entries",
-            format!("at most {MAX_LOG_ANSWER_LINES} lines"),
-        ));
-    }
+    check_log_answer(&answer, "entries")?;
     if state.logs.answer(node.id, id, answer.entries) {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -461,4 +456,16 @@ pub async fn answer_log_request(
 }
 
 /// As many lines as a user may ask for.
-pub(crate) const MAX_LOG_ANSWER_LINES: usize = 10_000;
+const MAX_LOG_ANSWER_LINES: usize = 10_000;
+
+/// Refuses an answer with more lines than were asked for at most; `field` names
+/// its lines where the answer came (the route's body, or a channel message).
+pub(crate) fn check_log_answer(answer: &LogAnswer, field: &str) -> ApiResult<()> {
+    if answer.entries.len() > MAX_LOG_ANSWER_LINES {
+        return Err(ApiError::field(
+            field,
+            format!("at most {MAX_LOG_ANSWER_LINES} lines"),
+        ));
+    }
+    Ok(())
+}
